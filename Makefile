@@ -1,0 +1,42 @@
+# forgeline — `make demo` and `make test` do all the set-up on a fresh machine.
+PYTHON     ?= python3
+VENV       ?= .venv
+# CPU build by default; GPU users: make TORCH_SPEC='torch==2.13.0' TORCH_INDEX=… install
+TORCH_SPEC ?= torch==2.13.0
+PIP_EXTRA  ?=
+BIN        := $(VENV)/bin
+STAMP      := $(VENV)/.forgeline-installed
+
+export DS_ACCELERATOR ?= cpu
+export RAY_USAGE_STATS_ENABLED ?= 0
+AIRFLOW_ENV := AIRFLOW_HOME=$(CURDIR)/.forgeline/airflow \
+	AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+	AIRFLOW__CORE__LOAD_EXAMPLES=False
+
+.PHONY: install demo test bench lint clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet $(PIP_EXTRA) "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet $(PIP_EXTRA) -e ".[dev]"
+	touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(AIRFLOW_ENV) $(BIN)/airflow db migrate >/dev/null
+	$(AIRFLOW_ENV) $(BIN)/python -m forgeline.demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	@for script in benchmarks/*.py; do \
+		echo "== $$script"; $(BIN)/python $$script || exit 1; \
+	done
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf .forgeline artifacts

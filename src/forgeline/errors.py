@@ -1,0 +1,29 @@
+"""Exceptions raised by forgeline. Each names the field and the value at fault."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ForgelineError(Exception):
+    """Base class of every error forgeline raises on purpose."""
+
+
+class ConfigError(ForgelineError, ValueError):
+    """A configuration field holds a value that cannot work."""
+
+    def __init__(self, field: str, value: Any, reason: str) -> None:
+        self.field, self.value, self.reason = field, value, reason
+        super().__init__(f"{field}={value!r}: {reason}")
+
+
+class StorageError(ForgelineError, OSError):
+    """A storage URL cannot be read or written."""
+
+    def __init__(self, field: str, url: str, reason: str) -> None:
+        self.field, self.url, self.reason = field, url, reason
+        super().__init__(f"{field}={url!r}: {reason}")
+
+
+class IntegrityError(ForgelineError):
+    """Stored data does not match its recorded checksum or shape."""

@@ -1,0 +1,17 @@
+"""Airflow operators, one per pipeline stage, all thin adapters over ``forgeline.pipeline``."""
+
+from forgeline.operators.base import StageOperator, run_name
+from forgeline.operators.params import params_from, templated
+from forgeline.operators.prepare import PrepareDatasetOperator
+from forgeline.operators.report import ReportOperator
+from forgeline.operators.train import TrainOperator
+
+__all__ = [
+    "PrepareDatasetOperator",
+    "ReportOperator",
+    "StageOperator",
+    "TrainOperator",
+    "params_from",
+    "run_name",
+    "templated",
+]

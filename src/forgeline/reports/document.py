@@ -1,0 +1,93 @@
+"""Gather one run's record, metrics and artifacts into the document both renderers draw."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from forgeline import storage
+from forgeline.errors import StorageError
+from forgeline.reports.artifacts import Artifact, list_artifacts
+from forgeline.reports.metrics import LossCurve, load_loss_curve
+from forgeline.reports.sections import Section, generic_section, prepare_section, train_section
+from forgeline.runs import RunLayout
+
+REPORT_STAGE = "report"
+"""The report's own folder (and stage name) under the run; never part of its contents."""
+
+PIPELINE_ORDER: tuple[str, ...] = ("prepare", "search", "cache", "train", "checkpoint", "quantize")
+"""Stages in pipeline order; unknown stages follow, alphabetically."""
+
+
+@dataclass
+class ReportDocument:
+    """Everything a report shows, already formatted."""
+
+    run_id: str
+    root: str
+    run_url: str
+    generated_at: str
+    stages: list[str]
+    dataset: Section | None
+    training: Section | None
+    others: list[Section]
+    curve: LossCurve
+    artifacts: list[Artifact] = field(default_factory=list)
+
+    @property
+    def artifacts_total_bytes(self) -> int:
+        return sum(a.size_bytes for a in self.artifacts)
+
+
+def ordered_stages(stages: dict[str, Any]) -> list[str]:
+    """Known stages in pipeline order, then the rest by name; the report's own stage left out."""
+    names = [s for s in stages if s != REPORT_STAGE]
+    known = [s for s in PIPELINE_ORDER if s in names]
+    return known + sorted(s for s in names if s not in PIPELINE_ORDER)
+
+
+def read_run_record(layout: RunLayout) -> dict[str, Any]:
+    """``run.json`` as a dict; ``StorageError`` naming ``run_id`` if it is missing or unreadable."""
+    fs, path = storage.filesystem(layout.run_json_url, "root")
+    where = f"{layout.run_json_url} (run {layout.run_id!r} under root {layout.root!r})"
+    if not fs.exists(path):
+        raise StorageError("run_id", layout.url, f"no run.json here: {where}")
+    try:
+        record = storage.read_json(layout.run_json_url)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise StorageError("run_id", layout.url, f"run.json is not valid JSON: {exc}") from exc
+    if not isinstance(record, dict) or not isinstance(record.get("stages", {}), dict):
+        raise StorageError(
+            "run_id", layout.url, "run.json must be an object with a 'stages' object"
+        )
+    return record
+
+
+def _stage_section(stage: str, result: Any) -> Section:
+    if isinstance(result, dict) and stage == "prepare":
+        return prepare_section(result)
+    if isinstance(result, dict) and stage == "train":
+        return train_section(result)
+    return generic_section(stage, result)
+
+
+def build_document(layout: RunLayout) -> ReportDocument:
+    """Read the run (failing before any write if it is not there) into a ``ReportDocument``."""
+    record = read_run_record(layout)
+    results: dict[str, Any] = record.get("stages") or {}
+    stages = ordered_stages(results)
+    sections = {stage: _stage_section(stage, results[stage]) for stage in stages}
+    return ReportDocument(
+        run_id=str(record.get("run_id") or layout.run_id),
+        root=str(record.get("root") or layout.root),
+        run_url=layout.url,
+        generated_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        stages=stages,
+        dataset=sections.pop("prepare", None),
+        training=sections.pop("train", None),
+        others=list(sections.values()),
+        curve=load_loss_curve(layout.metrics_url),
+        artifacts=list_artifacts(layout.url, exclude_dirs=(REPORT_STAGE,)),
+    )

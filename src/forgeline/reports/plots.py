@@ -1,0 +1,52 @@
+"""PNG plots, drawn with matplotlib's object API (no pyplot global state) on Agg."""
+
+from __future__ import annotations
+
+import io
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from forgeline.reports.metrics import LossCurve
+
+LOSS_PLOT_NAME = "train_loss.png"
+_LOG_Y_SPREAD = 10.0
+"""Use a log y-axis once the largest loss is this many times the smallest."""
+
+
+def _wants_log_y(values: list[float]) -> bool:
+    return bool(values) and min(values) > 0 and max(values) / min(values) >= _LOG_Y_SPREAD
+
+
+def loss_plot_png(curve: LossCurve, title: str = "Training loss") -> bytes:
+    """Training loss vs step (line), validation loss (markers) if any, as PNG bytes."""
+    fig = Figure(figsize=(7.0, 4.0), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    try:
+        ax = fig.add_subplot()
+        if curve.train:
+            steps, losses = zip(*curve.train, strict=True)
+            ax.plot(steps, losses, color="#2563eb", linewidth=1.4, label="train loss")
+        if curve.validation:
+            steps, losses = zip(*curve.validation, strict=True)
+            ax.plot(
+                steps,
+                losses,
+                color="#dc2626",
+                marker="o",
+                linestyle="--",
+                linewidth=1.0,
+                label="validation loss",
+            )
+        if _wants_log_y([loss for _, loss in curve.train + curve.validation]):
+            ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="upper right")
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+        return buffer.getvalue()
+    finally:
+        fig.clear()

@@ -1,0 +1,98 @@
+"""The self-contained HTML report: inline CSS, plots as base64 data URIs, no JS."""
+
+from __future__ import annotations
+
+import base64
+
+from jinja2 import Environment, StrictUndefined
+
+from forgeline.reports.document import ReportDocument
+from forgeline.reports.formatting import bytes_with_exact, human_bytes
+
+_TEMPLATE = """\
+<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>forgeline run {{ doc.run_id }}</title>
+<style>
+body { font: 15px/1.5 system-ui, sans-serif; color: #1f2937; max-width: 960px;
+       margin: 2rem auto; padding: 0 1rem; }
+h1 { font-size: 1.6rem; margin-bottom: .2rem; }
+h2 { border-bottom: 1px solid #e5e7eb; padding-bottom: .2rem; margin-top: 2rem; }
+h3 { font-size: 1.1rem; margin-bottom: .3rem; }
+h4 { font-size: 1rem; margin-bottom: .3rem; }
+table { border-collapse: collapse; margin: .4rem 0 1rem; }
+th, td { text-align: left; padding: .25rem .8rem .25rem 0; border-bottom: 1px solid #f3f4f6;
+         vertical-align: top; }
+th { color: #4b5563; font-weight: 600; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.meta, .note { color: #6b7280; }
+.fact { font-size: 1.05rem; font-weight: 600; }
+code { font-size: .9em; word-break: break-all; }
+img { max-width: 100%; }
+</style>
+</head>
+<body>
+<h1>forgeline run <code>{{ doc.run_id }}</code></h1>
+<p class="meta">Root <code>{{ doc.root }}</code> · generated {{ doc.generated_at }}
+ · stages: {{ doc.stages | join(", ") if doc.stages else "none recorded" }}</p>
+{% macro section(sec, level=3) %}
+{% for fact in sec.facts %}<p class="fact">{{ fact }}</p>
+{% endfor %}
+{% for table in sec.tables %}
+<h{{ level }}>{{ table.title }}</h{{ level }}>
+<table>
+{% for label, value in table.rows %}<tr><th>{{ label }}</th><td>{{ value }}</td></tr>
+{% endfor %}
+</table>
+{% endfor %}
+{% endmacro %}
+
+<h2>Dataset</h2>
+{% if doc.dataset %}{{ section(doc.dataset) }}{% else %}
+<p class="note">No prepare stage recorded.</p>{% endif %}
+
+<h2>Training</h2>
+{% if doc.training %}{{ section(doc.training) }}{% else %}
+<p class="note">No train stage recorded.</p>{% endif %}
+<h3>Training curve</h3>
+{% if plot_uri %}<img alt="Training loss vs step" src="{{ plot_uri }}">{% endif %}
+{% if doc.curve.note %}<p class="note">{{ doc.curve.note }}</p>{% endif %}
+
+{% if doc.others %}<h2>Other stages</h2>
+{% for sec in doc.others %}<h3>Stage <code>{{ sec.title }}</code></h3>
+{{ section(sec, 4) }}{% endfor %}{% endif %}
+
+<h2>Artifacts</h2>
+{% if doc.artifacts %}
+<table>
+<tr><th>path</th><th>size</th><th>bytes</th></tr>
+{% for a in doc.artifacts %}<tr><td><code>{{ a.path }}</code></td><td class="num">{{
+ human(a.size_bytes) }}</td><td class="num">{{ "{:,}".format(a.size_bytes) }}</td></tr>
+{% endfor %}
+</table>
+<p class="meta">{{ doc.artifacts | length }} files, {{ exact(doc.artifacts_total_bytes) }},
+ under <code>{{ doc.run_url }}</code></p>
+{% else %}<p class="note">No files under <code>{{ doc.run_url }}</code>.</p>{% endif %}
+</body>
+</html>
+"""
+
+_ENV = Environment(autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+
+
+def png_data_uri(png: bytes) -> str:
+    """Embed PNG bytes as a ``data:`` URI."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def render_html(doc: ReportDocument, loss_png: bytes | None) -> str:
+    """Render ``doc`` to one HTML page; every value is HTML-escaped."""
+    template = _ENV.from_string(_TEMPLATE)
+    return template.render(
+        doc=doc,
+        plot_uri=png_data_uri(loss_png) if loss_png else "",
+        human=human_bytes,
+        exact=bytes_with_exact,
+    )

@@ -1,0 +1,130 @@
+"""Turn stage results into display sections (label/value tables), shared by HTML and Markdown.
+
+``prepare`` and ``train`` get curated labels; every other stage (and any key the
+curated lists do not know) is rendered generically, so a new stage never breaks it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from forgeline.reports.formatting import MISSING, generic_rows, number, value_text
+
+
+@dataclass(frozen=True)
+class Table:
+    """A titled two-column (label, value) table."""
+
+    title: str
+    rows: list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class Section:
+    """One stage's display: headline facts, then tables."""
+
+    stage: str
+    title: str
+    facts: list[str] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+
+
+_PREPARE_FIELDS: tuple[tuple[str, str], ...] = (
+    ("Source", "source"),
+    ("Source files", "source_files"),
+    ("Source size", "source_bytes"),
+    ("Window (tokens)", "window_tokens"),
+    ("Train samples", "train_samples"),
+    ("Validation samples", "validation_samples"),
+    ("Bytes written", "bytes_written"),
+    ("Fingerprint", "fingerprint"),
+    ("Manifest", "manifest_url"),
+    ("Wall time", "wall_s"),
+)
+
+_TRAIN_FIELDS: tuple[tuple[str, str], ...] = (
+    ("Parameters", "num_params"),
+    ("Workers", "workers"),
+    ("ZeRO stage", "zero_stage"),
+    ("Steps", "steps"),
+    ("Micro-batch size", "micro_batch_size"),
+    ("Gradient accumulation steps", "grad_accum_steps"),
+    ("Throughput (tokens/s)", "tokens_per_s"),
+    ("Wall time", "wall_s"),
+    ("Train loss, first step", "train_loss_first"),
+    ("Train loss, final step", "train_loss_final"),
+    ("Validation loss, before", "val_loss_before"),
+    ("Validation loss, after", "val_loss_after"),
+    ("Validation perplexity, before", "val_ppl_before"),
+    ("Validation perplexity, after", "val_ppl_after"),
+    ("Model", "model_url"),
+)
+
+
+def _curated_rows(
+    result: dict[str, Any], fields: tuple[tuple[str, str], ...]
+) -> list[tuple[str, str]]:
+    return [(label, value_text(key, result[key])) for label, key in fields if key in result]
+
+
+def _leftover_table(result: dict[str, Any], known: set[str]) -> list[Table]:
+    rows = generic_rows(result, skip=known)
+    return [Table("Other fields", rows)] if rows else []
+
+
+def _positive(value: Any) -> float | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+    return float(value) if ok else None
+
+
+def perplexity_ratio(train: dict[str, Any]) -> float | None:
+    """Validation perplexity after / before training; None when either is missing."""
+    before, after = _positive(train.get("val_ppl_before")), _positive(train.get("val_ppl_after"))
+    return after / before if before is not None and after is not None else None
+
+
+def prepare_section(result: dict[str, Any]) -> Section:
+    """The dataset summary."""
+    facts = []
+    if "train_samples" in result or "validation_samples" in result:
+        train = value_text("train_samples", result.get("train_samples"))
+        val = value_text("validation_samples", result.get("validation_samples"))
+        facts.append(f"{train} training and {val} validation samples")
+    tables = [Table("Summary", _curated_rows(result, _PREPARE_FIELDS))]
+    tables += _leftover_table(result, {key for _, key in _PREPARE_FIELDS})
+    return Section("prepare", "Dataset", facts, [t for t in tables if t.rows])
+
+
+def train_section(result: dict[str, Any]) -> Section:
+    """Training summary: perplexity before → after first, then run and model tables."""
+    facts = []
+    before, after = result.get("val_ppl_before"), result.get("val_ppl_after")
+    if before is not None or after is not None:
+        fact = (
+            f"Validation perplexity {value_text('val_ppl_before', before)} → "
+            f"{value_text('val_ppl_after', after)}"
+        )
+        ratio = perplexity_ratio(result)
+        if ratio is not None:
+            fact += f" (after / before = {number(ratio)})"
+        facts.append(fact)
+    rows = _curated_rows(result, _TRAIN_FIELDS)
+    ratio = perplexity_ratio(result)
+    if ratio is not None:
+        rows.append(("Validation perplexity, after / before", number(ratio)))
+    tables = [Table("Run", rows)]
+    config = result.get("architecture")
+    if isinstance(config, dict) and config:
+        tables.append(Table("Model config", generic_rows(config)))
+    known = {key for _, key in _TRAIN_FIELDS} | {"architecture"}
+    tables += _leftover_table(result, known)
+    return Section("train", "Training", facts, [t for t in tables if t.rows])
+
+
+def generic_section(stage: str, result: Any) -> Section:
+    """Any stage as one flattened key/value table."""
+    if not isinstance(result, dict):
+        return Section(stage, stage, tables=[Table("Result", [("value", value_text("", result))])])
+    rows = generic_rows(result) or [("(no fields)", MISSING)]
+    return Section(stage, stage, tables=[Table("Result", rows)])

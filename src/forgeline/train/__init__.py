@@ -1,0 +1,28 @@
+"""Training stage: a small decoder LM trained by Ray Train (TorchTrainer) with DeepSpeed."""
+
+from forgeline.train.config import (
+    TrainConfig,
+    TrainOptions,
+    TrainResult,
+    default_deepspeed_config,
+)
+from forgeline.train.loop import MODEL_CONFIG_FILE, MODEL_FILE, evaluate, train_loop_per_worker
+from forgeline.train.model import DecoderLM, ModelConfig, ModelSize, count_params, lm_loss
+from forgeline.train.run import run_training
+
+__all__ = [
+    "MODEL_CONFIG_FILE",
+    "MODEL_FILE",
+    "DecoderLM",
+    "ModelConfig",
+    "ModelSize",
+    "TrainConfig",
+    "TrainOptions",
+    "TrainResult",
+    "count_params",
+    "default_deepspeed_config",
+    "evaluate",
+    "lm_loss",
+    "run_training",
+    "train_loop_per_worker",
+]

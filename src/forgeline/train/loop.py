@@ -1,0 +1,166 @@
+"""The per-worker training loop run by Ray Train: DeepSpeed engine, distributed sampling,
+periodic metrics through ``ray.train.report``, validation before/after, safetensors export."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler
+
+from forgeline import storage
+from forgeline.datasets import TokenDataset
+from forgeline.train.config import TrainConfig
+from forgeline.train.model import DecoderLM, lm_loss
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.safetensors"
+MODEL_CONFIG_FILE = "model.json"
+SUMMARY_FILE = "summary.json"
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _mean_across_ranks(*values: float) -> list[float]:
+    tensor = torch.tensor(values, dtype=torch.float64)
+    if _world()[1] > 1:
+        dist.all_reduce(tensor)
+        tensor /= _world()[1]
+    return tensor.tolist()
+
+
+def _batches(dataset: TokenDataset, micro_batch: int, seed: int) -> Iterator[torch.Tensor]:
+    """Endless micro-batches of this rank's disjoint share, reshuffled every epoch."""
+    rank, world = _world()
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+    loader = DataLoader(
+        dataset, batch_size=micro_batch, sampler=sampler, drop_last=True,
+        collate_fn=lambda rows: torch.from_numpy(np.stack(rows)).long(),
+    )
+    epoch = 0
+    while True:
+        sampler.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, dataset: TokenDataset, samples: int, batch: int) -> float:
+    """Mean validation loss over the first ``samples`` windows, split across ranks."""
+    rank, world = _world()
+    indices = list(range(min(samples, len(dataset))))[rank::world]
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for first in range(0, len(indices), batch):
+        tokens = torch.from_numpy(dataset.get_many(indices[first : first + batch])).long()
+        loss = lm_loss(model(tokens[:, :-1]), tokens[:, 1:])
+        total, count = total + loss.item() * len(tokens), count + len(tokens)
+    model.train(was_training)
+    sums = torch.tensor([total, count], dtype=torch.float64)
+    if world > 1:
+        dist.all_reduce(sums)
+    return (sums[0] / sums[1]).item()
+
+
+def _full_state_dict(engine: Any, zero_stage: int) -> dict[str, torch.Tensor]:
+    """The whole model's fp32 weights on every rank (ZeRO-3 partitions gathered first)."""
+    module = engine.module
+    if zero_stage == 3:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
+            return {k: v.detach().clone().float() for k, v in module.state_dict().items()}
+    return {k: v.detach().clone().float() for k, v in module.state_dict().items()}
+
+
+def save_model(state: dict[str, torch.Tensor], config: TrainConfig, output_url: str) -> str:
+    from safetensors.torch import save
+
+    url = storage.join(output_url, MODEL_FILE)
+    storage.write_bytes_atomic(url, save({k: v.contiguous() for k, v in state.items()}))
+    storage.write_json_atomic(
+        storage.join(output_url, MODEL_CONFIG_FILE), config.model.model_dump(mode="json")
+    )
+    return url
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Entry point of each Ray Train worker. ``loop_config`` = {"train": ..., "output_url": ...}."""
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
+    import deepspeed
+    import ray.train
+
+    config = TrainConfig.model_validate(loop_config["train"])
+    output_url = loop_config["output_url"]
+    rank, world = _world()
+    torch.manual_seed(config.seed)
+    train_set = TokenDataset(config.manifest_url, "train")
+    val_set = TokenDataset(config.manifest_url, "validation")
+    model = DecoderLM(config.model)
+    engine, _, _, scheduler = deepspeed.initialize(
+        model=model, model_parameters=model.parameters(), config=config.deepspeed_config,
+        dist_init_required=False,
+    )
+    micro = config.micro_batch_size
+    eval_batch = max(micro, 32)
+    val_before = evaluate(engine, val_set, config.eval_samples, eval_batch)
+    ray.train.report({"step": 0, "val_loss": val_before, "split": "validation"})
+
+    batches = _batches(train_set, micro, config.seed)
+    tokens_per_step = world * micro * config.grad_accum_steps * config.model.seq_len
+    started = last_time = time.perf_counter()
+    first_loss, window_losses = math.nan, []
+    for step in range(1, config.steps + 1):
+        for _ in range(config.grad_accum_steps):
+            tokens = next(batches)
+            loss = lm_loss(engine(tokens[:, :-1]), tokens[:, 1:])
+            engine.backward(loss)
+            engine.step()
+            window_losses.append(loss.item())
+        if step % config.log_every_steps == 0 or step == config.steps:
+            now = time.perf_counter()
+            steps_in_window = len(window_losses) / config.grad_accum_steps
+            mean_loss, = _mean_across_ranks(float(np.mean(window_losses)))
+            if math.isnan(first_loss):
+                first_loss = mean_loss
+            metrics = {
+                "step": step,
+                "loss": mean_loss,
+                "lr": float(scheduler.get_last_lr()[0]) if scheduler else math.nan,
+                "tokens_per_s": tokens_per_step * steps_in_window / (now - last_time),
+                "time_s": now - started,
+            }
+            if rank == 0:
+                log.info("step %d/%d loss %.4f", step, config.steps, mean_loss)
+            ray.train.report(metrics)
+            last_time, window_losses = now, []
+    train_s = time.perf_counter() - started
+    val_after = evaluate(engine, val_set, config.eval_samples, eval_batch)
+    state = _full_state_dict(engine, config.zero_stage)
+    summary = {
+        "val_loss_before": val_before,
+        "val_loss_after": val_after,
+        "train_loss_first": first_loss,
+        "train_loss_final": mean_loss,
+        "tokens_per_s": tokens_per_step * config.steps / train_s,
+        "num_params": sum(v.numel() for v in state.values()),
+    }
+    if rank == 0:
+        save_model(state, config, output_url)
+        storage.write_json_atomic(storage.join(output_url, SUMMARY_FILE), summary)
+    if world > 1:
+        dist.barrier()
+    ray.train.report({"step": config.steps, "split": "validation", "val_loss": val_after})

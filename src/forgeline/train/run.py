@@ -1,0 +1,94 @@
+"""Driver side of the training stage: start (or join) Ray, run TorchTrainer, collect the result."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from typing import Any
+
+import ray
+from ray.train import RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from forgeline import storage
+from forgeline.datasets import load_manifest
+from forgeline.errors import ConfigError
+from forgeline.ray import MetricsLogger
+from forgeline.train.config import TrainConfig, TrainResult
+from forgeline.train.loop import MODEL_CONFIG_FILE, MODEL_FILE, SUMMARY_FILE, train_loop_per_worker
+
+log = logging.getLogger(__name__)
+
+def _ensure_ray(address: str | None) -> bool:
+    """Connect to Ray; return True when this call started a local cluster that we own."""
+    if ray.is_initialized():
+        return False
+    ray.init(address=address, include_dashboard=False)
+    return address is None and not os.environ.get("RAY_ADDRESS")
+
+
+def _ray_storage_path(output_url: str) -> str | None:
+    fs, path = storage.filesystem(output_url)
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return storage.join(path, "ray") if protocol in ("file", "local") else None
+
+
+def run_training(
+    config: TrainConfig, output_url: str, metrics_url: str | None = None,
+    callbacks: list[Any] | None = None,
+) -> TrainResult:
+    """Train ``config.model`` on the dataset with Ray Train + DeepSpeed; write the model under
+    ``output_url``; append metrics to ``metrics_url``; return the result."""
+    if output_url.startswith("memory://"):
+        raise ConfigError(
+            "output_url", output_url,
+            "Ray workers are separate processes; use a shared filesystem (file://, s3://, …)",
+        )
+    manifest = load_manifest(config.manifest_url)
+    if config.model.seq_len != manifest.window_tokens:
+        config = config.model_copy(
+            update={"model": config.model.model_copy(update={"seq_len": manifest.window_tokens})}
+        )
+    if config.model.vocab_size < manifest.vocab_size:
+        raise ConfigError("model.vocab_size", config.model.vocab_size,
+                          f"smaller than the dataset's vocabulary ({manifest.vocab_size})")
+    storage.ensure_writable(output_url, "output_url")
+    started = time.perf_counter()
+    owns_ray = _ensure_ray(config.ray_address)
+    try:
+        trainer = TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config={"train": config.model_dump(mode="json"), "output_url": output_url},
+            scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu),
+            run_config=RunConfig(
+                name=f"forgeline-train-{int(time.time())}",
+                storage_path=_ray_storage_path(output_url),
+                callbacks=([MetricsLogger(metrics_url)] if metrics_url else []) + (callbacks or []),
+            ),
+        )
+        trainer.fit()
+    finally:
+        if owns_ray:
+            ray.shutdown()
+    summary = storage.read_json(storage.join(output_url, SUMMARY_FILE))
+    return TrainResult(
+        model_url=storage.join(output_url, MODEL_FILE),
+        model_config_url=storage.join(output_url, MODEL_CONFIG_FILE),
+        architecture=config.model,
+        num_params=summary["num_params"],
+        workers=config.num_workers,
+        zero_stage=config.zero_stage,
+        steps=config.steps,
+        micro_batch_size=config.micro_batch_size,
+        grad_accum_steps=config.grad_accum_steps,
+        train_loss_first=summary["train_loss_first"],
+        train_loss_final=summary["train_loss_final"],
+        val_loss_before=summary["val_loss_before"],
+        val_ppl_before=math.exp(summary["val_loss_before"]),
+        val_loss_after=summary["val_loss_after"],
+        val_ppl_after=math.exp(summary["val_loss_after"]),
+        tokens_per_s=summary["tokens_per_s"],
+        wall_s=round(time.perf_counter() - started, 3),
+    )

@@ -1,0 +1,25 @@
+"""Small DAGs for the operator tests (a second DAG bundle, configured in tests/conftest.py)."""
+
+import datetime as dt
+
+from airflow.sdk import DAG
+
+from forgeline.operators import PrepareDatasetOperator, ReportOperator, TrainOperator
+
+START = dt.datetime(2026, 1, 1)
+ROOT = {"artifact_root": "{{ params.root }}", "forgeline_run_id": "{{ params.run }}"}
+
+with DAG("forgeline_test_prepare", schedule=None, start_date=START,
+         render_template_as_native_obj=True,
+         params={"root": "", "run": "r1", "bytes": 20_000}):
+    prepare = PrepareDatasetOperator(task_id="prepare", max_source_bytes="{{ params.bytes }}",
+                                     window_tokens=32, **ROOT)
+    prepare >> ReportOperator(task_id="report", **ROOT)
+
+with DAG("forgeline_test_invalid", schedule=None, start_date=START,
+         params={"root": "", "run": "bad"}):
+    PrepareDatasetOperator(task_id="prepare", window_tokens="-5", retries=3, **ROOT)
+
+with DAG("forgeline_test_noprep", schedule=None, start_date=START,
+         params={"root": "", "run": "empty"}):
+    TrainOperator(task_id="train", **ROOT)

@@ -1,0 +1,39 @@
+import pytest
+from pydantic import ValidationError
+
+from forgeline.train import TrainConfig, TrainOptions, default_deepspeed_config
+
+
+def test_options_build_a_deepspeed_config():
+    config = TrainOptions(zero_stage=1, micro_batch_size=4, grad_accum_steps=2, steps=50,
+                          model_size="tiny").to_config("file:///m.json")
+    assert config.zero_stage == 1 and config.micro_batch_size == 4 and config.grad_accum_steps == 2
+    assert config.deepspeed_config["scheduler"]["params"]["total_num_steps"] == 50
+    assert config.model.n_layers == 2
+
+
+def test_a_given_deepspeed_config_is_used_as_is():
+    ds = default_deepspeed_config(zero_stage=3, micro_batch_size=2)
+    config = TrainOptions(deepspeed_config=ds, zero_stage=1).to_config("file:///m.json")
+    assert config.deepspeed_config == ds and config.zero_stage == 3
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"train_micro_batch_size_per_gpu": 0}, "train_micro_batch_size_per_gpu=0"),
+        ({"gradient_accumulation_steps": "x"}, "gradient_accumulation_steps='x'"),
+        ({"zero_optimization": {"stage": 5}}, "zero_optimization.stage=5"),
+    ],
+)
+def test_bad_deepspeed_config_names_the_field(change, message):
+    with pytest.raises(ValidationError, match=message):
+        TrainConfig(manifest_url="file:///m.json", deepspeed_config={**default_deepspeed_config(),
+                                                                     **change})
+
+
+def test_bad_options_name_the_field():
+    with pytest.raises(ValidationError, match="workers"):
+        TrainOptions(workers=0)
+    with pytest.raises(ValidationError, match="model_size"):
+        TrainOptions(model_size="huge")
