@@ -7,18 +7,17 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler
 
 from forgeline import storage
 from forgeline.datasets import TokenDataset
+from forgeline.train.batches import BatchSource, ShuffledBatches
 from forgeline.train.config import TrainConfig
-from forgeline.train.model import DecoderLM, lm_loss
+from forgeline.train.model import DecoderLM, lm_loss, per_sample_loss
 
 log = logging.getLogger(__name__)
 
@@ -39,21 +38,6 @@ def _mean_across_ranks(*values: float) -> list[float]:
         dist.all_reduce(tensor)
         tensor /= _world()[1]
     return tensor.tolist()
-
-
-def _batches(dataset: TokenDataset, micro_batch: int, seed: int) -> Iterator[torch.Tensor]:
-    """Endless micro-batches of this rank's disjoint share, reshuffled every epoch."""
-    rank, world = _world()
-    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
-    loader = DataLoader(
-        dataset, batch_size=micro_batch, sampler=sampler, drop_last=True,
-        collate_fn=lambda rows: torch.from_numpy(np.stack(rows)).long(),
-    )
-    epoch = 0
-    while True:
-        sampler.set_epoch(epoch)
-        yield from loader
-        epoch += 1
 
 
 @torch.no_grad()
@@ -97,6 +81,13 @@ def save_model(state: dict[str, torch.Tensor], config: TrainConfig, output_url: 
     return url
 
 
+def make_batch_source(
+    config: TrainConfig, dataset: TokenDataset, rank: int, world: int
+) -> BatchSource:
+    """The training batches of this rank: uniform shuffling unless a cache is configured."""
+    return ShuffledBatches(dataset, config.micro_batch_size, config.seed, rank, world)
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Entry point of each Ray Train worker. ``loop_config`` = {"train": ..., "output_url": ...}."""
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
@@ -119,15 +110,18 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     val_before = evaluate(engine, val_set, config.eval_samples, eval_batch)
     ray.train.report({"step": 0, "val_loss": val_before, "split": "validation"})
 
-    batches = _batches(train_set, micro, config.seed)
+    source = make_batch_source(config, train_set, rank, world)
+    batches = iter(source)
     tokens_per_step = world * micro * config.grad_accum_steps * config.model.seq_len
     started = last_time = time.perf_counter()
     first_loss, window_losses = math.nan, []
     for step in range(1, config.steps + 1):
         for _ in range(config.grad_accum_steps):
-            tokens = next(batches)
-            loss = lm_loss(engine(tokens[:, :-1]), tokens[:, 1:])
+            indices, tokens = next(batches)
+            sample_losses = per_sample_loss(engine(tokens[:, :-1]), tokens[:, 1:])
+            loss = sample_losses.mean()
             engine.backward(loss)
+            source.feedback(indices, sample_losses.detach())
             engine.step()
             window_losses.append(loss.item())
         if step % config.log_every_steps == 0 or step == config.steps:
@@ -142,6 +136,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 "lr": float(scheduler.get_last_lr()[0]) if scheduler else math.nan,
                 "tokens_per_s": tokens_per_step * steps_in_window / (now - last_time),
                 "time_s": now - started,
+                **source.stats(),
             }
             if rank == 0:
                 log.info("step %d/%d loss %.4f", step, config.steps, mean_loss)
