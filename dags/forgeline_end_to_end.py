@@ -1,9 +1,11 @@
 """
-### forgeline end to end: prepare → train → report
+### forgeline end to end: prepare → search → train → report
 
 Builds a byte-token dataset (by default from the Python standard library's source),
-trains a small decoder LM with **Ray Train + DeepSpeed** (2 CPU workers, ZeRO-2 by
-default), and writes an HTML/Markdown report. Every artifact lands under
+searches the parallel strategy for it (micro-batch, gradient accumulation, recompute at the
+chosen ZeRO stage and worker count), trains a small decoder LM with the chosen plan on
+**Ray Train + DeepSpeed** (2 CPU workers, ZeRO-2 by default), and writes an HTML/Markdown
+report. Every artifact lands under
 `{artifact_root}/runs/{dag_id}__{run_id}/`; the Params below are the demo's defaults
 and make up the trigger form in the Airflow UI.
 """
@@ -18,6 +20,7 @@ from airflow.sdk import DAG
 from forgeline.operators import (
     PrepareDatasetOperator,
     ReportOperator,
+    StrategySearchOperator,
     TrainOperator,
     params_from,
     templated,
@@ -47,6 +50,7 @@ with DAG(
     )
     train = TrainOperator(
         task_id="train",
+        trigger_rule="none_failed",
         **templated(
             "model_size", "activation_checkpointing", "workers", "steps", "zero_stage",
             "micro_batch_size", "grad_accum_steps", "lr", "eval_samples", "seed",
@@ -54,6 +58,19 @@ with DAG(
         ),
         **root,
     )
+    search = StrategySearchOperator(
+        task_id="search",
+        enabled="{{ params.strategy_search and params.deepspeed_config is none }}",
+        devices_per_node="{{ params.workers }}",
+        workers="{{ params.workers }}",
+        model_size="{{ params.model_size }}",
+        global_batch_size=(
+            "{{ params.workers * params.micro_batch_size * params.grad_accum_steps }}"
+        ),
+        zero_stages="{{ [params.zero_stage] }}",
+        lr="{{ params.lr }}",
+        **root,
+    )
     report = ReportOperator(task_id="report", **root)
 
-    prepare >> train >> report
+    prepare >> search >> train >> report

@@ -15,6 +15,15 @@ def test_prepare_and_report(tmp_path, capsys):
     assert (tmp_path / "runs" / "c1" / "report" / "report.md").exists()
 
 
+def test_search_prints_a_ranked_table(tmp_path, capsys):
+    root = f"file://{tmp_path}"
+    assert main(["search", "--root", root, "--run-id", "s", "--seq-len", "64",
+                 "--model-size", "tiny", "--global-batch-size", "16", "--top-k", "3"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split()[:3] == ["#", "workers", "ZeRO"] and len(lines) == 5
+    assert "plan: " + root in lines[-1]
+
+
 def test_bad_input_exits_2_naming_the_field(tmp_path, capsys):
     assert main(["prepare", "--root", str(tmp_path), "--window-tokens", "0"]) == 2
     assert "window_tokens" in capsys.readouterr().err
@@ -35,5 +44,5 @@ def test_run_whole_pipeline_tiny(ray_cluster, tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["val_ppl_after"] < result["val_ppl_before"]
     assert (tmp_path / "runs" / "cli" / "report" / "report.html").exists()
-    assert json.loads((tmp_path / "runs" / "cli" / "run.json").read_text())["stages"]["train"][
-        "zero_stage"] == 1
+    stages = json.loads((tmp_path / "runs" / "cli" / "run.json").read_text())["stages"]
+    assert stages["train"]["zero_stage"] == stages["search"]["zero_stage"] == 1

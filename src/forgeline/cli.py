@@ -1,9 +1,10 @@
 """``forgeline`` command line: every stage runnable without Airflow.
 
     forgeline prepare --run-id R [dataset options]
+    forgeline search  --run-id R [search options]   # prints the ranked plans
     forgeline train   --run-id R [training options]
     forgeline report  --run-id R
-    forgeline run     [all options]          # prepare → train → report
+    forgeline run     [all options]          # prepare → search → train → report
 
 Flags are generated from the stages' pydantic option models, so they match the Python
 API and the DAG Params one to one. Results are printed as JSON.
@@ -25,6 +26,7 @@ from forgeline import pipeline
 from forgeline.datasets import DatasetConfig
 from forgeline.errors import ForgelineError
 from forgeline.runs import RunLayout, default_artifact_root, new_run_id
+from forgeline.search.stage import StrategyOptions, StrategyResult
 from forgeline.train import TrainOptions
 
 
@@ -65,9 +67,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     commands = {
         "prepare": ("build the token dataset", DatasetConfig),
+        "search": ("rank parallel strategies; the train stage runs the best", StrategyOptions),
         "train": ("train with Ray Train + DeepSpeed", TrainOptions),
         "report": ("write the run's HTML/Markdown report", None),
-        "run": ("prepare → train → report, without Airflow", pipeline.PipelineParams),
+        "run": ("prepare → search → train → report, without Airflow", pipeline.PipelineParams),
     }
     for name, (help_text, model) in commands.items():
         cmd = sub.add_parser(name, help=help_text)
@@ -75,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
             cmd.add_argument("--root", default=None,
                              help="artifact root URL (default: $FORGELINE_ARTIFACT_ROOT or "
                              "./artifacts)")
-        cmd.add_argument("--run-id", required=name in ("train", "report"), default=None,
+        cmd.add_argument("--run-id", required=name in ("train", "report", "search"), default=None,
                          help="run folder name under {root}/runs/")
         if model is not None:
             _add_options(cmd, model)
@@ -88,6 +91,8 @@ def _execute(args: argparse.Namespace) -> BaseModel:
     layout = RunLayout(args.root or default_artifact_root(), args.run_id or new_run_id())
     if args.command == "prepare":
         return pipeline.prepare(layout, _options(args, DatasetConfig))
+    if args.command == "search":
+        return pipeline.search(layout, _options(args, StrategyOptions))
     if args.command == "train":
         return pipeline.train(layout, _options(args, TrainOptions))
     return pipeline.report(layout)
@@ -103,8 +108,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValidationError, ForgelineError) as exc:
         print(f"forgeline {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(result.model_dump(mode="json"), indent=2))
+    if isinstance(result, StrategyResult):
+        print(format_ranking(result))
+    else:
+        print(json.dumps(result.model_dump(mode="json"), indent=2))
     return 0
+
+
+def format_ranking(result: StrategyResult) -> str:
+    """The search's ranked plans as a plain-text table."""
+    rows = [f"{'#':>2}  {'workers':>7}  {'ZeRO':>4}  {'micro':>5}  {'accum':>5}  "
+            f"{'recompute':>9}  {'step (s)':>9}  {'memory/dev (MiB)':>16}  bound by"]
+    for rank, plan in enumerate(result.ranking, 1):
+        c = plan["config"]
+        accum = result.deepspeed_config["train_batch_size"] // (
+            c["micro_batch_size"] * c["data_parallel"])
+        rows.append(
+            f"{rank:>2}  {c['data_parallel']:>7}  {c['zero_stage']:>4}  "
+            f"{c['micro_batch_size']:>5}  {accum:>5}  {c['recompute']:>9}  "
+            f"{plan['step_time_s']:>9.4f}  {plan['memory_bytes'] / 2**20:>16.1f}  "
+            f"{plan['bound_by']}"
+        )
+    rows.append(f"{result.candidates_evaluated} candidates in {result.search_s:.3f} s on "
+                f"{result.cluster}; plan: {result.plan_url}")
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The pipeline's stages over one run layout: prepare → train → report.
+"""The pipeline's stages over one run layout: prepare → search → train → report.
 
 Each function calls its stage's core API, records the result in the run's ``run.json``
 and returns it. Operators, the CLI and ``run_pipeline`` all go through these.
@@ -7,6 +7,7 @@ and returns it. Operators, the CLI and ``run_pipeline`` all go through these.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -14,7 +15,8 @@ from forgeline.datasets import DatasetConfig, DatasetResult, build_dataset
 from forgeline.errors import ConfigError
 from forgeline.reports import ReportResult, build_report
 from forgeline.runs import RunLayout, default_artifact_root, new_run_id
-from forgeline.train import TrainOptions, TrainResult, run_training
+from forgeline.search.stage import StrategyOptions, StrategyResult, plan_strategy
+from forgeline.train import TrainOptions, TrainResult, default_deepspeed_config, run_training
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +27,42 @@ def prepare(layout: RunLayout, config: DatasetConfig) -> DatasetResult:
     return result
 
 
+def _prepared(layout: RunLayout, field: str) -> dict[str, Any]:
+    prepared = layout.load()["stages"].get("prepare")
+    if prepared is None:
+        raise ConfigError(
+            field, None, f"not given, and run {layout.run_id!r} has no prepare result"
+        )
+    return prepared
+
+
+def search(layout: RunLayout, options: StrategyOptions) -> StrategyResult:
+    if options.seq_len is None:
+        window = _prepared(layout, "seq_len")["window_tokens"]
+        options = options.model_copy(update={"seq_len": window})
+    result = plan_strategy(options, layout.stage_url("search"))
+    layout.record("search", result.model_dump(mode="json"))
+    return result
+
+
+def _apply_plan(options: TrainOptions, plan: dict[str, Any]) -> TrainOptions:
+    """Run the search stage's plan as is; add only what the search does not decide (the LR
+    schedule)."""
+    schedule = default_deepspeed_config(total_steps=options.steps,
+                                        warmup_steps=min(20, options.steps // 10))["scheduler"]
+    return options.model_copy(update={
+        "deepspeed_config": {"scheduler": schedule, **plan["deepspeed_config"]},
+        "workers": plan["num_workers"],
+        "activation_checkpointing": plan["activation_checkpointing"],
+    })
+
+
 def train(layout: RunLayout, options: TrainOptions) -> TrainResult:
-    manifest_url = options.manifest_url
-    if manifest_url is None:
-        prepared = layout.load()["stages"].get("prepare")
-        if prepared is None:
-            raise ConfigError("manifest_url", None,
-                              f"not given, and run {layout.run_id!r} has no prepare result")
-        manifest_url = prepared["manifest_url"]
+    """Train; a run's search-stage plan decides the DeepSpeed config unless one is given."""
+    manifest_url = options.manifest_url or _prepared(layout, "manifest_url")["manifest_url"]
+    plan = layout.load()["stages"].get("search")
+    if plan is not None and options.deepspeed_config is None:
+        options = _apply_plan(options, plan)
     config = options.to_config(manifest_url)
     result = run_training(config, layout.stage_url("train"), layout.metrics_url)
     layout.record("train", result.model_dump(mode="json"))
@@ -50,6 +80,11 @@ class PipelineParams(TrainOptions):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
+    strategy_search: bool = Field(
+        True, description="Let the search stage choose micro-batch, accumulation and recompute "
+        "for the global batch (workers × micro_batch_size × grad_accum_steps) at this "
+        "zero_stage; off: train with the given values."
+    )
     artifact_root: str | None = Field(
         None, description="Where runs are written; default $FORGELINE_ARTIFACT_ROOT or ./artifacts."
     )
@@ -63,6 +98,13 @@ class PipelineParams(TrainOptions):
 
     def train_options(self) -> TrainOptions:
         return TrainOptions(**self.model_dump(include=set(TrainOptions.model_fields)))
+
+    def strategy_options(self) -> StrategyOptions:
+        return StrategyOptions(
+            devices_per_node=self.workers, workers=self.workers, model_size=self.model_size,
+            global_batch_size=self.workers * self.micro_batch_size * self.grad_accum_steps,
+            zero_stages=[self.zero_stage], lr=self.lr,
+        )
 
 
 class PipelineResult(BaseModel):
@@ -78,8 +120,11 @@ def run_pipeline(params: PipelineParams, run_id: str | None = None) -> PipelineR
     """Run every stage in order under ``{root}/runs/{run_id}``, without Airflow."""
     layout = RunLayout(params.artifact_root or default_artifact_root(), run_id or new_run_id())
     dataset_config, train_options = params.dataset_config(), params.train_options()
+    params.strategy_options()  # validate every stage's options before any work
     log.info("run %s under %s", layout.run_id, layout.url)
     prepare(layout, dataset_config)
+    if params.strategy_search and params.deepspeed_config is None:
+        search(layout, params.strategy_options())
     trained = train(layout, train_options)
     reported = report(layout)
     return PipelineResult(

@@ -13,9 +13,11 @@ def test_end_to_end_dag_shape_and_defaults(airflow_db):
     from airflow.dag_processing.dagbag import DagBag
 
     dag = DagBag().get_dag("forgeline_end_to_end")
-    assert [t.task_id for t in dag.topological_sort()] == ["prepare", "train", "report"]
+    assert [t.task_id for t in dag.topological_sort()] == ["prepare", "search", "train", "report"]
     defaults = PipelineParams()
     for name in ("source", "model_size", "workers", "steps", "zero_stage"):
         assert dag.params[name] == getattr(defaults, name)
     assert dag.params["workers"] == 2 and dag.params["zero_stage"] == 2
     assert dag.params["artifact_root"].endswith("/artifacts")
+    assert dag.params["strategy_search"] is True
+    assert dag.get_task("train").trigger_rule == "none_failed"

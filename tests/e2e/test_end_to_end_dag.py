@@ -19,13 +19,18 @@ def test_end_to_end_dag_writes_every_artifact(airflow_db, ray_cluster, tmp_path)
 
     run_dir = next((tmp_path / "runs").iterdir())  # one run, whatever its safe name
     run = json.loads((run_dir / "run.json").read_text())
-    assert set(run["stages"]) == {"prepare", "train", "report"}
-    prepare, train = run["stages"]["prepare"], run["stages"]["train"]
+    assert set(run["stages"]) == {"prepare", "search", "train", "report"}
+    prepare, search, train = (run["stages"][s] for s in ("prepare", "search", "train"))
     assert prepare["source_bytes"] == 300_000 and prepare["window_tokens"] == 64
     assert train["workers"] == 2 and train["zero_stage"] == 2 and train["steps"] == 30
+    # the train stage ran the search stage's plan as is
+    assert search["num_workers"] == train["workers"] and search["zero_stage"] == 2
+    assert (search["micro_batch_size"], search["grad_accum_steps"]) == (
+        train["micro_batch_size"], train["grad_accum_steps"])
+    assert search["deepspeed_config"]["train_batch_size"] == 2 * 8
     assert train["val_loss_after"] < train["val_loss_before"]
-    for rel in ("prepare/manifest.json", "train/model.safetensors", "metrics.jsonl",
-                "report/report.html", "report/report.md", "report/train_loss.png"):
+    for rel in ("prepare/manifest.json", "search/plan.json", "train/model.safetensors",
+                "metrics.jsonl", "report/report.html", "report/report.md", "report/train_loss.png"):
         assert (run_dir / rel).stat().st_size > 0, rel
     html = (run_dir / "report" / "report.html").read_text()
     assert f"{train['val_ppl_after']:.2f}" in html or f"{train['val_ppl_after']:.1f}" in html

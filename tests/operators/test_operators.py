@@ -12,7 +12,7 @@ def test_every_option_is_a_templated_field():
     assert {"source", "window_tokens", "artifact_root"} <= set(
         PrepareDatasetOperator.template_fields)
     assert {"steps", "zero_stage", "deepspeed_config"} <= set(TrainOperator.template_fields)
-    assert ReportOperator.template_fields == ("artifact_root", "forgeline_run_id")
+    assert ReportOperator.template_fields == ("artifact_root", "forgeline_run_id", "enabled")
 
 
 def test_unknown_kwarg_is_rejected_at_dag_parse_time():
@@ -52,3 +52,10 @@ def test_train_without_a_prepared_dataset_says_so(airflow_db, tmp_path):
     dag_run = _dag("forgeline_test_noprep").test(run_conf={"root": str(tmp_path)})
     assert str(dag_run.state) == "failed"
     assert not (tmp_path / "runs" / "empty" / "train").exists()
+
+
+def test_a_disabled_stage_skips_and_train_falls_back_to_its_options(airflow_db, tmp_path):
+    dag_run = _dag("forgeline_test_disabled").test(run_conf={"root": str(tmp_path)})
+    assert str(dag_run.state) == "success"
+    assert str(dag_run.get_task_instance("search").state) == "skipped"
+    assert "search" not in RunLayout(str(tmp_path), "off").load()["stages"]

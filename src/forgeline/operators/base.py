@@ -5,6 +5,8 @@ field of the options model becomes a templated keyword argument; the rendered va
 validated at the start of ``execute`` (a bad value fails the task at once, without retries,
 naming the field and the value), the stage is called through the core library, and its small
 JSON result is returned (XCom). Artifacts go to ``{artifact_root}/runs/{run}/{stage}/``.
+A stage whose templated ``enabled`` renders false skips itself; downstream stages then fall
+back to their own options.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from pydantic import BaseModel, ValidationError
 
 from forgeline.errors import ConfigError, StorageError
@@ -36,18 +38,21 @@ class StageOperator(BaseOperator):
 
     stage: ClassVar[str]
     options_model: ClassVar[type[BaseModel]] = EmptyOptions
-    template_fields: Sequence[str] = ("artifact_root", "forgeline_run_id")
+    template_fields: Sequence[str] = ("artifact_root", "forgeline_run_id", "enabled")
     ui_color = "#e8f0fe"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls.template_fields = ("artifact_root", "forgeline_run_id", *cls.options_model.model_fields)
+        cls.template_fields = (
+            "artifact_root", "forgeline_run_id", "enabled", *cls.options_model.model_fields
+        )
 
     def __init__(
         self,
         *,
         artifact_root: str | None = None,
         forgeline_run_id: str | None = None,
+        enabled: bool | str = True,
         **kwargs: Any,
     ) -> None:
         fields = self.options_model.model_fields
@@ -55,6 +60,7 @@ class StageOperator(BaseOperator):
         super().__init__(**kwargs)
         self.artifact_root = artifact_root
         self.forgeline_run_id = forgeline_run_id
+        self.enabled = enabled
         for name in fields:
             setattr(self, name, options.get(name))
 
@@ -73,6 +79,8 @@ class StageOperator(BaseOperator):
         return RunLayout(str(root), str(name))
 
     def execute(self, context: Any) -> dict[str, Any]:
+        if str(self.enabled).strip().lower() in ("false", "0", "no", "off"):
+            raise AirflowSkipException(f"{self.task_id}: disabled (enabled={self.enabled!r})")
         try:
             options = self.options_model.model_validate(self._rendered_options())
             layout = self.layout(context)

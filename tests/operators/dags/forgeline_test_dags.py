@@ -4,7 +4,12 @@ import datetime as dt
 
 from airflow.sdk import DAG
 
-from forgeline.operators import PrepareDatasetOperator, ReportOperator, TrainOperator
+from forgeline.operators import (
+    PrepareDatasetOperator,
+    ReportOperator,
+    StrategySearchOperator,
+    TrainOperator,
+)
 
 START = dt.datetime(2026, 1, 1)
 ROOT = {"artifact_root": "{{ params.root }}", "forgeline_run_id": "{{ params.run }}"}
@@ -23,3 +28,11 @@ with DAG("forgeline_test_invalid", schedule=None, start_date=START,
 with DAG("forgeline_test_noprep", schedule=None, start_date=START,
          params={"root": "", "run": "empty"}):
     TrainOperator(task_id="train", **ROOT)
+
+with DAG("forgeline_test_disabled", schedule=None, start_date=START,
+         render_template_as_native_obj=True, params={"root": "", "run": "off", "search": False}):
+    prepare = PrepareDatasetOperator(task_id="prepare", max_source_bytes=20_000, window_tokens=32,
+                                     **ROOT)
+    search = StrategySearchOperator(task_id="search", enabled="{{ params.search }}",
+                                    model_size="tiny", **ROOT)
+    prepare >> search >> ReportOperator(task_id="report", trigger_rule="none_failed", **ROOT)

@@ -1,0 +1,145 @@
+"""Correct a cluster's efficiency constants from measured step times.
+
+Two factors are fitted: ``compute_scale`` multiplies the matmul and memory efficiency
+curves, ``comm_scale`` the achieved link fractions (each capped at 1). They are found by
+coordinate descent (golden-section search in log space) minimising the mean squared log
+error of predicted vs measured step time; the result keeps every observation's measured
+and predicted values so the fit can be audited.
+"""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import BaseModel, Field
+
+from forgeline.errors import ConfigError
+from forgeline.search.cost_model import estimate
+from forgeline.search.plan import ParallelConfig
+from forgeline.search.specs import ClusterSpec, ModelSpec, TrainingSpec
+
+
+class Observation(BaseModel):
+    """One measured run: what ran and how long a step took (and optionally peak memory)."""
+
+    model: ModelSpec
+    config: ParallelConfig
+    training: TrainingSpec
+    step_time_s: float = Field(gt=0, description="measured seconds per optimizer step")
+    peak_memory_bytes: float | None = Field(None, gt=0, description="measured peak per device")
+    source: str = Field("", description="where the measurement comes from")
+
+
+class CalibrationRow(BaseModel):
+    source: str
+    measured_step_s: float
+    predicted_step_s_before: float
+    predicted_step_s_after: float
+    measured_memory_bytes: float | None
+    predicted_memory_bytes: float
+
+
+class Calibration(BaseModel):
+    """The corrected cluster plus the evidence for it."""
+
+    cluster: ClusterSpec
+    compute_scale: float
+    comm_scale: float
+    step_mape_before_pct: float
+    step_mape_after_pct: float
+    memory_mape_pct: float | None = Field(None, description="over rows with measured memory")
+    rows: list[CalibrationRow]
+
+
+def scaled_cluster(cluster: ClusterSpec, compute_scale: float = 1.0,
+                   comm_scale: float = 1.0) -> ClusterSpec:
+    """``cluster`` with its efficiency curves and link fractions multiplied (capped at 1)."""
+    if compute_scale <= 0 or comm_scale <= 0:
+        raise ConfigError("scale", (compute_scale, comm_scale), "must be positive")
+    return cluster.model_copy(update={
+        "matmul_efficiency": [(x, min(1.0, e * compute_scale))
+                              for x, e in cluster.matmul_efficiency],
+        "memory_efficiency": [(x, min(1.0, e * compute_scale))
+                              for x, e in cluster.memory_efficiency],
+        "intra_node_efficiency": min(1.0, cluster.intra_node_efficiency * comm_scale),
+        "inter_node_efficiency": min(1.0, cluster.inter_node_efficiency * comm_scale),
+    })
+
+
+def _sized(cluster: ClusterSpec, devices: int) -> ClusterSpec:
+    nodes = max(cluster.nodes, math.ceil(devices / cluster.devices_per_node))
+    return cluster if nodes == cluster.nodes else cluster.model_copy(update={"nodes": nodes})
+
+
+def _predict(obs: list[Observation], cluster: ClusterSpec) -> list[tuple[float, float]]:
+    out = []
+    for o in obs:
+        plan = estimate(o.config, o.model, _sized(cluster, o.config.devices), o.training)
+        out.append((plan.step_time_s, plan.memory.total_bytes))
+    return out
+
+
+def _loss(obs: list[Observation], cluster: ClusterSpec) -> float:
+    preds = _predict(obs, cluster)
+    return sum(math.log(p / o.step_time_s) ** 2 for (p, _), o in zip(preds, obs, strict=True))
+
+
+def _golden(f, lo: float, hi: float, iters: int = 24) -> float:
+    """Minimise f on [lo, hi] (log-scale argument) by golden-section search."""
+    g = (math.sqrt(5) - 1) / 2
+    a, b = math.log(lo), math.log(hi)
+    c, d = b - g * (b - a), a + g * (b - a)
+    fc, fd = f(math.exp(c)), f(math.exp(d))
+    for _ in range(iters):
+        if fc < fd:
+            b, d, fd = d, c, fc
+            c = b - g * (b - a)
+            fc = f(math.exp(c))
+        else:
+            a, c, fc = c, d, fd
+            d = a + g * (b - a)
+            fd = f(math.exp(d))
+    return math.exp((a + b) / 2)
+
+
+def _mape(pairs: list[tuple[float, float]]) -> float:
+    return 100.0 * sum(abs(p - m) / m for p, m in pairs) / len(pairs)
+
+
+def calibrate(observations: list[Observation], cluster: ClusterSpec,
+              fit_comm: bool = True, rounds: int = 3) -> Calibration:
+    """Fit ``compute_scale`` (and ``comm_scale`` unless ``fit_comm`` is False) to the
+    measured step times; every observation must be a valid configuration."""
+    if not observations:
+        raise ConfigError("observations", [], "need at least one measured run")
+    for o in observations:
+        o.config.check(o.model, _sized(cluster, o.config.devices), o.training)
+    cs, ms = 1.0, 1.0
+    for _ in range(rounds):
+        cs = _golden(lambda x, m=ms: _loss(observations, scaled_cluster(cluster, x, m)), 0.2, 5.0)
+        if fit_comm:
+            top = 1.0 / max(cluster.intra_node_efficiency, cluster.inter_node_efficiency)
+            ms = _golden(lambda x, c=cs: _loss(observations, scaled_cluster(cluster, c, x)),
+                         0.2, top)
+        else:
+            break
+    fitted = scaled_cluster(cluster, cs, ms)
+    before, after = _predict(observations, cluster), _predict(observations, fitted)
+    rows = [CalibrationRow(source=o.source, measured_step_s=o.step_time_s,
+                           predicted_step_s_before=b[0], predicted_step_s_after=a[0],
+                           measured_memory_bytes=o.peak_memory_bytes,
+                           predicted_memory_bytes=a[1])
+            for o, b, a in zip(observations, before, after, strict=True)]
+    mem = [(r.predicted_memory_bytes, r.measured_memory_bytes) for r in rows
+           if r.measured_memory_bytes]
+    return Calibration(
+        cluster=fitted.model_copy(update={
+            "notes": f"{cluster.notes}; calibrated on {len(observations)} runs "
+                     f"(compute x{cs:.3f}, comm x{ms:.3f})"}),
+        compute_scale=cs, comm_scale=ms,
+        step_mape_before_pct=_mape([(b[0], o.step_time_s) for b, o in
+                                    zip(before, observations, strict=True)]),
+        step_mape_after_pct=_mape([(r.predicted_step_s_after, r.measured_step_s) for r in rows]),
+        memory_mape_pct=_mape(mem) if mem else None,
+        rows=rows,
+    )

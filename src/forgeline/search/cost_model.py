@@ -1,0 +1,335 @@
+"""Analytical step time and memory of a configuration, evaluated on whole arrays at once.
+
+Every kernel takes ``flops / (peak * eff(flops)) + bytes / (hbm * eff(bytes))`` (Calculon's
+no-overlap mode), with the achieved-fraction curves of the :class:`ClusterSpec`. A layer
+is its six GEMMs, the attention core and the memory-bound kernels (LayerNorm, softmax,
+dropout, GeLU, residual). Backward is twice the forward GEMMs and memory traffic. The
+pipeline runs ``m + (p-1)/v`` stage-times per step. Communication comes from
+:mod:`forgeline.search.comm`, memory from :mod:`forgeline.search.memory`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from forgeline.search import comm
+from forgeline.search.flops import (
+    attention_core_forward_flops,
+    layer_forward_flops,
+    model_flops_per_iteration,
+)
+from forgeline.search.memory import (
+    activation_bytes_per_layer,
+    deepspeed_model_state_bytes,
+    host_offload_bytes,
+    recompute_working_bytes,
+)
+from forgeline.search.pipeline import inflight_microbatches
+from forgeline.search.plan import (
+    OFFLOAD_CODES,
+    RECOMPUTE_CODES,
+    MemoryBreakdown,
+    ParallelConfig,
+    Plan,
+    StepTimeBreakdown,
+)
+from forgeline.search.specs import DTYPE_BYTES, ClusterSpec, ModelSpec, TrainingSpec
+
+BUCKET_ELEMENTS = 50_000_000
+"""Reduce / all-gather / prefetch bucket size (elements) the emitted DeepSpeed config uses."""
+
+HOST_MEMORY_USABLE = 0.8
+"""Fraction of host memory offloaded states may take (the rest: OS, loaders, pinned buffers)."""
+
+TIME_TERMS = ("compute_s", "recompute_s", "tp_comm_s", "pp_comm_s", "bubble_s", "dp_comm_s",
+              "offload_s", "optimizer_s")
+
+CANDIDATE_FIELDS = ("tp", "pp", "dp", "vpp", "mb", "zero", "rc", "sp", "off")
+"""Array names of a candidate batch: TP, PP, DP, chunks, micro-batch, ZeRO stage,
+recompute code (0 none, 1 selective, 2 full), sequence parallel, offload code (0-2)."""
+
+
+def _curve(x: Any, points: list[tuple[float, float]]) -> Any:
+    xs = np.log10([p[0] for p in points])
+    ys = np.array([p[1] for p in points])
+    return np.interp(np.log10(np.maximum(x, 1.0)), xs, ys)
+
+
+class _Kernels:
+    """Time of one matmul / memory-bound kernel on one device (arrays in, arrays out)."""
+
+    def __init__(self, cluster: ClusterSpec, peak_flops: float) -> None:
+        self.cluster, self.peak = cluster, peak_flops
+
+    def mem(self, nbytes: Any) -> Any:
+        eff = _curve(nbytes, self.cluster.memory_efficiency)
+        return nbytes / (self.cluster.hbm_bytes_per_s * eff)
+
+    def mm(self, flops: Any, nbytes: Any) -> Any:
+        eff = _curve(flops, self.cluster.matmul_efficiency)
+        return flops / (self.peak * eff) + self.mem(nbytes)
+
+    def gemm(self, m: Any, k: Any, n: Any, e: int) -> Any:
+        """(m x k) @ (k x n) in element size e."""
+        return self.mm(2.0 * m * k * n, e * (m * k + k * n + m * n))
+
+
+def _stage_params(model: ModelSpec, t: Any, p: Any) -> tuple[Any, Any, Any]:
+    """Parameters per TP rank on the first stage, the last stage, and the heavier one."""
+    h, v = model.hidden, model.vocab
+    layers = model.layers / p * model.params_per_layer / t
+    emb = v * h / t + (model.seq_len * h if model.learned_position_embeddings else 0)
+    head = 2 * h + (0 if model.tied_embeddings else v * h / t)
+    tied_copy = np.where(p > 1, v * h / t, 0.0) if model.tied_embeddings else 0.0
+    single = p == 1
+    first = layers + emb + np.where(single, head, 0.0)
+    last = np.where(single, first, layers + head + tied_copy)
+    return first, last, np.maximum(first, last)
+
+
+def evaluate(c: dict[str, np.ndarray], model: ModelSpec, cluster: ClusterSpec,
+             training: TrainingSpec) -> dict[str, np.ndarray]:
+    """Predict time terms, memory and feasibility for every candidate in ``c``.
+
+    ``c`` maps each of :data:`CANDIDATE_FIELDS` to an array (all the same length). The
+    configurations must already be valid (divisibility etc.); see :mod:`.space`.
+    """
+    f64 = {k: np.asarray(c[k], dtype=np.float64) for k in CANDIDATE_FIELDS}
+    t, p, d, v, b = f64["tp"], f64["pp"], f64["dp"], f64["vpp"], f64["mb"]
+    zero, rc, off = (np.asarray(c[k]) for k in ("zero", "rc", "off"))
+    sp = np.asarray(c["sp"], dtype=bool)
+    L, h, a, f, s, V = (model.layers, model.hidden, model.heads, model.ffn_hidden,
+                        model.seq_len, model.vocab)
+    B = training.global_batch_size
+    e = training.activation_bytes
+    mask = 1 if model.dropout else 0
+    flash = training.flash_attention
+    bp, bg = DTYPE_BYTES[model.param_dtype], DTYPE_BYTES[model.grad_dtype]
+    bo = training.optimizer_bytes_per_param(model)
+    k = _Kernels(cluster, cluster.peak_for(training.precision))
+    m = B / (d * b)
+    bs = b * s
+    full, selective = rc == 2, rc == 1
+
+    # ---- one layer, one micro-batch, one device -----------------------------------------
+    gemms = (k.gemm(bs, h, 3 * h / t, e) + k.gemm(bs, h / t, h, e)
+             + k.gemm(bs, h, f / t, e) + k.gemm(bs, f / t, h, e))
+    heads_local = a / t
+    if flash:
+        core_flops = 4.0 * b * s * s * h / t
+        core_bytes = e * 4 * bs * h / t
+        core_f = k.mm(core_flops, core_bytes)
+        core_b = k.mm(2.5 * core_flops, 2 * core_bytes)
+    else:
+        scores = b * heads_local * s * s
+        one_bmm = k.mm(2.0 * b * s * s * h / t, e * (2 * bs * h / t + scores))
+        softmax = k.mem(2 * e * scores) + k.mem((2 * e + mask) * scores)  # softmax, dropout
+        core_f = 2 * one_bmm + softmax
+        core_b = 2 * (2 * one_bmm + softmax)
+    nh = bs * h / np.where(sp, t, 1.0)
+    elementwise = (2 * k.mem(2 * e * nh)  # two LayerNorms
+                   + 2 * k.mem((3 * e + mask) * nh)  # two bias-dropout-residual
+                   + k.mem(2 * e * bs * f / t))  # GeLU
+    t_fwd = gemms + core_f + elementwise
+    t_bwd = 2 * gemms + core_b + 2 * elementwise
+    t_rc = np.where(full, t_fwd, np.where(selective & (not flash), core_f, 0.0))
+
+    ar_tp = comm.collective_s("all_reduce", bs * h * e, t, 1, cluster)
+    ag_tp = comm.collective_s("all_gather", bs * h * e, t, 1, cluster)
+    # 2 all-reduces forward, 2 backward, 2 more when the forward is re-run; sequence
+    # parallelism swaps each for all-gather + reduce-scatter (same bytes) and re-gathers
+    # the two sequence-split GEMM inputs in backward (Korthikanti §4.2.2).
+    tp_layer = (4 + 2 * full) * ar_tp + np.where(sp, 2 * ag_tp, 0.0)
+
+    # ---- embedding (first stage) and logits + loss (last stage) ------------------------
+    emb_f = k.mem((2 * e + mask) * bs * h)
+    emb_t = emb_f * 3
+    logits_f = k.gemm(bs, h, V / t, e) + k.mem((e + 4) * bs * V / t)
+    logits_t = 3 * logits_f
+    ce_ar = comm.collective_s("all_reduce", 3 * 4 * bs, t, 1, cluster)
+    first_extra, last_extra = emb_t + ar_tp, logits_t + ar_tp + 3 * ce_ar
+    extra = np.where(p == 1, first_extra + last_extra, np.maximum(first_extra, last_extra))
+    extra_compute = np.where(p == 1, emb_t + logits_t,
+                             np.where(first_extra >= last_extra, emb_t, logits_t))
+
+    # ---- pipeline point-to-point ---------------------------------------------------------
+    payload = bs * h * e / t  # scatter-gather (or sequence-parallel) split across TP ranks
+    gather = np.where(sp, 0.0, comm.collective_s("all_gather", bs * h * e, t, 1, cluster))
+    p2p_mb = np.where(p > 1, 2 * v * (comm.p2p_s(payload, t * d, cluster) + gather), 0.0)
+
+    per_stage = L / p
+    t_mb = per_stage * (t_fwd + t_bwd + t_rc + tp_layer) + extra + p2p_mb
+    compute_s = m * (per_stage * (t_fwd + t_bwd) + extra_compute)
+    recompute_s = m * per_stage * t_rc
+    tp_comm_s = m * (per_stage * tp_layer + extra - extra_compute)
+    pp_comm_s = m * p2p_mb
+    bubble_s = (p - 1) / v * t_mb
+
+    # ---- data parallel / ZeRO ------------------------------------------------------------
+    _, _, P = _stage_params(model, t, p)
+    shard = P / d
+    grads, weights = P * bg, P * bp
+    rs = comm.collective_s("reduce_scatter", grads, d, t, cluster)
+    ag = comm.collective_s("all_gather", weights, d, t, cluster)
+    ar = comm.collective_s("all_reduce", grads, d, t, cluster)
+    # where offloaded states live: host memory if they fit, else NVMe
+    host_per_device = host_offload_bytes(P, d, off, bp, bo)
+    host_per_node = host_per_device * cluster.devices_per_node
+    on_cpu = host_per_node <= HOST_MEMORY_USABLE * cluster.host_memory_bytes
+    # DeepSpeed swaps to NVMe only under ZeRO-3 (ZeRO-Infinity); stages 1-2 offload to CPU.
+    on_nvme = ((~on_cpu) & (zero == 3) & (host_per_node <= cluster.nvme_bytes)
+               & (cluster.nvme_bytes_per_s > 0))
+    host_ok = (off == 0) | on_cpu | on_nvme
+    hide = cluster.overlap_efficiency
+    fwd_mb = per_stage * t_fwd * hide
+    bwd_mb = per_stage * t_bwd * hide
+    window = bwd_mb if training.overlap_grad_reduce else 0.0
+    dp0 = comm.exposed_s(ar, window)
+    dp1 = comm.exposed_s(rs, window) + ag
+    dp2 = m * comm.exposed_s(rs, window) + ag
+    fetch = np.where(off == 2, comm.host_transfer_s(shard * bp, cluster, nvme=on_nvme), 0.0)
+    n_fwd_gathers = 1 + full
+    rc_mb = per_stage * t_rc * hide
+    z3 = m * (comm.exposed_s(n_fwd_gathers * ag, fwd_mb + rc_mb)
+              + comm.exposed_s(ag + rs, bwd_mb))
+    z3_fetch = m * (comm.exposed_s(n_fwd_gathers * (ag + fetch), fwd_mb + rc_mb)
+                    + comm.exposed_s(ag + fetch + rs, bwd_mb))
+    dp_comm_s = np.select([zero == 0, zero == 1, zero == 2], [dp0, dp1, dp2], z3)
+    if model.tied_embeddings:
+        tied = comm.collective_s("all_reduce", V * h / t * bg, 2, t * d * np.maximum(p - 1, 1),
+                                 cluster)
+        dp_comm_s = dp_comm_s + np.where(p > 1, tied, 0.0)
+
+    # ---- optimizer step and offload ------------------------------------------------------
+    opt_params = np.where(zero >= 1, shard, P)
+    step_bytes = opt_params * (2 * bo + max(bg, 4) + bp)
+    optimizer_s = np.where(off == 0, k.mem(step_bytes), 0.0)
+    cpu_adam = shard * (2 * bo + 4 + bp) / (cluster.host_memory_bytes_per_s
+                                            / cluster.devices_per_node)
+    d2h = comm.host_transfer_s(shard * bg, cluster)
+    d2h_exposed = np.where(zero >= 2, m * comm.exposed_s(d2h, window), comm.exposed_s(d2h, window))
+    h2d = comm.host_transfer_s(shard * bp, cluster)
+    nvme_states = np.where(on_nvme, comm.host_transfer_s(2 * shard * bo, cluster, nvme=True), 0.0)
+    offload_s = np.where(off >= 1, cpu_adam + d2h_exposed + nvme_states, 0.0)
+    offload_s = offload_s + np.where(off == 1, h2d, 0.0) + np.where(off == 2, z3_fetch - z3, 0.0)
+
+    # ---- memory --------------------------------------------------------------------------
+    P_first, P_last, _ = _stage_params(model, t, p)
+    largest = model.largest_module_params / t
+    act_kw = dict(act_bytes=e, dropout=model.dropout, flash_attention=flash)
+    act_layer = activation_bytes_per_layer(s, b, h, a, f, t, sp, rc, **act_kw)
+    working = recompute_working_bytes(s, b, h, a, f, t, sp, rc, **act_kw)
+    inflight = inflight_microbatches(p, m, v)
+    logits_mem = (e + 4) * bs * V / t
+    states_first = deepspeed_model_state_bytes(P_first, d, zero, off, bp, bg, bo, largest)
+    states_last = deepspeed_model_state_bytes(P_last, d, zero, off, bp, bg, bo, largest)
+    acts_first = inflight * per_stage * act_layer + working + np.where(p == 1, logits_mem, 0.0)
+    acts_last = per_stage * act_layer + working + logits_mem
+    first_total, last_total = states_first + acts_first, states_last + acts_last
+    use_first = first_total >= last_total
+    states = np.where(use_first, states_first, states_last)
+    acts = np.where(use_first, acts_first, acts_last)
+    bucket = np.minimum(BUCKET_ELEMENTS, P)
+    buffers = np.where(zero == 0, bucket * bg, bucket * (bg + bp))
+    reserved = float(cluster.reserved_bytes_per_device)
+    mem_total = states + acts + buffers + reserved
+    fits = (mem_total <= cluster.device_memory_bytes) & host_ok
+
+    terms = {
+        "compute_s": compute_s, "recompute_s": recompute_s, "tp_comm_s": tp_comm_s,
+        "pp_comm_s": pp_comm_s, "bubble_s": bubble_s, "dp_comm_s": dp_comm_s,
+        "offload_s": offload_s, "optimizer_s": optimizer_s,
+    }
+    terms = {name: np.broadcast_to(np.asarray(val, dtype=float), t.shape)
+             for name, val in terms.items()}
+    step = sum(terms.values())
+    devices = t * p * d
+    model_flops = model_flops_per_iteration(B, s, L, h, V, f)
+    recompute_flops = L * np.where(
+        full, layer_forward_flops(B, s, h, f),
+        np.where(selective & (not flash), attention_core_forward_flops(B, s, h), 0.0))
+    hw_flops = model_flops + recompute_flops
+    return {
+        **terms,
+        "step_s": step,
+        "gas": m,
+        "devices": devices,
+        "states_bytes": states,
+        "activations_bytes": acts,
+        "buffers_bytes": buffers,
+        "reserved_bytes": np.full(t.shape, reserved),
+        "memory_bytes": mem_total,
+        "host_bytes_per_node": np.where(off == 0, 0.0, host_per_node),
+        "offload_device": np.where(off == 0, 0, np.where(on_cpu, 1, 2)),
+        "host_ok": host_ok,
+        "fits": fits,
+        "model_tflops": model_flops / (step * devices) / 1e12,
+        "hardware_tflops": hw_flops / (step * devices) / 1e12,
+    }
+
+
+def candidates_from_configs(configs: list[ParallelConfig]) -> dict[str, np.ndarray]:
+    """Arrays of :data:`CANDIDATE_FIELDS` for a list of configurations."""
+    rows = [(cf.tensor_parallel, cf.pipeline_parallel, cf.data_parallel, cf.virtual_stages,
+             cf.micro_batch_size, cf.zero_stage, RECOMPUTE_CODES[cf.recompute],
+             cf.sequence_parallel, OFFLOAD_CODES[cf.offload]) for cf in configs]
+    cols = list(zip(*rows, strict=True)) if rows else [()] * len(CANDIDATE_FIELDS)
+    return {name: np.asarray(col, dtype=np.int64) for name, col in
+            zip(CANDIDATE_FIELDS, cols, strict=True)}
+
+
+_RECOMPUTE_NAMES = {v: k for k, v in RECOMPUTE_CODES.items()}
+_OFFLOAD_NAMES = {v: k for k, v in OFFLOAD_CODES.items()}
+_OFFLOAD_DEVICES = {0: "none", 1: "cpu", 2: "nvme"}
+
+
+def config_from_row(c: dict[str, np.ndarray], i: int) -> ParallelConfig:
+    """The :class:`ParallelConfig` of row ``i`` of candidate arrays ``c``."""
+    return ParallelConfig(
+        tensor_parallel=int(c["tp"][i]), pipeline_parallel=int(c["pp"][i]),
+        data_parallel=int(c["dp"][i]), virtual_stages=int(c["vpp"][i]),
+        micro_batch_size=int(c["mb"][i]), zero_stage=int(c["zero"][i]),
+        recompute=_RECOMPUTE_NAMES[int(c["rc"][i])], sequence_parallel=bool(c["sp"][i]),
+        offload=_OFFLOAD_NAMES[int(c["off"][i])],
+    )
+
+
+def plan_from_row(c: dict[str, np.ndarray], r: dict[str, np.ndarray], i: int,
+                  model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec) -> Plan:
+    """Build the pydantic :class:`Plan` of row ``i`` of candidates ``c`` / results ``r``."""
+    config = config_from_row(c, i)
+    times = {name: float(r[name][i]) for name in TIME_TERMS}
+    bound = max(times, key=times.get).removesuffix("_s")
+    peak = cluster.peak_for(training.precision)
+    return Plan(
+        config=config,
+        gradient_accumulation_steps=int(round(float(r["gas"][i]))),
+        devices_used=int(r["devices"][i]),
+        offload_device=_OFFLOAD_DEVICES[int(r["offload_device"][i])],
+        step_time_s=float(r["step_s"][i]),
+        time=StepTimeBreakdown(**times),
+        memory=MemoryBreakdown(
+            model_states_bytes=float(r["states_bytes"][i]),
+            activations_bytes=float(r["activations_bytes"][i]),
+            buffers_bytes=float(r["buffers_bytes"][i]),
+            reserved_bytes=float(r["reserved_bytes"][i]),
+            total_bytes=float(r["memory_bytes"][i]),
+            device_memory_bytes=float(cluster.device_memory_bytes),
+            host_bytes_per_node=float(r["host_bytes_per_node"][i]),
+        ),
+        fits=bool(r["fits"][i]),
+        bound_by=bound,
+        model_tflops_per_device=float(r["model_tflops"][i]),
+        hardware_tflops_per_device=float(r["hardware_tflops"][i]),
+        mfu=float(r["model_tflops"][i]) * 1e12 / peak,
+    )
+
+
+def estimate(config: ParallelConfig, model: ModelSpec, cluster: ClusterSpec,
+             training: TrainingSpec) -> Plan:
+    """Predict one configuration (validated first; ConfigError names the bad field)."""
+    config.check(model, cluster, training)
+    c = candidates_from_configs([config])
+    return plan_from_row(c, evaluate(c, model, cluster, training), 0, model, cluster, training)

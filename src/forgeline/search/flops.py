@@ -1,0 +1,69 @@
+"""Training FLOPs of a GPT-style decoder (Narayanan et al. SC'21; Korthikanti et al. 2022).
+
+Counting: a matmul of (m x k) by (k x n) is 2mkn FLOPs; backward is twice forward. One
+layer's forward is ``2bs(4h^2 + 2hf)/t + 4bs^2h/t`` (QKV, projection, two MLP linears,
+then QK^T and attention x V). With f = 4h this is Narayanan's ``24bsh^2 + 4bs^2h``.
+All functions accept numpy arrays as well as numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+RECOMPUTE_MODES = ("none", "selective", "full")
+"""Activation recomputation: nothing, the attention core only, or the whole layer."""
+
+
+def layer_forward_flops(b: Any, s: Any, h: Any, ffn: Any, t: Any = 1) -> Any:
+    """Forward FLOPs of one transformer layer per tensor-parallel rank."""
+    return (2 * b * s * (4 * h * h + 2 * h * ffn) + 4 * b * s * s * h) / t
+
+
+def attention_core_forward_flops(b: Any, s: Any, h: Any, t: Any = 1) -> Any:
+    """QK^T and attention x V: what selective recomputation re-runs (Korthikanti §5)."""
+    return 4 * b * s * s * h / t
+
+
+def logits_forward_flops(b: Any, s: Any, h: Any, vocab: Any, t: Any = 1) -> Any:
+    """Output projection to the vocabulary."""
+    return 2 * b * s * h * vocab / t
+
+
+def model_flops_per_iteration(batch: Any, s: Any, layers: Any, h: Any, vocab: Any,
+                              ffn: Any = None) -> Any:
+    """Model FLOPs of one step (forward + backward, no recomputation).
+
+    With ffn = 4h this equals ``72 B s l h^2 (1 + s/(6h) + V/(12 l h))`` (Korthikanti).
+    """
+    ffn = 4 * h if ffn is None else ffn
+    return 3 * (layers * layer_forward_flops(batch, s, h, ffn) +
+                logits_forward_flops(batch, s, h, vocab))
+
+
+def recompute_flops_per_iteration(batch: Any, s: Any, layers: Any, h: Any, recompute: str,
+                                  ffn: Any = None) -> Any:
+    """Extra forward FLOPs spent re-creating dropped activations."""
+    ffn = 4 * h if ffn is None else ffn
+    if recompute == "none":
+        return 0 * batch
+    if recompute == "selective":
+        return layers * attention_core_forward_flops(batch, s, h)
+    if recompute == "full":
+        return layers * layer_forward_flops(batch, s, h, ffn)
+    raise ValueError(f"recompute={recompute!r}: choose from {RECOMPUTE_MODES}")
+
+
+def hardware_flops_per_iteration(batch: Any, s: Any, layers: Any, h: Any, vocab: Any,
+                                 recompute: str = "none", ffn: Any = None) -> Any:
+    """Model FLOPs plus recomputation (Korthikanti's hardware FLOPs).
+
+    With full recomputation and ffn = 4h this is Narayanan et al. eq. (3):
+    ``96 B s l h^2 (1 + s/(6h) + V/(16 l h))``.
+    """
+    return (model_flops_per_iteration(batch, s, layers, h, vocab, ffn)
+            + recompute_flops_per_iteration(batch, s, layers, h, recompute, ffn))
+
+
+def narayanan_flops_per_iteration(batch: Any, s: Any, layers: Any, h: Any, vocab: Any) -> Any:
+    """Narayanan et al. SC'21 eq. (3), the count behind their Table 1 teraFLOP/s."""
+    return 96 * batch * s * layers * h * h * (1 + s / (6 * h) + vocab / (16 * layers * h))

@@ -1,0 +1,147 @@
+"""Cluster presets (DGX-style nodes of 8 GPUs) and this machine's CPUs measured at run time.
+
+Vendor numbers: dense peak FLOP/s, HBM bandwidth and NVLink per direction from the NVIDIA
+A100/H100/H200 datasheets; one 200 Gb/s (A100) or 400 Gb/s (H100/H200) NIC per GPU as in
+DGX A100 / DGX H100. Achieved-fraction curves are those of Calculon's published A100/H100
+system files (Isaev et al., SC'23): matmul 0.6 at 1 GFLOP, 0.9 at 16, 0.95 at 128 GFLOP;
+memory 0.6 at 1 MB, 0.75 at 10 MB, 0.9 at 100 MB. NCCL link fractions: 0.75 of NVLink
+(nccl-tests all-reduce bus bandwidth on DGX A100) and 0.9 of InfiniBand.
+"""
+
+from __future__ import annotations
+
+import time
+
+from forgeline.errors import ConfigError
+from forgeline.search.specs import ClusterSpec
+
+GIB = 1024**3
+TIB = 1024**4
+
+_GPU_MATMUL = [(1e7, 0.1), (1e9, 0.6), (1.6e10, 0.9), (1.28e11, 0.95)]
+_GPU_MEMORY = [(1e4, 0.3), (1e6, 0.6), (1e7, 0.75), (1e8, 0.9)]
+
+_PRESETS: dict[str, dict] = {
+    "a100-40gb": dict(
+        device_memory_bytes=40 * GIB, hbm_bytes_per_s=1555e9,
+        peak_flops_per_s={"fp32": 19.5e12, "tf32": 156e12, "bf16": 312e12, "fp16": 312e12},
+        intra_node_bytes_per_s=300e9, inter_node_bytes_per_s=25e9,
+        host_memory_bytes=1 * TIB, host_memory_bytes_per_s=409.6e9, host_link_bytes_per_s=25e9,
+        nvme_bytes_per_s=25e9, nvme_bytes=15 * 10**12,
+    ),
+    "a100-80gb": dict(
+        device_memory_bytes=80 * GIB, hbm_bytes_per_s=2039e9,
+        peak_flops_per_s={"fp32": 19.5e12, "tf32": 156e12, "bf16": 312e12, "fp16": 312e12},
+        intra_node_bytes_per_s=300e9, inter_node_bytes_per_s=25e9,
+        host_memory_bytes=2 * TIB, host_memory_bytes_per_s=409.6e9, host_link_bytes_per_s=25e9,
+        nvme_bytes_per_s=25e9, nvme_bytes=15 * 10**12,
+    ),
+    "h100": dict(
+        device_memory_bytes=80 * GIB, hbm_bytes_per_s=3350e9,
+        peak_flops_per_s={"fp32": 67e12, "tf32": 494.7e12, "bf16": 989.4e12, "fp16": 989.4e12,
+                          "fp8": 1978.9e12},
+        intra_node_bytes_per_s=450e9, inter_node_bytes_per_s=50e9,
+        host_memory_bytes=2 * TIB, host_memory_bytes_per_s=614e9, host_link_bytes_per_s=50e9,
+        nvme_bytes_per_s=50e9, nvme_bytes=30 * 10**12,
+    ),
+    # 141 GB on the datasheet; CUDA reports about 140 GiB usable.
+    "h200": dict(
+        device_memory_bytes=140 * GIB, hbm_bytes_per_s=4800e9,
+        peak_flops_per_s={"fp32": 67e12, "tf32": 494.7e12, "bf16": 989.4e12, "fp16": 989.4e12,
+                          "fp8": 1978.9e12},
+        intra_node_bytes_per_s=450e9, inter_node_bytes_per_s=50e9,
+        host_memory_bytes=2 * TIB, host_memory_bytes_per_s=614e9, host_link_bytes_per_s=50e9,
+        nvme_bytes_per_s=50e9, nvme_bytes=30 * 10**12,
+    ),
+}
+
+PRESET_NAMES: tuple[str, ...] = tuple(_PRESETS)
+
+
+def cluster_preset(name: str, nodes: int = 1) -> ClusterSpec:
+    """A preset cluster of ``nodes`` nodes x 8 devices."""
+    key = name.lower().replace("_", "-")
+    if key not in _PRESETS:
+        raise ConfigError("cluster", name, f"unknown preset; choose from {list(_PRESETS)}")
+    return ClusterSpec(
+        name=f"{key}x{nodes * 8}", nodes=nodes, devices_per_node=8,
+        reserved_bytes_per_device=2 * GIB,
+        matmul_efficiency=_GPU_MATMUL, memory_efficiency=_GPU_MEMORY,
+        notes="vendor datasheet rates; Calculon SC'23 efficiency curves",
+        **_PRESETS[key],
+    )
+
+
+def _matmul_rate(n: int, dtype: object, budget_s: float) -> tuple[float, float]:
+    """(FLOPs of one n x n x n matmul, achieved FLOP/s) measured for about ``budget_s``."""
+    import torch
+
+    a = torch.randn(n, n).to(dtype)
+    b = torch.randn(n, n).to(dtype)
+    a @ b  # warm-up, excluded
+    reps, start = 0, time.perf_counter()
+    while True:
+        a @ b
+        reps += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= budget_s:
+            break
+    flops = 2.0 * n**3
+    return flops, flops * reps / elapsed
+
+
+def _copy_rate(elements: int = 1 << 24) -> float:
+    """Memory bandwidth (bytes/s, read + write) of a large fp32 tensor copy."""
+    import torch
+
+    src, dst = torch.empty(elements), torch.empty(elements)
+    dst.copy_(src)
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < 0.1:
+        dst.copy_(src)
+        reps += 1
+    return 2 * 4 * elements * reps / (time.perf_counter() - start)
+
+
+def this_machine_cpu(devices: int | None = None) -> ClusterSpec:
+    """This machine as one node of ``devices`` CPU workers (default: physical cores).
+
+    Measured now: fp32 matmul FLOP/s at four sizes (the largest is the peak, the others
+    give the efficiency curve), bf16 matmul FLOP/s, copy bandwidth, memory via psutil.
+    Assumed, to be corrected by calibration: worker-to-worker links run at a quarter of
+    the copy bandwidth (gloo over shared memory) with 50 us per hop.
+    """
+    import psutil
+    import torch
+
+    cores = psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
+    devices = devices or cores
+    if devices <= 0:
+        raise ConfigError("devices", devices, "must be at least 1")
+    points = [_matmul_rate(n, torch.float32, 0.05) for n in (64, 128, 256, 1024)]
+    peak_fp32 = max(rate for _, rate in points)
+    _, bf16_rate = _matmul_rate(256, torch.bfloat16, 0.05)
+    copy_bps = _copy_rate()
+    mem = psutil.virtual_memory().total
+    curve = sorted((flops, max(min(rate / peak_fp32, 1.0), 1e-3)) for flops, rate in points)
+    # Efficiency must not fall with size past the peak (a noisy small size can beat a large one).
+    monotone, best = [], 0.0
+    for flops, eff in curve:
+        best = max(best, eff)
+        monotone.append((flops, best))
+    return ClusterSpec(
+        name=f"cpu-{devices}", nodes=1, devices_per_node=devices,
+        device_memory_bytes=int(mem // devices), reserved_bytes_per_device=300 * 1024**2,
+        peak_flops_per_s={"fp32": peak_fp32 / devices, "tf32": peak_fp32 / devices,
+                          "bf16": bf16_rate / devices, "fp16": bf16_rate / devices},
+        hbm_bytes_per_s=copy_bps / devices,
+        intra_node_bytes_per_s=copy_bps / 4, inter_node_bytes_per_s=copy_bps / 4,
+        intra_node_latency_s=50e-6, inter_node_latency_s=50e-6,
+        host_memory_bytes=int(mem), host_memory_bytes_per_s=copy_bps,
+        host_link_bytes_per_s=copy_bps / devices,
+        matmul_efficiency=monotone, memory_efficiency=[(1e4, 0.5), (1e7, 1.0)],
+        intra_node_efficiency=1.0, inter_node_efficiency=1.0,
+        notes=(f"measured {time.strftime('%Y-%m-%d %H:%M:%S')}: matmul fp32 peak "
+               f"{peak_fp32:.3g} FLOP/s, bf16 {bf16_rate:.3g}, copy {copy_bps:.3g} B/s, "
+               f"memory {mem} B via psutil; link rates assumed (copy/4, 50 us)"),
+    )

@@ -1,0 +1,149 @@
+"""The strategy-search pipeline stage: pick how to run the training stage, and say why.
+
+It describes the training stage's model (a ``DecoderLM`` preset at the dataset's window)
+as a ``ModelSpec``, searches the cluster, writes the ranked plans to ``plan.json``, and
+returns what the training stage runs as is: a DeepSpeed config, a worker count and the
+recompute choice.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from forgeline import storage
+from forgeline.errors import ConfigError
+from forgeline.search.emit import emit
+from forgeline.search.presets import PRESET_NAMES
+from forgeline.search.space import SearchSpace
+from forgeline.search.specs import ClusterSpec, ModelSpec, TrainingSpec
+
+THIS_MACHINE = "this-machine"
+PLAN_FILE = "plan.json"
+
+
+class StrategyOptions(BaseModel):
+    """What to plan for. Fixed choices (``zero_stages``, ``micro_batch_sizes``) constrain the
+    search; ``None`` lets it choose."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    cluster: str = Field(THIS_MACHINE, description=f"'{THIS_MACHINE}' (CPU workers, measured "
+                         f"now) or a preset: {', '.join(PRESET_NAMES)}.")
+    nodes: int = Field(1, ge=1)
+    devices_per_node: int = Field(2, ge=1, description="Devices (or CPU workers) per node.")
+    model_size: Literal["tiny", "small", "base"] = "small"
+    seq_len: int | None = Field(None, ge=1, description="Default: the run's dataset window.")
+    workers: int | None = Field(
+        None, ge=1, description="Fix the data-parallel size; None lets the search choose."
+    )
+    activation_checkpointing_allowed: bool = Field(True, description="May the plan recompute?")
+    global_batch_size: int = Field(32, ge=1, description="Sequences per optimizer step.")
+    zero_stages: list[int] | None = Field(None, description="Allowed ZeRO stages; None = 0–3.")
+    micro_batch_sizes: list[int] | None = Field(None, description="Allowed micro-batches.")
+    lr: float = Field(2e-3, gt=0)
+    top_k: int = Field(5, ge=1)
+
+
+class StrategyResult(BaseModel):
+    """The chosen plan in the form the training stage consumes, plus why it won."""
+
+    plan_url: str
+    cluster: str
+    devices: int
+    num_workers: int
+    deepspeed_config: dict[str, Any]
+    activation_checkpointing: bool
+    zero_stage: int
+    micro_batch_size: int
+    grad_accum_steps: int
+    predicted_step_s: float
+    predicted_memory_bytes: int
+    bound_by: str
+    candidates_evaluated: int
+    search_s: float
+    ranking: list[dict[str, Any]]
+
+
+def _cluster(options: StrategyOptions) -> ClusterSpec:
+    if options.cluster == THIS_MACHINE:
+        if options.nodes != 1:
+            raise ConfigError("nodes", options.nodes, f"'{THIS_MACHINE}' is one node")
+        return ClusterSpec.this_machine_cpu(options.devices_per_node)
+    if options.cluster not in PRESET_NAMES:
+        raise ConfigError("cluster", options.cluster,
+                          f"unknown; use '{THIS_MACHINE}' or one of {list(PRESET_NAMES)}")
+    preset = ClusterSpec.preset(options.cluster, nodes=options.nodes)
+    return preset.model_copy(update={"devices_per_node": options.devices_per_node})
+
+
+def model_spec(model_size: str, seq_len: int, precision: str) -> ModelSpec:
+    """The training stage's ``DecoderLM`` preset as a ``ModelSpec``, by inspection."""
+    from forgeline.train.model import DecoderLM, ModelConfig
+
+    module = DecoderLM(ModelConfig.preset(model_size, seq_len=seq_len))  # type: ignore[arg-type]
+    dtype = "fp32" if precision == "fp32" else "bf16"
+    spec = ModelSpec.from_module(module, seq_len=seq_len, name=f"DecoderLM-{model_size}")
+    return spec.model_copy(update={"param_dtype": dtype, "grad_dtype": dtype})
+
+
+def plan_strategy(options: StrategyOptions, output_url: str) -> StrategyResult:
+    """Search data-parallel plans the training stage can run (ZeRO, micro-batch, accumulation,
+    full recompute) on ``options.cluster``; write every ranked plan; return the best."""
+    if options.seq_len is None:
+        raise ConfigError("seq_len", None, "needed: the training window in tokens")
+    storage.ensure_writable(output_url, "output_url")
+    cluster = _cluster(options)
+    seq_len = options.seq_len
+    on_cpu = options.cluster == THIS_MACHINE
+    precision = "fp32" if on_cpu else "bf16"
+    model = model_spec(options.model_size, seq_len, precision)
+    training = TrainingSpec(global_batch_size=options.global_batch_size, precision=precision,
+                            learning_rate=options.lr)
+    space = SearchSpace(
+        tensor_parallel=[1], pipeline_parallel=[1], sequence_parallel=[False],
+        data_parallel=[options.workers] if options.workers else None,
+        recompute=["none", "full"] if options.activation_checkpointing_allowed else ["none"],
+        offload=["none"] if on_cpu else ["none", "optimizer", "parameters"],
+        zero_stages=options.zero_stages or [0, 1, 2, 3],
+        micro_batch_sizes=options.micro_batch_sizes,
+    )
+    started = time.perf_counter()
+    from forgeline.search.search import search
+
+    found = search(model, cluster, training, top_k=options.top_k, space=space)
+    if not found.feasible:
+        raise ConfigError("cluster", options.cluster, f"no plan fits: {found.reason}")
+    best = found.plans[0]
+    emitted = emit(best, model, training)
+    ds = emitted.deepspeed_config
+    if on_cpu:  # DeepSpeed's CPU accelerator has no fused Adam
+        ds["optimizer"]["params"]["torch_adam"] = True
+    plan_url = storage.join(output_url, PLAN_FILE)
+    storage.write_json_atomic(plan_url, {
+        "search": found.model_dump(mode="json"),
+        "emitted": emitted.model_dump(mode="json"),
+    })
+    return StrategyResult(
+        plan_url=plan_url,
+        cluster=cluster.name,
+        devices=cluster.total_devices,
+        num_workers=emitted.num_workers,
+        deepspeed_config=ds,
+        activation_checkpointing=emitted.activation_checkpointing != "none",
+        zero_stage=best.config.zero_stage,
+        micro_batch_size=best.config.micro_batch_size,
+        grad_accum_steps=best.gradient_accumulation_steps,
+        predicted_step_s=best.step_time_s,
+        predicted_memory_bytes=int(best.memory.total_bytes),
+        bound_by=best.bound_by,
+        candidates_evaluated=found.candidates_evaluated,
+        search_s=round(time.perf_counter() - started, 4),
+        ranking=[
+            {"config": p.config.model_dump(mode="json"), "step_time_s": p.step_time_s,
+             "memory_bytes": int(p.memory.total_bytes), "bound_by": p.bound_by}
+            for p in found.plans
+        ],
+    )

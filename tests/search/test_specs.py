@@ -1,0 +1,124 @@
+"""Specs: validation with clear errors, presets, inspection of torch modules, this machine."""
+
+from __future__ import annotations
+
+import psutil
+import pytest
+import torch
+from pydantic import ValidationError
+from torch import nn
+
+from forgeline.errors import ConfigError
+from forgeline.search import PRESET_NAMES, ClusterSpec, ModelSpec, TrainingSpec
+
+
+class _Block(nn.Module):
+    def __init__(self, h: int, heads: int, f: int) -> None:
+        super().__init__()
+        self.n_head = heads
+        self.ln1, self.ln2 = nn.LayerNorm(h), nn.LayerNorm(h)
+        self.qkv, self.proj = nn.Linear(h, 3 * h), nn.Linear(h, h)
+        self.fc1, self.fc2 = nn.Linear(h, f), nn.Linear(f, h)
+        self.drop = nn.Dropout(0.1)
+
+
+class _TinyGPT(nn.Module):
+    def __init__(self, vocab=300, seq=64, h=48, heads=6, f=160, layers=3) -> None:
+        super().__init__()
+        self.wte, self.wpe = nn.Embedding(vocab, h), nn.Embedding(seq, h)
+        self.blocks = nn.ModuleList(_Block(h, heads, f) for _ in range(layers))
+        self.ln_f = nn.LayerNorm(h)
+        self.head = nn.Linear(h, vocab, bias=False)
+        self.head.weight = self.wte.weight
+
+
+class _TorchEncoderLM(nn.Module):
+    def __init__(self, vocab=200, h=32, heads=4, f=96, layers=2) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, h)
+        layer = nn.TransformerEncoderLayer(h, heads, dim_feedforward=f, dropout=0.0)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(h)
+        self.head = nn.Linear(h, vocab, bias=False)
+
+
+def _numel(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())  # shared weights counted once
+
+
+def test_from_module_reads_a_gpt():
+    net = _TinyGPT()
+    spec = ModelSpec.from_module(net, seq_len=64)
+    assert (spec.layers, spec.hidden, spec.heads, spec.ffn_hidden, spec.vocab) == (
+        3, 48, 6, 160, 300)
+    assert spec.tied_embeddings and spec.learned_position_embeddings and spec.dropout
+    assert spec.param_dtype == "fp32"
+    assert spec.total_params == _numel(net)
+
+
+def test_from_module_reads_torch_transformer_encoder():
+    net = _TorchEncoderLM().to(torch.bfloat16)
+    spec = ModelSpec.from_module(net, seq_len=128)
+    assert (spec.layers, spec.hidden, spec.heads, spec.ffn_hidden) == (2, 32, 4, 96)
+    assert not spec.tied_embeddings and not spec.learned_position_embeddings
+    assert not spec.dropout and spec.param_dtype == "bf16"
+    assert spec.total_params == _numel(net)
+
+
+def test_from_module_without_embedding_names_the_problem():
+    with pytest.raises(ConfigError, match="module='Linear'.*nn.Embedding"):
+        ModelSpec.from_module(nn.Linear(4, 4), seq_len=8)
+
+
+def test_model_spec_defaults_and_bad_values():
+    spec = ModelSpec(layers=2, hidden=64, heads=4, seq_len=16, vocab=100)
+    assert spec.ffn_hidden == 256
+    with pytest.raises(ValidationError, match="heads=5.*hidden=64"):
+        ModelSpec(layers=2, hidden=64, heads=5, seq_len=16, vocab=100)
+    with pytest.raises(ValidationError, match="layers"):
+        ModelSpec(layers=0, hidden=64, heads=4, seq_len=16, vocab=100)
+
+
+def test_cluster_rejects_zero_devices():
+    for field in ("nodes", "devices_per_node"):
+        with pytest.raises(ValidationError, match=field):
+            ClusterSpec.preset("a100-80gb").model_validate(
+                {**ClusterSpec.preset("a100-80gb").model_dump(), field: 0})
+
+
+def test_presets():
+    assert set(PRESET_NAMES) == {"a100-40gb", "a100-80gb", "h100", "h200"}
+    a100 = ClusterSpec.preset("a100-80gb", nodes=128)
+    assert a100.total_devices == 1024
+    assert a100.device_memory_bytes == 80 * 2**30 and a100.peak_for("bf16") == 312e12
+    assert ClusterSpec.preset("a100-40gb").device_memory_bytes == 40 * 2**30
+    h100, h200 = ClusterSpec.preset("h100"), ClusterSpec.preset("h200")
+    assert h100.peak_for("fp8") == pytest.approx(2 * h100.peak_for("bf16"), rel=1e-3)
+    assert h200.hbm_bytes_per_s > h100.hbm_bytes_per_s
+    with pytest.raises(ConfigError, match="cluster='tpu'"):
+        ClusterSpec.preset("tpu")
+    with pytest.raises(ConfigError, match="precision='fp8'"):
+        a100.peak_for("fp8")
+
+
+def test_this_machine_is_measured():
+    cpu = ClusterSpec.this_machine_cpu(devices=2)
+    total = psutil.virtual_memory().total
+    assert cpu.devices_per_node == 2 and cpu.host_memory_bytes == total
+    assert cpu.device_memory_bytes == total // 2
+    assert cpu.peak_for("fp32") > 1e8  # any machine that runs torch does 0.1 GFLOP/s
+    assert cpu.hbm_bytes_per_s > 1e8
+    effs = [e for _, e in cpu.matmul_efficiency]
+    assert effs == sorted(effs) and effs[-1] == pytest.approx(1.0)
+    assert "measured" in cpu.notes
+
+
+def test_training_spec():
+    with pytest.raises(ValidationError, match="global_batch_size"):
+        TrainingSpec(global_batch_size=0)
+    model = ModelSpec(layers=2, hidden=64, heads=4, seq_len=16, vocab=100)
+    assert TrainingSpec(global_batch_size=8).optimizer_bytes_per_param(model) == 12
+    assert TrainingSpec(global_batch_size=8, optimizer="sgd").optimizer_bytes_per_param(
+        model) == 8
+    fp32 = model.model_copy(update={"param_dtype": "fp32"})
+    assert TrainingSpec(global_batch_size=8).optimizer_bytes_per_param(fp32) == 8

@@ -1,0 +1,47 @@
+"""The strategy-search pipeline stage (plans the training stage can run as is)."""
+
+import pytest
+
+from forgeline import storage
+from forgeline.errors import ConfigError
+from forgeline.search.stage import StrategyOptions, plan_strategy
+
+
+def test_plan_respects_fixed_choices_and_is_written(tmp_path):
+    options = StrategyOptions(model_size="tiny", seq_len=64, devices_per_node=2, workers=2,
+                              global_batch_size=32, zero_stages=[2], top_k=3)
+    result = plan_strategy(options, f"file://{tmp_path}")
+    assert result.num_workers == 2 and result.zero_stage == 2
+    ds = result.deepspeed_config
+    assert ds["train_batch_size"] == 32
+    assert ds["train_micro_batch_size_per_gpu"] * ds["gradient_accumulation_steps"] * 2 == 32
+    assert ds["optimizer"]["params"]["torch_adam"] is True  # CPU accelerator: torch AdamW
+    times = [p["step_time_s"] for p in result.ranking]
+    assert times == sorted(times) and len(times) == 3
+    assert all(p["config"]["zero_stage"] == 2 for p in result.ranking)
+    saved = storage.read_json(result.plan_url)
+    assert saved["emitted"]["num_workers"] == 2
+    assert saved["search"]["plans"][0]["config"] == result.ranking[0]["config"]
+
+
+def test_presets_and_unconstrained_zero(tmp_path):
+    options = StrategyOptions(cluster="a100-80gb", nodes=2, devices_per_node=8,
+                              model_size="base", seq_len=128, global_batch_size=64)
+    result = plan_strategy(options, f"file://{tmp_path}")
+    assert result.devices == 16 and result.deepspeed_config["train_batch_size"] == 64
+    assert "torch_adam" not in result.deepspeed_config["optimizer"]["params"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"cluster": "tpu-v9"}, "cluster='tpu-v9': unknown"),
+        ({"nodes": 2}, "nodes=2: 'this-machine' is one node"),
+        ({"seq_len": None}, "seq_len=None: needed"),
+        ({"global_batch_size": 3, "workers": 2}, "cluster='this-machine': no plan fits"),
+    ],
+)
+def test_bad_inputs_name_the_field(tmp_path, change, message):
+    options = StrategyOptions(**{"model_size": "tiny", "seq_len": 64, **change})
+    with pytest.raises(ConfigError, match=message):
+        plan_strategy(options, f"file://{tmp_path}")
