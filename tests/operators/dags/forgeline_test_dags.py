@@ -36,3 +36,9 @@ with DAG("forgeline_test_disabled", schedule=None, start_date=START,
     search = StrategySearchOperator(task_id="search", enabled="{{ params.search }}",
                                     model_size="tiny", **ROOT)
     prepare >> search >> ReportOperator(task_id="report", trigger_rule="none_failed", **ROOT)
+
+with DAG("forgeline_test_report", schedule=None, start_date=START,
+         render_template_as_native_obj=True, params={"artifact_root": ""}):
+    root = {"artifact_root": "{{ params.artifact_root }}"}  # default run folder naming
+    PrepareDatasetOperator(task_id="prepare", max_source_bytes=20_000, window_tokens=32,
+                           **root) >> ReportOperator(task_id="report", **root)

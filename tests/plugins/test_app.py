@@ -1,0 +1,45 @@
+"""The report app on its own (no Airflow), over a real run folder."""
+
+from fastapi.testclient import TestClient
+
+from forgeline import pipeline
+from forgeline.datasets import DatasetConfig
+from forgeline.operators import run_name
+from forgeline.plugins import create_app
+from forgeline.runs import RunLayout
+
+
+def _client(root: str) -> TestClient:
+    return TestClient(create_app(lambda dag_id, run_id: root))
+
+
+def test_serves_the_report_once_built_and_progress_before(tmp_path):
+    root = str(tmp_path)
+    layout = RunLayout(root, run_name("my_dag", "manual__2026-01-01T00:00:00+00:00"))
+    client = _client(root)
+    url = "/dags/my_dag/runs/manual__2026-01-01T00:00:00+00:00"
+
+    pending = client.get(f"{url}/report")
+    assert pending.status_code == 200 and "Finished stages: none" in pending.text
+    assert client.get(f"{url}/run.json").status_code == 404
+
+    pipeline.prepare(layout, DatasetConfig(max_source_bytes=20_000, window_tokens=32))
+    assert "Finished stages: prepare" in client.get(f"{url}/report").text
+    pipeline.report(layout)
+    page = client.get(f"{url}/report")
+    assert page.status_code == 200 and "<html" in page.text.lower()
+    assert "20,000" in page.text  # the dataset summary's source size
+    record = client.get(f"{url}/run.json").json()
+    assert record["stages"]["prepare"]["source_bytes"] == 20_000
+
+
+def test_hostile_ids_are_rejected_or_kept_inside_the_root(tmp_path):
+    client = _client(str(tmp_path))
+    dots = client.get("/dags/../runs/../report")  # normalised away by the HTTP client
+    assert dots.status_code == 404
+    escaped = client.get("/dags/%2e%2e/runs/%2e%2e/report")
+    assert escaped.status_code == 400 and "run_id='..__..'" in escaped.json()["detail"]
+    nested = client.get("/dags/a/runs/x%2F..%2F..%2Fetc/report")
+    assert nested.status_code in (200, 404)  # 200 only for a folder under the root
+    if nested.status_code == 200:
+        assert "a__x_.._.._etc" in nested.text
