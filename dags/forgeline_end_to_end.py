@@ -1,10 +1,12 @@
 """
-### forgeline end to end: prepare → search → train → report
+### forgeline end to end: prepare → search → train → quantize → report
 
 Builds a byte-token dataset (by default from the Python standard library's source),
 searches the parallel strategy for it (micro-batch, gradient accumulation, recompute at the
 chosen ZeRO stage and worker count), trains a small decoder LM with the chosen plan on
-**Ray Train + DeepSpeed** (2 CPU workers, ZeRO-2 by default), and writes an HTML/Markdown
+**Ray Train + DeepSpeed** (2 CPU workers, ZeRO-2 by default), quantizes it after training
+(int8 weight-only by default; the most sensitive layers stay at higher precision so that
+validation perplexity rises by at most `max_rel_ppl_increase`), and writes an HTML/Markdown
 report. Every artifact lands under
 `{artifact_root}/runs/{dag_id}__{run_id}/`; the Params below are the demo's defaults
 and make up the trigger form in the Airflow UI.
@@ -19,6 +21,7 @@ from airflow.sdk import DAG
 
 from forgeline.operators import (
     PrepareDatasetOperator,
+    QuantizeOperator,
     ReportOperator,
     StrategySearchOperator,
     TrainOperator,
@@ -71,6 +74,12 @@ with DAG(
         lr="{{ params.lr }}",
         **root,
     )
+    quantize = QuantizeOperator(
+        task_id="quantize",
+        scheme="{{ params.quantize_scheme }}",
+        **templated("max_rel_ppl_increase"),
+        **root,
+    )
     report = ReportOperator(task_id="report", **root)
 
-    prepare >> search >> train >> report
+    prepare >> search >> train >> quantize >> report

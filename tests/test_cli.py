@@ -43,6 +43,7 @@ def test_run_whole_pipeline_tiny(ray_cluster, tmp_path, capsys):
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     assert result["val_ppl_after"] < result["val_ppl_before"]
+    assert result["quantized_model_url"].endswith("quantize/model")
     assert (tmp_path / "runs" / "cli" / "report" / "report.html").exists()
     stages = json.loads((tmp_path / "runs" / "cli" / "run.json").read_text())["stages"]
     assert stages["train"]["zero_stage"] == stages["search"]["zero_stage"] == 1

@@ -3,8 +3,9 @@
     forgeline prepare --run-id R [dataset options]
     forgeline search  --run-id R [search options]   # prints the ranked plans
     forgeline train   --run-id R [training options]
+    forgeline quantize --run-id R [quantization options]
     forgeline report  --run-id R
-    forgeline run     [all options]          # prepare → search → train → report
+    forgeline run     [all options]   # prepare → search → train → quantize → report
 
 Flags are generated from the stages' pydantic option models, so they match the Python
 API and the DAG Params one to one. Results are printed as JSON.
@@ -25,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 from forgeline import pipeline
 from forgeline.datasets import DatasetConfig
 from forgeline.errors import ForgelineError
+from forgeline.quantize.stage import QuantizeOptions
 from forgeline.runs import RunLayout, default_artifact_root, new_run_id
 from forgeline.search.stage import StrategyOptions, StrategyResult
 from forgeline.train import TrainOptions
@@ -69,8 +71,9 @@ def _parser() -> argparse.ArgumentParser:
         "prepare": ("build the token dataset", DatasetConfig),
         "search": ("rank parallel strategies; the train stage runs the best", StrategyOptions),
         "train": ("train with Ray Train + DeepSpeed", TrainOptions),
+        "quantize": ("post-training quantization of the trained model", QuantizeOptions),
         "report": ("write the run's HTML/Markdown report", None),
-        "run": ("prepare → search → train → report, without Airflow", pipeline.PipelineParams),
+        "run": ("every stage in order, without Airflow", pipeline.PipelineParams),
     }
     for name, (help_text, model) in commands.items():
         cmd = sub.add_parser(name, help=help_text)
@@ -78,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
             cmd.add_argument("--root", default=None,
                              help="artifact root URL (default: $FORGELINE_ARTIFACT_ROOT or "
                              "./artifacts)")
-        cmd.add_argument("--run-id", required=name in ("train", "report", "search"), default=None,
+        cmd.add_argument("--run-id", required=name not in ("prepare", "run"), default=None,
                          help="run folder name under {root}/runs/")
         if model is not None:
             _add_options(cmd, model)
@@ -93,6 +96,8 @@ def _execute(args: argparse.Namespace) -> BaseModel:
         return pipeline.prepare(layout, _options(args, DatasetConfig))
     if args.command == "search":
         return pipeline.search(layout, _options(args, StrategyOptions))
+    if args.command == "quantize":
+        return pipeline.quantize(layout, _options(args, QuantizeOptions))
     if args.command == "train":
         return pipeline.train(layout, _options(args, TrainOptions))
     return pipeline.report(layout)

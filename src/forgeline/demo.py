@@ -47,9 +47,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{train['val_ppl_after']:.2f} trained "
           f"({train['workers']} Ray Train workers, DeepSpeed ZeRO-{train['zero_stage']})")
     print(f"  trained model:   {local(train['model_url'])}")
-    quantized = stages.get("quantize", {}).get("model_url")
-    missing = "not produced: the quantize stage is not part of the pipeline yet"
-    print(f"  quantized model: {local(quantized) if quantized else missing}")
+    q = stages["quantize"]
+    print(f"  quantized ({q['scheme']}, {q['size_ratio']:.2f}× smaller): validation perplexity "
+          f"{q['val_ppl_float']:.2f} → {q['val_ppl_quantized']:.2f} "
+          f"({100 * q['rel_ppl_increase']:+.2f} %)")
+    print(f"  quantized model: {local(q['model_url'])}")
     print(f"  report:          {local(report['html_url'])}")
     print(f"                   {local(report['markdown_url'])}")
     print(f"  run record:      {local(layout.run_json_url)}")

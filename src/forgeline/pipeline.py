@@ -1,4 +1,4 @@
-"""The pipeline's stages over one run layout: prepare → search → train → report.
+"""The pipeline's stages over one run layout: prepare → search → train → quantize → report.
 
 Each function calls its stage's core API, records the result in the run's ``run.json``
 and returns it. Operators, the CLI and ``run_pipeline`` all go through these.
@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from forgeline.datasets import DatasetConfig, DatasetResult, build_dataset
 from forgeline.errors import ConfigError
+from forgeline.quantize.stage import QuantizeOptions, QuantizeResult, quantize_stage
 from forgeline.reports import ReportResult, build_report
 from forgeline.runs import RunLayout, default_artifact_root, new_run_id
 from forgeline.search.stage import StrategyOptions, StrategyResult, plan_strategy
@@ -69,6 +70,19 @@ def train(layout: RunLayout, options: TrainOptions) -> TrainResult:
     return result
 
 
+def quantize(layout: RunLayout, options: QuantizeOptions) -> QuantizeResult:
+    """Quantize the run's trained model, calibrated and scored on its validation windows."""
+    stages = layout.load()["stages"]
+    model_url = options.model_url or stages.get("train", {}).get("model_url")
+    if model_url is None:
+        raise ConfigError("model_url", None, f"not given, and run {layout.run_id!r} has no "
+                          "train result")
+    manifest_url = options.manifest_url or _prepared(layout, "manifest_url")["manifest_url"]
+    result = quantize_stage(options, model_url, manifest_url, layout.stage_url("quantize"))
+    layout.record("quantize", result.model_dump(mode="json"))
+    return result
+
+
 def report(layout: RunLayout) -> ReportResult:
     result = build_report(layout.root, layout.run_id)
     layout.record("report", result.model_dump(mode="json"))
@@ -88,6 +102,10 @@ class PipelineParams(TrainOptions):
     artifact_root: str | None = Field(
         None, description="Where runs are written; default $FORGELINE_ARTIFACT_ROOT or ./artifacts."
     )
+    quantize_scheme: str = Field(
+        "int8_wo", description="Post-training quantization: int8_wo, int4_rtn, int4_gptq, w8a8."
+    )
+    max_rel_ppl_increase: float = QuantizeOptions.model_fields["max_rel_ppl_increase"]
     source: str = DatasetConfig.model_fields["source"]
     window_tokens: int = DatasetConfig.model_fields["window_tokens"]
     val_fraction: float = DatasetConfig.model_fields["val_fraction"]
@@ -98,6 +116,10 @@ class PipelineParams(TrainOptions):
 
     def train_options(self) -> TrainOptions:
         return TrainOptions(**self.model_dump(include=set(TrainOptions.model_fields)))
+
+    def quantize_options(self) -> QuantizeOptions:
+        return QuantizeOptions(scheme=self.quantize_scheme,
+                               max_rel_ppl_increase=self.max_rel_ppl_increase)
 
     def strategy_options(self) -> StrategyOptions:
         return StrategyOptions(
@@ -110,6 +132,7 @@ class PipelineParams(TrainOptions):
 class PipelineResult(BaseModel):
     run_url: str
     model_url: str
+    quantized_model_url: str
     report_html_url: str
     report_markdown_url: str
     val_ppl_before: float
@@ -120,15 +143,17 @@ def run_pipeline(params: PipelineParams, run_id: str | None = None) -> PipelineR
     """Run every stage in order under ``{root}/runs/{run_id}``, without Airflow."""
     layout = RunLayout(params.artifact_root or default_artifact_root(), run_id or new_run_id())
     dataset_config, train_options = params.dataset_config(), params.train_options()
-    params.strategy_options()  # validate every stage's options before any work
+    params.strategy_options(), params.quantize_options()  # validate all before any work
     log.info("run %s under %s", layout.run_id, layout.url)
     prepare(layout, dataset_config)
     if params.strategy_search and params.deepspeed_config is None:
         search(layout, params.strategy_options())
     trained = train(layout, train_options)
+    quantized = quantize(layout, params.quantize_options())
     reported = report(layout)
     return PipelineResult(
-        run_url=layout.url, model_url=trained.model_url, report_html_url=reported.html_url,
+        run_url=layout.url, model_url=trained.model_url,
+        quantized_model_url=quantized.model_url, report_html_url=reported.html_url,
         report_markdown_url=reported.markdown_url, val_ppl_before=trained.val_ppl_before,
         val_ppl_after=trained.val_ppl_after,
     )

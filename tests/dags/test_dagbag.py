@@ -13,7 +13,8 @@ def test_end_to_end_dag_shape_and_defaults(airflow_db):
     from airflow.dag_processing.dagbag import DagBag
 
     dag = DagBag().get_dag("forgeline_end_to_end")
-    assert [t.task_id for t in dag.topological_sort()] == ["prepare", "search", "train", "report"]
+    order = ["prepare", "search", "train", "quantize", "report"]
+    assert [t.task_id for t in dag.topological_sort()] == order
     defaults = PipelineParams()
     for name in ("source", "model_size", "workers", "steps", "zero_stage"):
         assert dag.params[name] == getattr(defaults, name)

@@ -19,7 +19,7 @@ def test_end_to_end_dag_writes_every_artifact(airflow_db, ray_cluster, tmp_path)
 
     run_dir = next((tmp_path / "runs").iterdir())  # one run, whatever its safe name
     run = json.loads((run_dir / "run.json").read_text())
-    assert set(run["stages"]) == {"prepare", "search", "train", "report"}
+    assert set(run["stages"]) == {"prepare", "search", "train", "quantize", "report"}
     prepare, search, train = (run["stages"][s] for s in ("prepare", "search", "train"))
     assert prepare["source_bytes"] == 300_000 and prepare["window_tokens"] == 64
     assert train["workers"] == 2 and train["zero_stage"] == 2 and train["steps"] == 30
@@ -29,6 +29,10 @@ def test_end_to_end_dag_writes_every_artifact(airflow_db, ray_cluster, tmp_path)
         train["micro_batch_size"], train["grad_accum_steps"])
     assert search["deepspeed_config"]["train_batch_size"] == 2 * 8
     assert train["val_loss_after"] < train["val_loss_before"]
+    quantize = run["stages"]["quantize"]
+    assert quantize["budget_met"] is True and quantize["rel_ppl_increase"] <= 0.01 + 1e-9
+    assert quantize["size_ratio"] > 3
+    assert (run_dir / "quantize" / "model" / "quantization.json").exists()
     for rel in ("prepare/manifest.json", "search/plan.json", "train/model.safetensors",
                 "metrics.jsonl", "report/report.html", "report/report.md", "report/train_loss.png"):
         assert (run_dir / rel).stat().st_size > 0, rel

@@ -1,0 +1,69 @@
+"""Post-training quantization: calibrated int8/int4 schemes, sensitivity and
+accuracy-aware mixed precision, safetensors export, a light loader, runtime backends.
+
+Names are imported lazily so that ``forgeline.quantize.loader`` (torch + safetensors
+only) can be used for inference without pydantic or the training stack.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "quantize_model": "api",
+    "load_float_state": "api",
+    "QuantizeConfig": "config",
+    "ActivationConfig": "config",
+    "SensitivityConfig": "config",
+    "MixedPrecisionConfig": "config",
+    "SCHEMES": "config",
+    "QuantizeReport": "report",
+    "LayerReport": "report",
+    "QuantizedModel": "qmodel",
+    "save_quantized": "export",
+    "load_quantized": "loader",
+    "read_map": "loader",
+    "available_backends": "runtime",
+    "plot_sensitivity": "sensitivity",
+}
+
+__all__ = [
+    "ActivationConfig",
+    "LayerReport",
+    "MixedPrecisionConfig",
+    "QuantizeConfig",
+    "QuantizeReport",
+    "QuantizedModel",
+    "SCHEMES",
+    "SensitivityConfig",
+    "available_backends",
+    "load_float_state",
+    "load_quantized",
+    "plot_sensitivity",
+    "quantize_model",
+    "read_map",
+    "save_quantized",
+]
+
+if TYPE_CHECKING:
+    from forgeline.quantize.api import load_float_state, quantize_model
+    from forgeline.quantize.config import (
+        SCHEMES,
+        ActivationConfig,
+        MixedPrecisionConfig,
+        QuantizeConfig,
+        SensitivityConfig,
+    )
+    from forgeline.quantize.export import save_quantized
+    from forgeline.quantize.loader import load_quantized, read_map
+    from forgeline.quantize.qmodel import QuantizedModel
+    from forgeline.quantize.report import LayerReport, QuantizeReport
+    from forgeline.quantize.runtime import available_backends
+    from forgeline.quantize.sensitivity import plot_sensitivity
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"forgeline.quantize.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'forgeline.quantize' has no attribute {name!r}")

@@ -1,0 +1,237 @@
+"""Per-layer sensitivity and accuracy-budget mixed precision.
+
+Sensitivity: quantize one layer at a time (all others float) and measure the metric
+loss relative to the float model, plus the KL divergence of the outputs.
+Mixed precision (after Intel Neural Compressor's accuracy-aware tuning): start with
+every layer at the smallest scheme of a ladder, then promote the most sensitive layer
+one rung at a time, re-measuring, until the relative loss is within the budget. Every
+step is a real evaluation, so the returned assignment's loss is measured, not predicted.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from forgeline.quantize.calibrate import Batch, run_model
+from forgeline.quantize.config import QuantizeConfig
+from forgeline.quantize.qmodel import replace_submodule
+from forgeline.quantize.qmodules import QuantModule
+from forgeline.quantize.report import (
+    MixedPrecisionReport,
+    MixedPrecisionStep,
+    SensitivityEntry,
+)
+from forgeline.quantize.runtime import DequantBackend
+from forgeline.quantize.schemes import LayerStats, build_layer
+
+log = logging.getLogger(__name__)
+
+
+def rel_metric_loss(metric: float, base: float, higher_is_better: bool) -> float:
+    """Relative loss versus ``base`` (positive = worse); absolute when ``base`` is 0."""
+    delta = (base - metric) if higher_is_better else (metric - base)
+    return delta / abs(base) if base != 0 else delta
+
+
+class LayerBank:
+    """Quantized versions of each layer, built once and swapped into a working copy."""
+
+    def __init__(
+        self,
+        work: nn.Module,
+        floats: dict[str, nn.Module],
+        config: QuantizeConfig,
+        stats: dict[str, LayerStats],
+    ) -> None:
+        self.work, self.floats, self.config, self.stats = work, floats, config, stats
+        self._built: dict[tuple[str, str], QuantModule] = {}
+        self.notes: dict[str, list[str]] = {}
+
+    def get(self, name: str, scheme: str) -> nn.Module:
+        if scheme == "fp32":
+            return self.floats[name]
+        key = (name, scheme)
+        if key not in self._built:
+            q, notes = build_layer(self.floats[name], scheme, self.config, self.stats.get(name))
+            q.kernel_name = DequantBackend(cache=True).install(q)  # fast trial evaluations
+            self._built[key] = q
+            known = self.notes.setdefault(name, [])
+            known.extend(n for n in notes if n not in known)
+        return self._built[key]
+
+    def apply(self, assignment: dict[str, str]) -> None:
+        for name, scheme in assignment.items():
+            if name == "":  # the model itself is one quantizable layer
+                self.work = self.get(name, scheme)
+            else:
+                replace_submodule(self.work, name, self.get(name, scheme))
+
+    def weight_bytes(self, name: str, scheme: str) -> int:
+        m = self.get(name, scheme)
+        if isinstance(m, QuantModule):
+            return m.quantized_nbytes()
+        return m.weight.numel() * 4
+
+
+class OutputKL:
+    """KL(float || quantized) of softmax outputs on a few cached calibration batches."""
+
+    def __init__(self, model: nn.Module, batches: list[Batch]) -> None:
+        self.batches = batches
+        with torch.no_grad():
+            self.ref = [_logits(run_model(model, b)) for b in batches]
+        self.usable = bool(batches) and all(r is not None for r in self.ref)
+
+    @torch.no_grad()
+    def __call__(self, model: nn.Module) -> float | None:
+        if not self.usable:
+            return None
+        total, n = 0.0, 0
+        for b, ref in zip(self.batches, self.ref, strict=True):
+            out = _logits(run_model(model, b))
+            p_log = F.log_softmax(ref.float(), dim=-1)
+            q_log = F.log_softmax(out.float(), dim=-1)
+            kl = (p_log.exp() * (p_log - q_log)).sum(-1)
+            total += float(kl.sum())
+            n += kl.numel()
+        return total / max(n, 1)
+
+
+def _logits(out: Any) -> torch.Tensor | None:
+    if isinstance(out, tuple | list) and out:
+        out = out[0]
+    if (
+        isinstance(out, torch.Tensor)
+        and out.is_floating_point()
+        and out.dim() >= 1
+        and out.shape[-1] > 1
+    ):
+        return out.detach()
+    return None
+
+
+def measure_sensitivity(
+    bank: LayerBank,
+    names: list[str],
+    schemes: list[str],
+    evaluate: Callable[[], float],
+    base: float,
+    higher_is_better: bool,
+    kl: OutputKL | None,
+) -> dict[str, dict[str, SensitivityEntry]]:
+    """``{layer: {scheme: entry}}``: each layer quantized alone, the rest float."""
+    out: dict[str, dict[str, SensitivityEntry]] = {}
+    bar = tqdm(names, desc="sensitivity", unit="layer", disable=not sys.stderr.isatty())
+    for i, name in enumerate(bar):
+        if bar.disable:
+            log.info("sensitivity: layer %d/%d %s", i + 1, len(names), name)
+        out[name] = {}
+        for scheme in schemes:
+            bank.apply({name: scheme})
+            try:
+                metric = evaluate()
+                out[name][scheme] = SensitivityEntry(
+                    metric=metric,
+                    rel_metric_loss=rel_metric_loss(metric, base, higher_is_better),
+                    kl=kl(bank.work) if kl is not None else None,
+                )
+            finally:
+                bank.apply({name: "fp32"})
+    return out
+
+
+def choose_mixed_precision(
+    bank: LayerBank,
+    names: list[str],
+    ladder: list[str],
+    sensitivity: dict[str, dict[str, SensitivityEntry]],
+    evaluate: Callable[[], float],
+    base: float,
+    higher_is_better: bool,
+    budget: float,
+) -> MixedPrecisionReport:
+    """Smallest assignment found within ``budget`` by promoting the most sensitive layers."""
+    rung = dict.fromkeys(names, 0)
+
+    def sens(name: str) -> tuple[float, int]:
+        scheme = ladder[rung[name]]
+        entry = sensitivity.get(name, {}).get(scheme)
+        loss = entry.rel_metric_loss if entry and entry.rel_metric_loss is not None else math.inf
+        return loss, bank.weight_bytes(name, scheme)
+
+    steps: list[MixedPrecisionStep] = []
+    promoted: str | None = None
+    while True:
+        assignment = {n: ladder[rung[n]] for n in names}
+        bank.apply(assignment)
+        metric = evaluate()
+        loss = rel_metric_loss(metric, base, higher_is_better)
+        log.info("mixed precision step %d: promoted %s, rel loss %.5f (budget %.5f)",
+                 len(steps), promoted, loss, budget)
+        steps.append(
+            MixedPrecisionStep(
+                promoted=promoted,
+                to_scheme=assignment.get(promoted) if promoted else None,
+                metric=metric,
+                rel_metric_loss=loss,
+                weight_bytes=sum(bank.weight_bytes(n, s) for n, s in assignment.items()),
+            )
+        )
+        if loss <= budget:
+            return MixedPrecisionReport(
+                max_rel_metric_loss=budget, met=True, assignment=assignment, steps=steps
+            )
+        candidates = [n for n in names if rung[n] < len(ladder) - 1]
+        if not candidates:
+            return MixedPrecisionReport(
+                max_rel_metric_loss=budget, met=False, assignment=assignment, steps=steps
+            )
+        promoted = max(candidates, key=sens)
+        rung[promoted] += 1
+
+
+def plot_sensitivity(rows: list[dict[str, Any]], title: str = "per-layer sensitivity") -> bytes:
+    """PNG bytes of a bar chart of relative metric loss per layer and scheme."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = sorted({r["layer"] for r in rows})
+    schemes = sorted({r["scheme"] for r in rows})
+    width = 0.8 / max(len(schemes), 1)
+    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(layers) + 2), 4))
+    for i, s in enumerate(schemes):
+        vals = {r["layer"]: r["rel_metric_loss"] or 0.0 for r in rows if r["scheme"] == s}
+        ax.bar(
+            [j + i * width for j in range(len(layers))],
+            [vals.get(x, 0.0) for x in layers],
+            width=width,
+            label=s,
+        )
+    ax.set_xticks(
+        [j + 0.4 - width / 2 for j in range(len(layers))],
+        layers,
+        rotation=60,
+        ha="right",
+        fontsize=7,
+    )
+    ax.set_ylabel("relative metric loss")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()

@@ -1,0 +1,182 @@
+"""The quantization pipeline stage: the trained model → a smaller quantized artifact.
+
+Calibrates on the dataset's validation windows, measures perplexity on other (held-out)
+validation windows, optionally picks per-layer precision within a tolerable relative
+perplexity increase, writes the artifact (safetensors + quantization map), the full report
+and a sensitivity plot, and times CPU inference at batch 1 and 32, float vs quantized.
+"""
+
+from __future__ import annotations
+
+import math
+import posixpath
+import statistics
+import time
+from collections import Counter
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import load as load_safetensors
+
+from forgeline import storage
+from forgeline.datasets import TokenDataset
+from forgeline.errors import ConfigError
+from forgeline.quantize.api import quantize_model
+from forgeline.quantize.config import MixedPrecisionConfig, QuantizeConfig, SensitivityConfig
+from forgeline.quantize.export import save_quantized
+from forgeline.quantize.sensitivity import plot_sensitivity
+
+REPORT_FILE = "quantize_report.json"
+PLOT_FILE = "sensitivity.png"
+
+
+class QuantizeOptions(BaseModel):
+    """How to quantize the run's trained model."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model_url: str | None = Field(None, description="model.safetensors; default: the run's.")
+    manifest_url: str | None = Field(None, description="Calibration/eval data; default: run's.")
+    scheme: str = Field("int8_wo", description="int8_wo, int4_rtn, int4_gptq, w8a8 or fp32.")
+    group_size: int = Field(64, ge=2, description="int4 group size (must divide layer inputs).")
+    mixed_precision: bool = Field(
+        True, description="Keep the most sensitive layers at higher precision to meet the budget."
+    )
+    max_rel_ppl_increase: float = Field(
+        0.01, ge=0.0, description="Tolerable relative validation-perplexity increase."
+    )
+    sensitivity: bool = Field(True, description="Measure per-layer sensitivity (table + plot).")
+    calibration_samples: int = Field(64, ge=1, description="Validation windows to calibrate on.")
+    eval_samples: int = Field(128, ge=1, description="Other validation windows to score on.")
+    batch_size: int = Field(32, ge=1)
+
+
+class QuantizeResult(BaseModel):
+    """The small result of the quantize stage (XCom-sized)."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_url: str
+    map_url: str
+    report_url: str
+    sensitivity_plot_url: str | None
+    scheme: str
+    assignment: dict[str, str]
+    scheme_counts: dict[str, int] = Field(description="Layers per scheme in the final model.")
+    budget_met: bool | None
+    val_ppl_float: float
+    val_ppl_quantized: float
+    rel_ppl_increase: float
+    float_bytes: int
+    stored_bytes: int
+    size_ratio: float
+    linear_size_ratio: float | None
+    latency_ms: dict[str, float]
+    quantize_s: float
+    wall_s: float
+
+
+def _windows(dataset: TokenDataset, start: int, count: int) -> torch.Tensor:
+    stop = min(len(dataset), start + count)
+    if stop <= start:
+        raise ConfigError("eval_samples", count,
+                          f"the validation split has only {len(dataset)} windows")
+    return torch.from_numpy(dataset.get_many(range(start, stop))).long()
+
+
+@torch.no_grad()
+def _perplexity(model: torch.nn.Module, windows: torch.Tensor, batch: int) -> float:
+    from forgeline.train.model import lm_loss
+
+    model.eval()
+    total = 0.0
+    for first in range(0, len(windows), batch):
+        chunk = windows[first : first + batch]
+        total += lm_loss(model(chunk[:, :-1]), chunk[:, 1:]).item() * len(chunk)
+    return math.exp(total / len(windows))
+
+
+@torch.no_grad()
+def _latency_ms(model: torch.nn.Module, tokens: torch.Tensor, repeats: int = 5) -> float:
+    model.eval()
+    model(tokens)  # warm-up (first-call kernel selection, lazy decode)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        model(tokens)
+        times.append(time.perf_counter() - started)
+    return 1000 * statistics.median(times)
+
+
+def quantize_stage(
+    options: QuantizeOptions, model_url: str, manifest_url: str, output_url: str
+) -> QuantizeResult:
+    """Quantize the ``DecoderLM`` at ``model_url`` (its ``model.json`` beside it)."""
+    from forgeline.train.model import DecoderLM, ModelConfig
+
+    started = time.perf_counter()
+    config = QuantizeConfig(
+        scheme=options.scheme, group_size=options.group_size,
+        max_calibration_samples=options.calibration_samples,
+        sensitivity=SensitivityConfig(enabled=options.sensitivity),
+        mixed_precision=MixedPrecisionConfig(
+            enabled=options.mixed_precision, max_rel_metric_loss=options.max_rel_ppl_increase
+        ),
+    )
+    config_url = posixpath.join(posixpath.dirname(model_url), "model.json")
+    if not storage.exists(model_url) or not storage.exists(config_url):
+        raise ConfigError("model_url", model_url, "no trained model (and model.json) here")
+    storage.ensure_writable(output_url, "output_url")
+    architecture = ModelConfig.model_validate(storage.read_json(config_url))
+    fs, path = storage.filesystem(model_url)
+    state = load_safetensors(fs.cat_file(path))
+    validation = TokenDataset(manifest_url, "validation")
+    calibration = _windows(validation, 0, options.calibration_samples)
+    held_out = _windows(validation, options.calibration_samples, options.eval_samples)
+
+    float_model = DecoderLM(architecture)
+    batches = [calibration[i : i + options.batch_size, :-1]
+               for i in range(0, len(calibration), options.batch_size)]
+    qmodel, report = quantize_model(
+        float_model, config, batches,
+        lambda m: _perplexity(m, held_out, options.batch_size), state_dict=state,
+    )
+    artifact = save_quantized(qmodel, storage.join(output_url, "model"))
+    report_url = storage.join(output_url, REPORT_FILE)
+    storage.write_json_atomic(report_url, report.model_dump(mode="json"))
+    plot_url = None
+    if report.sensitivity_table():
+        plot_url = storage.join(output_url, PLOT_FILE)
+        storage.write_bytes_atomic(plot_url, plot_sensitivity(report.sensitivity_table()))
+
+    sample = held_out[:, :-1]
+    latency = {}
+    for batch in (1, 32):
+        tokens = sample[:batch]
+        latency[f"float_b{batch}"] = _latency_ms(float_model, tokens)
+        latency[f"quantized_b{batch}"] = _latency_ms(qmodel, tokens)
+    ppl_float = report.metric_float or _perplexity(float_model, held_out, options.batch_size)
+    ppl_quant = report.metric_quantized or _perplexity(qmodel, held_out, options.batch_size)
+    mixed = report.mixed_precision
+    assignment = mixed.assignment if mixed else {lr.name: lr.scheme for lr in report.layers}
+    return QuantizeResult(
+        model_url=artifact["url"],
+        map_url=artifact["map"],
+        report_url=report_url,
+        sensitivity_plot_url=plot_url,
+        scheme=options.scheme,
+        assignment=assignment,
+        scheme_counts=dict(Counter(assignment.values())),
+        budget_met=mixed.met if mixed else None,
+        val_ppl_float=ppl_float,
+        val_ppl_quantized=ppl_quant,
+        rel_ppl_increase=(ppl_quant - ppl_float) / ppl_float,
+        float_bytes=report.float_bytes,
+        stored_bytes=report.stored_bytes,
+        size_ratio=report.size_ratio,
+        linear_size_ratio=report.linear_size_ratio,
+        latency_ms={k: round(v, 3) for k, v in latency.items()},
+        quantize_s=report.quantize_s,
+        wall_s=round(time.perf_counter() - started, 3),
+    )
+
