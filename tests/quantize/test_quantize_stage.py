@@ -1,5 +1,7 @@
 """The quantize pipeline stage on a DecoderLM checkpoint written the way training writes it."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -37,6 +39,10 @@ def test_stage_writes_a_loadable_artifact_and_honours_the_budget(run_with_model)
     assert storage.exists(result.report_url) and storage.exists(result.sensitivity_plot_url)
     stages = run_with_model.load()["stages"]
     assert stages["quantize"]["map_url"] == result.map_url
+
+    html = (Path(pipeline.report(run_with_model).html_url[len("file://"):])).read_text()
+    assert "Per-layer precision" in html and html.count("data:image/png;base64,") >= 1
+    assert f"{result.size_ratio:.3g}" in html or f"{result.size_ratio:.4g}" in html
 
     arch = ModelConfig.preset("tiny", seq_len=64)
     reloaded = load_quantized(result.model_url, lambda: DecoderLM(arch))

@@ -11,7 +11,14 @@ from forgeline import storage
 from forgeline.errors import StorageError
 from forgeline.reports.artifacts import Artifact, list_artifacts
 from forgeline.reports.metrics import LossCurve, load_loss_curve
-from forgeline.reports.sections import Section, generic_section, prepare_section, train_section
+from forgeline.reports.sections import (
+    Image,
+    Section,
+    generic_section,
+    prepare_section,
+    quantize_section,
+    train_section,
+)
 from forgeline.runs import RunLayout
 
 REPORT_STAGE = "report"
@@ -65,7 +72,26 @@ def read_run_record(layout: RunLayout) -> dict[str, Any]:
     return record
 
 
-def _stage_section(stage: str, result: Any) -> Section:
+def _quantize_extras(result: dict[str, Any], run_url: str) -> tuple[list[dict], Image | None]:
+    """The per-layer sensitivity rows and plot the quantize stage wrote, where readable."""
+    rows: list[dict[str, Any]] = []
+    report_url = result.get("report_url")
+    if isinstance(report_url, str) and storage.exists(report_url):
+        from forgeline.quantize.report import QuantizeReport
+
+        rows = QuantizeReport.model_validate(storage.read_json(report_url)).sensitivity_table()
+    plot = None
+    plot_url = result.get("sensitivity_plot_url")
+    if isinstance(plot_url, str) and storage.exists(plot_url):
+        fs, path = storage.filesystem(plot_url)
+        rel = plot_url[len(run_url) + 1:] if plot_url.startswith(run_url + "/") else plot_url
+        plot = Image("Per-layer sensitivity", rel, fs.cat_file(path))
+    return rows, plot
+
+
+def _stage_section(stage: str, result: Any, run_url: str) -> Section:
+    if isinstance(result, dict) and stage == "quantize":
+        return quantize_section(result, *_quantize_extras(result, run_url))
     if isinstance(result, dict) and stage == "prepare":
         return prepare_section(result)
     if isinstance(result, dict) and stage == "train":
@@ -78,7 +104,7 @@ def build_document(layout: RunLayout) -> ReportDocument:
     record = read_run_record(layout)
     results: dict[str, Any] = record.get("stages") or {}
     stages = ordered_stages(results)
-    sections = {stage: _stage_section(stage, results[stage]) for stage in stages}
+    sections = {stage: _stage_section(stage, results[stage], layout.url) for stage in stages}
     return ReportDocument(
         run_id=str(record.get("run_id") or layout.run_id),
         root=str(record.get("root") or layout.root),

@@ -47,6 +47,8 @@ img { max-width: 100%; }
 {% endfor %}
 </table>
 {% endfor %}
+{% for img in sec.images %}<img alt="{{ img.alt }}" src="{{ data_uri(img.png) }}">
+{% endfor %}
 {% endmacro %}
 
 <h2>Dataset</h2>
@@ -94,5 +96,6 @@ def render_html(doc: ReportDocument, loss_png: bytes | None) -> str:
         doc=doc,
         plot_uri=png_data_uri(loss_png) if loss_png else "",
         human=human_bytes,
+        data_uri=png_data_uri,
         exact=bytes_with_exact,
     )

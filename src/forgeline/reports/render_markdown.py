@@ -35,6 +35,7 @@ def _section(sec: Section, level: int) -> list[str]:
     for table in sec.tables:
         lines += [f"{'#' * level} {md_text(table.title)}", ""]
         lines += _table(("field", "value"), table.rows)
+    lines += [f"![{md_text(img.alt)}](../{img.path})\n" for img in sec.images]
     return lines
 
 

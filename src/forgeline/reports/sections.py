@@ -21,13 +21,23 @@ class Table:
 
 
 @dataclass(frozen=True)
+class Image:
+    """A PNG a stage wrote; ``path`` is relative to the run folder."""
+
+    alt: str
+    path: str
+    png: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
 class Section:
-    """One stage's display: headline facts, then tables."""
+    """One stage's display: headline facts, then tables, then images."""
 
     stage: str
     title: str
     facts: list[str] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
+    images: list[Image] = field(default_factory=list)
 
 
 _PREPARE_FIELDS: tuple[tuple[str, str], ...] = (
@@ -120,6 +130,68 @@ def train_section(result: dict[str, Any]) -> Section:
     known = {key for _, key in _TRAIN_FIELDS} | {"architecture"}
     tables += _leftover_table(result, known)
     return Section("train", "Training", facts, [t for t in tables if t.rows])
+
+
+_QUANTIZE_FIELDS: tuple[tuple[str, str], ...] = (
+    ("Scheme requested", "scheme"),
+    ("Layers per scheme", "scheme_counts"),
+    ("Budget met", "budget_met"),
+    ("Validation perplexity, float", "val_ppl_float"),
+    ("Validation perplexity, quantized", "val_ppl_quantized"),
+    ("Relative perplexity increase", "rel_ppl_increase"),
+    ("Float size", "float_bytes"),
+    ("Stored size", "stored_bytes"),
+    ("Size ratio", "size_ratio"),
+    ("Linear-weight size ratio", "linear_size_ratio"),
+    ("Quantization time", "quantize_s"),
+    ("Wall time", "wall_s"),
+    ("Quantized model", "model_url"),
+)
+
+
+def _percent(value: Any) -> str:
+    return f"{100 * value:+.2f} %" if isinstance(value, int | float) else MISSING
+
+
+def quantize_section(
+    result: dict[str, Any], layer_rows: list[dict[str, Any]], plot: Image | None
+) -> Section:
+    """Size and perplexity first; then latency, and each layer's precision and sensitivity."""
+    facts = []
+    if "size_ratio" in result and "val_ppl_float" in result:
+        counts = ", ".join(f"{n} × {s}" for s, n in (result.get("scheme_counts") or {}).items())
+        facts.append(
+            f"{number(result['size_ratio'])}× smaller{f' ({counts})' if counts else ''}; "
+            "validation perplexity "
+            f"{number(result['val_ppl_float'])} → {number(result.get('val_ppl_quantized'))} "
+            f"({_percent(result.get('rel_ppl_increase'))})"
+        )
+    shown = {**result, "rel_ppl_increase": _percent(result.get("rel_ppl_increase"))}
+    tables = [Table("Summary", [(label, value_text(key, shown[key]))
+                                for label, key in _QUANTIZE_FIELDS if key in result])]
+    latency = result.get("latency_ms") or {}
+    tables.append(Table("CPU latency (ms, median)", [
+        (f"batch {b}", f"float {number(latency[f'float_b{b}'])} → quantized "
+                       f"{number(latency[f'quantized_b{b}'])}")
+        for b in (1, 32) if f"float_b{b}" in latency and f"quantized_b{b}" in latency
+    ]))
+    sensitivity: dict[str, list[str]] = {}
+    for row in layer_rows:
+        loss = row.get("rel_metric_loss")
+        sensitivity.setdefault(str(row.get("layer")), []).append(
+            f"{row.get('scheme')} {_percent(loss)}"
+        )
+    assignment = result.get("assignment") or {}
+    tables.append(Table("Per-layer precision (sensitivity: relative perplexity increase "
+                        "when only that layer is quantized)", [
+        (layer, f"{scheme}" + (f" · {'; '.join(sensitivity[layer])}"
+                                if layer in sensitivity else ""))
+        for layer, scheme in assignment.items()
+    ]))
+    known = {key for _, key in _QUANTIZE_FIELDS} | {"latency_ms", "assignment"}
+    tables += _leftover_table(result, known)
+    return Section("quantize", "Quantization", facts, [t for t in tables if t.rows],
+                   [plot] if plot else [])
 
 
 def generic_section(stage: str, result: Any) -> Section:
