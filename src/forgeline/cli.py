@@ -123,14 +123,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 def format_ranking(result: StrategyResult) -> str:
     """The search's ranked plans as a plain-text table."""
     rows = [f"{'#':>2}  {'workers':>7}  {'ZeRO':>4}  {'micro':>5}  {'accum':>5}  "
-            f"{'recompute':>9}  {'step (s)':>9}  {'memory/dev (MiB)':>16}  bound by"]
+            f"{'recompute':>9}  {'offload':>10}  {'step (s)':>9}  {'memory/dev (MiB)':>16}  "
+            "bound by"]
     for rank, plan in enumerate(result.ranking, 1):
         c = plan["config"]
         accum = result.deepspeed_config["train_batch_size"] // (
             c["micro_batch_size"] * c["data_parallel"])
         rows.append(
             f"{rank:>2}  {c['data_parallel']:>7}  {c['zero_stage']:>4}  "
-            f"{c['micro_batch_size']:>5}  {accum:>5}  {c['recompute']:>9}  "
+            f"{c['micro_batch_size']:>5}  {accum:>5}  {c['recompute']:>9}  {c['offload']:>10}  "
             f"{plan['step_time_s']:>9.4f}  {plan['memory_bytes'] / 2**20:>16.1f}  "
             f"{plan['bound_by']}"
         )
