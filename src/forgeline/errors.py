@@ -16,6 +16,9 @@ class ConfigError(ForgelineError, ValueError):
         self.field, self.value, self.reason = field, value, reason
         super().__init__(f"{field}={value!r}: {reason}")
 
+    def __reduce__(self) -> tuple:  # picklable, so Ray re-raises the real message
+        return (type(self), (self.field, self.value, self.reason))
+
 
 class StorageError(ForgelineError, OSError):
     """A storage URL cannot be read or written."""
@@ -23,6 +26,9 @@ class StorageError(ForgelineError, OSError):
     def __init__(self, field: str, url: str, reason: str) -> None:
         self.field, self.url, self.reason = field, url, reason
         super().__init__(f"{field}={url!r}: {reason}")
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.field, self.url, self.reason))
 
 
 class IntegrityError(ForgelineError):
