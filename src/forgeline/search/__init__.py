@@ -64,6 +64,7 @@ from forgeline.search.reference import (
 from forgeline.search.search import search
 from forgeline.search.space import SearchSpace, enumerate_space
 from forgeline.search.specs import DTYPE_BYTES, ClusterSpec, ModelSpec, TrainingSpec
+from forgeline.search.trials import TrialResult, run_trial, run_trials
 
 __all__ = [
     "DTYPE_BYTES", "KORTHIKANTI_2022", "NARAYANAN_TABLE1", "korthikanti_observations",
@@ -79,5 +80,5 @@ __all__ = [
     "members_per_node", "model_flops_per_iteration", "narayanan_flops_per_iteration", "p2p_s",
     "recompute_flops_per_iteration", "recompute_working_bytes", "ring_all_reduce_s",
     "scaled_cluster", "search", "this_machine_cpu", "validate_deepspeed_config",
-    "zero_model_state_bytes",
+    "zero_model_state_bytes", "TrialResult", "run_trial", "run_trials",
 ]
