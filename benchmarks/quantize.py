@@ -9,8 +9,13 @@ Models, all in one run on this machine:
 - ``latency_mlp``: four 1024x1024 Linear layers with GELU (random weights): CPU latency at
   batch 1 and 32, where int8 kernels have enough work to show.
 - ``stack_100m``: 24 Linear(2048, 2048) layers (100.7M parameters): quantization time.
-- the pipeline's trained transformer: NOT CONNECTED YET - see ``pipeline_model_provider``;
-  its metrics are reported under ``not_measured`` until it is.
+- ``pipeline_transformer``: the pipeline's own trained decoder LM (``small`` preset,
+  d_model 128). ``--model-run URL`` loads it from an existing run folder
+  (``train/model.safetensors`` + ``train/model.json``, data from ``prepare/manifest.json``);
+  without it the benchmark trains one through forgeline's stages (``pipeline.prepare`` on
+  the built-in corpus, then ``pipeline.train``: local Ray cluster, DeepSpeed on CPU) into a
+  temporary artifact root. Metric = perplexity on held-out validation windows; calibration
+  (and mixed-precision tuning) uses other validation windows, as the quantize stage does.
 Peers: torchao configs (and optimum-quanto); a peer that fails is recorded with its error.
 Latency: warm-up calls excluded; systems interleaved (A B A B ...) over >= 3 repetitions;
 median and spread reported. Ratios are the figures.
@@ -107,10 +112,10 @@ def interleaved_latency(systems: dict[str, nn.Module], x: torch.Tensor, reps: in
 
 
 def add_latency(rows: dict[str, dict[str, Any]], systems: dict[str, nn.Module],
-                x: torch.Tensor, batch: int, reps: int, iters: int) -> None:
+                x: torch.Tensor, batch: int, reps: int, iters: int, warmup: int = 5) -> None:
     """Latency of every system at ``batch`` plus its speedup over ``fp32``: the median of
     per-repetition ratios (paired, so a slow spell on the shared machine hits both)."""
-    lat = interleaved_latency(systems, x, reps, iters)
+    lat = interleaved_latency(systems, x, reps, iters, warmup)
     base = lat["fp32"]["reps_ms"]
     for name, v in lat.items():
         rows[name][f"latency_b{batch}"] = v
@@ -369,16 +374,107 @@ def bench_100m(quick: bool, runs: list[dict[str, Any]]) -> dict[str, Any]:
 # --- HOOK: the pipeline's trained transformer -------------------------------------------------
 
 
-def pipeline_model_provider(quick: bool) -> tuple[nn.Module, list[torch.Tensor],
-                                                  list[torch.Tensor]] | None:
-    """HOOK - connect the pipeline's trained transformer here.
+PIPELINE_TRAIN_STEPS = {False: 300, True: 60}  # full run / --quick
+PIPELINE_CALIB_WINDOWS = 64  # = the quantize stage's default calibration_samples
+PIPELINE_EVAL_WINDOWS = {False: 256, True: 128}  # held out: the windows after calibration
+PIPELINE_BATCH = 32
+
+
+def _train_pipeline_model(quick: bool, root: str, source: dict[str, Any]) -> str:
+    """Train the pipeline's model through its own stages; return the run's URL."""
+    from forgeline.datasets import DatasetConfig
+    from forgeline.pipeline import prepare, train
+    from forgeline.runs import RunLayout
+    from forgeline.train import TrainOptions
+
+    layout = RunLayout(root, "bench-quantize")
+    t = time.perf_counter()
+    prepared = prepare(layout, DatasetConfig())  # built-in corpus, default windows/split
+    source["prepare_s"] = time.perf_counter() - t
+    # the demo's training knobs (PipelineParams defaults), fewer steps for --quick;
+    # checkpointing off: it changes nothing in the model and only costs time here
+    options = TrainOptions(model_size="small", steps=PIPELINE_TRAIN_STEPS[quick],
+                           checkpoint_every_steps=None)
+    t = time.perf_counter()
+    train(layout, options)
+    source["train_stage_s"] = time.perf_counter() - t
+    source["dataset"] = {k: prepared.model_dump(mode="json").get(k) for k in (
+        "source", "source_bytes", "window_tokens", "train_samples", "validation_samples")}
+    return layout.url
+
+
+def pipeline_model_provider(quick: bool, model_run: str | None = None,
+                            train_root: str | None = None,
+                            source: dict[str, Any] | None = None
+                            ) -> tuple[nn.Module, list[torch.Tensor], list[torch.Tensor]] | None:
+    """The pipeline's trained transformer and its validation windows.
 
     Return ``(model, eval_windows, calibration_windows)``: the trained float model (logits
     ``[batch, seq, vocab]`` for tokens ``[batch, seq]``) and LongTensor ``[batch, seq + 1]``
-    windows of byte tokens from the dataset's validation split (disjoint lists). Returns
-    ``None`` until connected; its metrics are then reported as not measured.
+    windows of byte tokens from the dataset's validation split, laid out as the quantize
+    stage does: calibration = the first ``PIPELINE_CALIB_WINDOWS`` windows, evaluation =
+    the following ones (held out, disjoint). ``model_run``: an existing run folder (URL or
+    path); ``None`` trains one into ``train_root`` (a temporary folder, removed, when None).
+    ``source`` is filled with how the model was obtained (JSON-safe).
     """
-    return None
+    from safetensors.torch import load as load_safetensors
+
+    from forgeline import storage
+    from forgeline.datasets import TokenDataset
+    from forgeline.train import MODEL_CONFIG_FILE, MODEL_FILE, DecoderLM, ModelConfig
+
+    source = {} if source is None else source
+    tmp = None
+    if model_run is None:
+        import tempfile
+
+        tmp = None if train_root else tempfile.mkdtemp(prefix="forgeline-bench-quantize-")
+        run_url = _train_pipeline_model(quick, train_root or tmp, source)
+        source["how"] = ("trained in this benchmark run: forgeline.pipeline.prepare (built-in "
+                         "corpus) + forgeline.pipeline.train (Ray Train + DeepSpeed, CPU)")
+        source["run_kept"] = tmp is None
+    else:
+        run_url = storage.normalize_root(model_run)
+        source["how"] = "loaded from an existing run folder (--model-run)"
+    try:
+        source["run_url"] = run_url
+        model_url = storage.join(run_url, "train", MODEL_FILE)
+        config_url = storage.join(run_url, "train", MODEL_CONFIG_FILE)
+        manifest_url = storage.join(run_url, "prepare", "manifest.json")
+        for url in (model_url, config_url, manifest_url):
+            if not storage.exists(url):
+                raise FileNotFoundError(f"run folder {run_url} has no {url}")
+        result_url = storage.join(run_url, "train", "result.json")
+        if storage.exists(result_url):  # the train stage's own record, when the run has one
+            tr = storage.read_json(result_url)
+            source |= {k: tr.get(k) for k in (
+                "steps", "workers", "zero_stage", "micro_batch_size", "grad_accum_steps",
+                "num_params", "val_ppl_before", "val_ppl_after", "train_loss_final", "wall_s")}
+            source["train_result_note"] = ("val_ppl_* from the train stage: its first "
+                                           "eval_samples validation windows")
+        architecture = ModelConfig.model_validate(storage.read_json(config_url))
+        fs, path = storage.filesystem(model_url)
+        model = DecoderLM(architecture)
+        model.load_state_dict(load_safetensors(fs.cat_file(path)))
+        model.eval()
+        validation = TokenDataset(manifest_url, "validation")
+        n_cal, n_eval = PIPELINE_CALIB_WINDOWS, PIPELINE_EVAL_WINDOWS[quick]
+        if len(validation) < n_cal + n_eval:
+            raise ValueError(f"validation split has {len(validation)} windows, "
+                             f"need {n_cal + n_eval}")
+        windows = torch.from_numpy(validation.get_many(range(n_cal + n_eval))).long()
+    finally:
+        if tmp is not None:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    calib, held_out = windows[:n_cal], windows[n_cal:]
+    source |= {"architecture": architecture.model_dump(mode="json"),
+               "validation_windows": len(validation),
+               "calibration_windows": f"validation[0:{n_cal}]",
+               "eval_windows": f"validation[{n_cal}:{n_cal + n_eval}]",
+               "window_tokens": int(windows.shape[1] - 1)}
+    return (model, list(held_out.split(PIPELINE_BATCH)), list(calib.split(PIPELINE_BATCH)))
 
 
 def perplexity_fn(windows: list[torch.Tensor]) -> Callable[[nn.Module], float]:
@@ -400,15 +496,24 @@ def perplexity_fn(windows: list[torch.Tensor]) -> Callable[[nn.Module], float]:
 def bench_pipeline_model(model: nn.Module, eval_windows: list[torch.Tensor],
                          calib_windows: list[torch.Tensor], quick: bool,
                          runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The pipeline model's side of the comparison (perplexity, sizes, latency)."""
+    """The pipeline model's side of the comparison (perplexity, sizes, latency).
+
+    Every perplexity reported is on ``eval_windows`` (held out). W8A8 / GPTQ calibrate on
+    ``calib_windows``; mixed precision tunes on the calibration windows' perplexity and is
+    then judged on the held-out windows (like digits: tune on val, report on test).
+    """
     ppl = perplexity_fn(eval_windows)
+    tune_ppl = perplexity_fn(calib_windows)
     calib = [w[:, :-1] for w in calib_windows]
     base = ppl(model)
-    rows: dict[str, dict[str, Any]] = {"fp32": {"ppl": base}}
+    rows: dict[str, dict[str, Any]] = {"fp32": {"ppl": base, "linear_weight_bytes":
+                                                linear_weight_bytes(model)}}
     systems: dict[str, nn.Module] = {"fp32": model}
     cfgs = {
         "ours_int8_wo": QuantizeConfig(scheme="int8_wo"),
         "ours_int4_rtn_g128": QuantizeConfig(scheme="int4_rtn", group_size=128),
+        "ours_int4_rtn_g128_linear_only": QuantizeConfig(scheme="int4_rtn", group_size=128,
+                                                         quantize_embeddings=False),
         "ours_int4_gptq_g128": QuantizeConfig(scheme="int4_gptq", group_size=128),
         "ours_w8a8": QuantizeConfig(scheme="w8a8"),
         "ours_w8a8_pwlq": QuantizeConfig(scheme="w8a8", activation={"quantizer": "pwlq"}),
@@ -416,14 +521,24 @@ def bench_pipeline_model(model: nn.Module, eval_windows: list[torch.Tensor],
             "enabled": True, "max_rel_metric_loss": 0.01}),
     }
     for name, cfg in cfgs.items():
+        mixed = cfg.mixed_precision.enabled
         try:
-            qm, rep = quantize_model(model, cfg, calib, ppl)
+            qm, rep = quantize_model(model, cfg, calib, tune_ppl if mixed else ppl)
         except Exception as exc:  # noqa: BLE001 - e.g. group 128 not dividing d_model
             rows[name] = {"error": f"{type(exc).__name__}: {exc}"}
             continue
-        rows[name] = {"ppl": rep.metric_quantized, "rel_metric_loss": rep.rel_metric_loss,
+        p = rep.metric_quantized
+        if mixed or p is None:  # mixed precision: judged on the held-out windows
+            p = ppl(qm)
+        rows[name] = {"ppl": p, "rel_metric_loss": rel_loss(p, base, False),
                       "linear_size_ratio": rep.linear_size_ratio, "quantize_s": rep.quantize_s,
-                      "met": rep.mixed_precision.met if rep.mixed_precision else None}
+                      "kernels": sorted(set(qm.kernels.values())), "backend": rep.backend}
+        if mixed and rep.mixed_precision is not None:
+            mp = rep.mixed_precision
+            rows[name] |= {"assignment": mp.assignment, "size_ratio": rep.size_ratio,
+                           "tune_rel_metric_loss": rep.rel_metric_loss, "tune_met": mp.met,
+                           "eval_met": rows[name]["rel_metric_loss"] <= 0.01,
+                           "evaluations": len(mp.steps)}
         systems[name] = qm
     for name, make in torchao_peers(128).items():
         qm, secs, err = run_torchao(model, make)
@@ -433,15 +548,17 @@ def bench_pipeline_model(model: nn.Module, eval_windows: list[torch.Tensor],
         try:
             p = ppl(qm)
             rows[name] = {"ppl": p, "rel_metric_loss": rel_loss(p, base, False),
-                          "quantize_s": secs}
+                          "linear_size_ratio": linear_weight_bytes(model)
+                          / linear_weight_bytes(qm), "quantize_s": secs}
             systems[name] = qm
         except Exception as exc:  # noqa: BLE001
             rows[name] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
-    x = calib[0]
-    reps, iters = (3, 5) if quick else (7, 10)
+    x = eval_windows[0][:, :-1]
+    # a forward at batch 32 x 128 tokens is ~0.1-1 s per system here: fewer calls per rep
+    reps, iters = (3, 2) if quick else (5, 3)
     for batch in (1, 32):
         xb = x[:batch] if x.shape[0] >= batch else x.repeat(batch // x.shape[0] + 1, 1)[:batch]
-        add_latency(rows, systems, xb, batch, reps, iters)
+        add_latency(rows, systems, xb, batch, reps, iters, warmup=2)
     for name, r in rows.items():
         runs.append({"model": "pipeline_transformer", "system": name, **r})
     return rows
@@ -489,23 +606,36 @@ def summarize(digits: dict, latency: dict, big: dict, pipe: dict | None
                      "(ours - torchao) / torchao; positive = ours better.")
     else:
         not_measured["vs_torchao_int8_wo_rel_metric_delta"] = "torchao int8 weight-only failed"
-    r4 = [v for v in (_get(big, "ours_int4_rtn_g128", "linear_size_ratio"),
-                      _get(pipe or {}, "ours_int4_rtn_g128", "linear_size_ratio")) if v]
-    if r4:
-        metrics["int4_g128_linear_size_ratio"] = min(r4)
-        notes.append("int4_g128_linear_size_ratio: smallest of stack_100m"
-                     + (" and the pipeline model." if pipe else " (pipeline model not connected)."))
+    r4_big = _get(big, "ours_int4_rtn_g128", "linear_size_ratio")
+    if r4_big is not None:
+        metrics["int4_g128_linear_size_ratio_stack_100m"] = r4_big
+        notes.append("int4_g128_linear_size_ratio_stack_100m (extra): the same ratio on "
+                     "stack_100m (24 x Linear(2048, 2048)).")
     if pipe:
+        metrics["int4_g128_linear_size_ratio"] = _get(pipe, "ours_int4_rtn_g128",
+                                                      "linear_size_ratio")
         metrics["int4_g128_rel_ppl_increase"] = _get(pipe, "ours_int4_rtn_g128", "rel_metric_loss")
-        met_pipe = pipe.get("ours_mixed_1pct", {}).get("met")
+        notes.append("int4_g128_*: pipeline_transformer, ours int4 RTN group 128 (default "
+                     "config: embeddings quantized too); perplexity on held-out validation "
+                     "windows; size ratio = fp32 / int4 bytes of Linear weights (scales and "
+                     "zero-points included).")
+        met_pipe = pipe.get("ours_mixed_1pct", {}).get("eval_met")
         met_dig = digits.get("ours_mixed_1pct", {}).get("test_met")
         metrics["mixed_precision_meets_budget"] = float(bool(met_pipe) and bool(met_dig))
+        notes.append("mixed_precision_meets_budget: 1 only if the automatic choice (1% budget) "
+                     f"holds on held-out data for both models: digits_mlp test split "
+                     f"({met_dig}; tuned on its val split), pipeline_transformer held-out "
+                     f"validation windows ({met_pipe}; tuned on the calibration windows).")
+        o8, a8 = _get(pipe, "ours_int8_wo", "ppl"), _get(pipe, "torchao_int8_wo", "ppl")
+        if o8 is not None and a8 is not None:
+            metrics["vs_torchao_int8_wo_rel_ppl_delta_pipeline"] = (o8 - a8) / a8
+            notes.append("vs_torchao_int8_wo_rel_ppl_delta_pipeline (extra): pipeline "
+                         "perplexity, (ours - torchao) / torchao; negative = ours better.")
     else:
-        why = "pipeline transformer not connected (benchmarks/quantize.py pipeline_model_provider)"
-        for k in ("int4_g128_rel_ppl_increase", "mixed_precision_meets_budget"):
+        why = "pipeline transformer not available (see runs, model pipeline_transformer)"
+        for k in ("int4_g128_rel_ppl_increase", "int4_g128_linear_size_ratio",
+                  "mixed_precision_meets_budget"):
             not_measured[k] = why
-        notes.append("digits_mlp mixed precision (1% budget) result is in runs "
-                     "(system ours_mixed_1pct: val_met, test_met).")
     for k, v in list(metrics.items()):
         if v is None and k not in not_measured:
             not_measured[k] = "no measurement"
@@ -536,36 +666,70 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller sizes, <= 5 minutes")
     ap.add_argument("--out", default=DEFAULT_OUT)
+    ap.add_argument("--model-run", metavar="URL", default=None,
+                    help="existing run folder (artifacts/runs/<run>) with train/model.safetensors,"
+                    " train/model.json and prepare/manifest.json; default: train one here")
+    ap.add_argument("--train-root", metavar="DIR", default=None,
+                    help="artifact root to train into and keep (default: a temporary folder, "
+                    "removed afterwards); ignored with --model-run")
     args = ap.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
     started, load_start = time.perf_counter(), os.getloadavg()[0]
+    loads: dict[str, list[float]] = {"start": list(os.getloadavg())}
     runs: list[dict[str, Any]] = []
+    # The pipeline model first: training it runs a local Ray cluster, shut down before the
+    # latency measurements below start.
+    source: dict[str, Any] = {}
+    provided = None
+    t = time.perf_counter()
+    try:
+        provided = pipeline_model_provider(args.quick, args.model_run, args.train_root, source)
+    except Exception:  # noqa: BLE001 - keep the other models' results
+        source["error"] = traceback.format_exc()[-1500:]
+    source["provider_s"] = time.perf_counter() - t
+    loads["after_pipeline_model"] = list(os.getloadavg())
     digits = bench_digits(args.quick, runs)
+    loads["after_digits"] = list(os.getloadavg())
     latency = bench_latency(args.quick, runs)
+    loads["after_latency"] = list(os.getloadavg())
     big = bench_100m(args.quick, runs)
+    loads["after_100m"] = list(os.getloadavg())
     pipe = None
-    provided = pipeline_model_provider(args.quick)
     if provided is not None:
         try:
             pipe = bench_pipeline_model(*provided, args.quick, runs)
         except Exception:  # noqa: BLE001 - keep the other models' results
             runs.append({"model": "pipeline_transformer", "system": "all",
                          "error": traceback.format_exc()[-1500:]})
+    loads["end"] = list(os.getloadavg())
     metrics, not_measured, notes = summarize(digits, latency, big, pipe)
     load_end = os.getloadavg()[0]
-    if max(load_start, load_end) > 0.75 * (os.cpu_count() or 1):
-        notes.append(f"Machine busy (1-min load {load_start:.1f} at start, {load_end:.1f} at end "
-                     f"on {os.cpu_count()} CPUs): latency figures are unreliable; rerun idle.")
+    peak = max(v[0] for v in loads.values())
+    if peak > 0.75 * (os.cpu_count() or 1):
+        notes.append(f"Machine busy (1-min load {load_start:.1f} at start, {load_end:.1f} at end, "
+                     f"peak sample {peak:.1f}, on {os.cpu_count()} CPUs; shared with other "
+                     "test runs): absolute latencies are noisy; the paired, interleaved "
+                     "ratios are less affected but still uncertain; rerun idle to confirm.")
+    if source.get("error"):
+        notes.append("pipeline model could not be obtained: see pipeline_model.error.")
+    else:
+        notes.append(f"pipeline model: {source.get('how')}; run {source.get('run_url')}, "
+                     f"{source.get('steps')} steps, train-stage val perplexity "
+                     f"{source.get('val_ppl_after')}; see pipeline_model.")
     notes.append("Latency: warm-up calls excluded; systems interleaved A B A B; each repetition "
                  "takes the median per-call time; speedups are medians of per-repetition "
                  "fp32/system ratios; spread in runs (min_ms/max_ms/reps_ms).")
     cmd = "python benchmarks/quantize.py" + (" --quick" if args.quick else "") + (
+        f" --model-run {args.model_run}" if args.model_run else "") + (
+        f" --train-root {args.train_root}" if args.train_root and not args.model_run else "") + (
         f" --out {args.out}" if args.out != DEFAULT_OUT else "")
     result = {
         "area": "quantize", "quick": args.quick, "machine": machine_info(), "command": cmd,
         "metrics": metrics, "not_measured": not_measured, "targets": TARGETS, "notes": notes,
         "wall_s": time.perf_counter() - started,
         "loadavg_1m": {"start": load_start, "end": load_end},
+        "loadavg_1_5_15m": loads,
+        "pipeline_model": source,
         "runs": runs,
     }
     print_table(runs, metrics)

@@ -28,7 +28,7 @@ from forgeline.operators import (
     params_from,
     templated,
 )
-from forgeline.pipeline import PipelineParams
+from forgeline.pipeline import PipelineParams, TrainStageOptions
 
 ARTIFACT_ROOT = os.environ.get(
     "FORGELINE_ARTIFACT_ROOT", str(Path(__file__).resolve().parents[1] / "artifacts")
@@ -54,11 +54,8 @@ with DAG(
     train = TrainOperator(
         task_id="train",
         trigger_rule="none_failed",
-        **templated(
-            "model_size", "activation_checkpointing", "workers", "steps", "zero_stage",
-            "micro_batch_size", "grad_accum_steps", "lr", "eval_samples", "seed",
-            "deepspeed_config",
-        ),
+        # every training knob, data access included (cache: on when the data is remote)
+        **templated(*(name for name in TrainStageOptions.model_fields if name != "manifest_url")),
         **root,
     )
     search = StrategySearchOperator(

@@ -39,11 +39,15 @@ def test_run_whole_pipeline_tiny(ray_cluster, tmp_path, capsys):
     code = main(["run", "--run-id", "cli", "--artifact-root", str(tmp_path),
                  "--max-source-bytes", "200000", "--window-tokens", "64", "--model-size", "tiny",
                  "--steps", "20", "--micro-batch-size", "8", "--eval-samples", "32",
-                 "--zero-stage", "1"])
+                 "--zero-stage", "1", "--remote-like-data"])
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     assert result["val_ppl_after"] < result["val_ppl_before"]
     assert result["quantized_model_url"].endswith("quantize/model")
     assert (tmp_path / "runs" / "cli" / "report" / "report.html").exists()
+    # remote-like data: read through the throttled filesystem, so the cache was used
+    cache_stats = json.loads((tmp_path / "runs" / "cli" / "train" / "cache_stats.json").read_text())
+    assert cache_stats, "the cache reported statistics"
+    assert (tmp_path / "cache" / "importance").exists()
     stages = json.loads((tmp_path / "runs" / "cli" / "run.json").read_text())["stages"]
     assert stages["train"]["zero_stage"] == stages["search"]["zero_stage"] == 1

@@ -7,10 +7,12 @@ and returns it. Operators, the CLI and ``run_pipeline`` all go through these.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from forgeline import storage
+from forgeline.cache import CacheConfig, WarmupResult, warm_cache
 from forgeline.datasets import DatasetConfig, DatasetResult, build_dataset
 from forgeline.errors import ConfigError
 from forgeline.quantize.stage import QuantizeOptions, QuantizeResult, quantize_stage
@@ -46,6 +48,47 @@ def search(layout: RunLayout, options: StrategyOptions) -> StrategyResult:
     return result
 
 
+class TrainStageOptions(TrainOptions):
+    """Training options plus how the workers read the data: directly, or through the
+    importance-aware cache; and, to imitate object storage, through the throttled filesystem."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    cache_mode: Literal["auto", "on", "off"] = Field(
+        "auto", description="Read samples through forgeline.cache: auto = when the dataset is "
+        "read from remote (non-file://) storage."
+    )
+    cache_capacity_bytes: int = Field(64 * 2**20, ge=1, description="Cache byte budget.")
+    cache_substitution_ratio: float = Field(
+        0.3, ge=0.0, le=1.0, description="Share of low-importance misses served by a cached "
+        "low-importance sample instead (0 = exact epochs)."
+    )
+    remote_like_data: bool = Field(
+        False, description="Read the dataset through forgeline's throttled filesystem "
+        "(per-request latency + shared bandwidth cap), as from object storage."
+    )
+    throttle_latency_s: float = Field(0.005, ge=0.0, description="Per-request latency.")
+    throttle_bandwidth_bytes_per_s: float = Field(50e6, gt=0, description="Shared bandwidth.")
+
+    def data_access(self, manifest_url: str, root: str) -> tuple[str, CacheConfig | None]:
+        """The manifest URL the workers read, and the cache config (None: no cache)."""
+        if self.remote_like_data:
+            from forgeline.throttled import throttled_url
+
+            manifest_url = throttled_url(manifest_url, self.throttle_latency_s,
+                                         self.throttle_bandwidth_bytes_per_s)
+        remote = not manifest_url.startswith("file://")
+        if self.cache is not None or self.cache_mode == "off" or (
+            self.cache_mode == "auto" and not remote
+        ):
+            return manifest_url, self.cache
+        return manifest_url, CacheConfig(
+            capacity_bytes=self.cache_capacity_bytes,
+            substitution_ratio=self.cache_substitution_ratio,
+            importance_url=storage.join(root, "cache", "importance"),
+        )
+
+
 def _apply_plan(options: TrainOptions, plan: dict[str, Any]) -> TrainOptions:
     """Run the search stage's plan as is; add only what the search does not decide (the LR
     schedule)."""
@@ -58,15 +101,42 @@ def _apply_plan(options: TrainOptions, plan: dict[str, Any]) -> TrainOptions:
     })
 
 
+def _base_train_options(options: TrainOptions) -> TrainOptions:
+    fields = set(TrainOptions.model_fields)
+    return TrainOptions(**options.model_dump(include=fields, exclude_unset=True))
+
+
 def train(layout: RunLayout, options: TrainOptions) -> TrainResult:
-    """Train; a run's search-stage plan decides the DeepSpeed config unless one is given."""
+    """Train; a run's search-stage plan decides the DeepSpeed config unless one is given;
+    with ``TrainStageOptions`` the data access (throttling, cache) is decided here too."""
     manifest_url = options.manifest_url or _prepared(layout, "manifest_url")["manifest_url"]
+    callbacks = []
+    if isinstance(options, TrainStageOptions):
+        manifest_url, cache = options.data_access(manifest_url, layout.root)
+        options = _base_train_options(options).model_copy(update={"cache": cache})
+        if cache is not None:
+            from forgeline.ray.cache import CacheStatsCallback
+
+            stats_url = storage.join(layout.stage_url("train"), "cache_stats.json")
+            callbacks.append(CacheStatsCallback(stats_url))
     plan = layout.load()["stages"].get("search")
     if plan is not None and options.deepspeed_config is None:
         options = _apply_plan(options, plan)
     config = options.to_config(manifest_url)
-    result = run_training(config, layout.stage_url("train"), layout.metrics_url)
+    result = run_training(config, layout.stage_url("train"), layout.metrics_url, callbacks)
     layout.record("train", result.model_dump(mode="json"))
+    return result
+
+
+def warm(layout: RunLayout, options: TrainStageOptions) -> WarmupResult:
+    """Load the cache server with the samples the previous run over this dataset found most
+    important (needs a Ray cluster that outlives the task, e.g. ``RAY_ADDRESS``)."""
+    manifest_url = options.manifest_url or _prepared(layout, "manifest_url")["manifest_url"]
+    manifest_url, cache = options.data_access(manifest_url, layout.root)
+    if cache is None:
+        raise ConfigError("cache_mode", options.cache_mode, "no cache for this data to warm")
+    result = warm_cache(cache, manifest_url)
+    layout.record("cache", result.model_dump(mode="json"))
     return result
 
 
@@ -89,7 +159,7 @@ def report(layout: RunLayout) -> ReportResult:
     return result
 
 
-class PipelineParams(TrainOptions):
+class PipelineParams(TrainStageOptions):
     """Every knob of the end-to-end pipeline; defaults are the demo's (and the DAG's Params)."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
@@ -114,8 +184,9 @@ class PipelineParams(TrainOptions):
     def dataset_config(self) -> DatasetConfig:
         return DatasetConfig(**self.model_dump(include=set(DatasetConfig.model_fields)))
 
-    def train_options(self) -> TrainOptions:
-        return TrainOptions(**self.model_dump(include=set(TrainOptions.model_fields)))
+    def train_options(self) -> TrainStageOptions:
+        fields = set(TrainStageOptions.model_fields)
+        return TrainStageOptions(**self.model_dump(include=fields, exclude_unset=True))
 
     def quantize_options(self) -> QuantizeOptions:
         return QuantizeOptions(scheme=self.quantize_scheme,

@@ -1,6 +1,7 @@
 """Airflow operators, one per pipeline stage, all thin adapters over ``forgeline.pipeline``."""
 
 from forgeline.operators.base import StageOperator, run_name
+from forgeline.operators.cache import WarmCacheOperator
 from forgeline.operators.params import params_from, templated
 from forgeline.operators.prepare import PrepareDatasetOperator
 from forgeline.operators.quantize import QuantizeOperator
@@ -15,6 +16,7 @@ __all__ = [
     "StageOperator",
     "StrategySearchOperator",
     "TrainOperator",
+    "WarmCacheOperator",
     "params_from",
     "run_name",
     "templated",

@@ -20,6 +20,8 @@ def _json_type(annotation: Any) -> str | list[str]:
     if origin in (typing.Union, types.UnionType):
         kinds = [_json_type(a) for a in args if a is not type(None)]
         return [*kinds, "null"] if type(None) in args else kinds
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "object"
     return _JSON_TYPES.get(origin or annotation, "string")
 
 

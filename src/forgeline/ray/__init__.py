@@ -1,5 +1,31 @@
 """Ray Train adapters: worker-side helpers and controller-side ``UserCallback``s."""
 
+from forgeline.ray.cache import (
+    CachedDataset,
+    CacheStatsCallback,
+    ImportanceCacheClient,
+    ImportanceSampler,
+    aggregate_cache_stats,
+    cache_client,
+    cached_batches,
+)
+from forgeline.ray.checkpoint_callbacks import CheckpointRetention, FailureStatistics
+from forgeline.ray.checkpointer import Checkpointer, read_pointer, young_daly_interval_s
 from forgeline.ray.metrics import MetricsLogger, read_metrics
 
-__all__ = ["MetricsLogger", "read_metrics"]
+__all__ = [
+    "CacheStatsCallback",
+    "CachedDataset",
+    "ImportanceCacheClient",
+    "ImportanceSampler",
+    "aggregate_cache_stats",
+    "cache_client",
+    "cached_batches",
+    "CheckpointRetention",
+    "Checkpointer",
+    "FailureStatistics",
+    "MetricsLogger",
+    "read_metrics",
+    "read_pointer",
+    "young_daly_interval_s",
+]

@@ -39,6 +39,10 @@ class BatchSource(Protocol):
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
+    def close(self) -> None:
+        """Training is over: flush what must outlive the run (e.g. learned importance)."""
+        ...
+
 
 class ShuffledBatches:
     """Uniform sampling without replacement: each epoch a seeded permutation of the training
@@ -82,3 +86,6 @@ class ShuffledBatches:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch, self.batch_in_epoch = int(state["epoch"]), int(state["batch_in_epoch"])
+
+    def close(self) -> None:
+        return None

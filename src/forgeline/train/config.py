@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from forgeline.cache.config import CacheConfig
+from forgeline.checkpoint.training import TrainCheckpointing
 from forgeline.errors import ConfigError
 from forgeline.train.model import ModelConfig, ModelSize
 
@@ -62,6 +64,15 @@ class TrainConfig(BaseModel):
     ray_address: str | None = Field(
         None, description="Ray cluster address; None starts or joins a local one."
     )
+    checkpoint: TrainCheckpointing = Field(
+        default_factory=TrainCheckpointing, description="forgeline checkpoints and resume."
+    )
+    max_failures: int = Field(
+        0, ge=0, description="Worker-group restarts Ray Train may do (ray.train.FailureConfig)."
+    )
+    cache: CacheConfig | None = Field(
+        None, description="Read training samples through forgeline.cache; None reads directly."
+    )
 
     @field_validator("deepspeed_config")
     @classmethod
@@ -82,6 +93,15 @@ class TrainConfig(BaseModel):
         if "optimizer" not in ds:
             raise ConfigError("deepspeed_config.optimizer", None, "an optimizer section is needed")
         return ds
+
+    @model_validator(mode="after")
+    def _checkpointing_supports_the_zero_stage(self) -> TrainConfig:
+        if self.checkpoint.every_steps is not None and self.zero_stage == 3:
+            raise ConfigError(
+                "checkpoint_every_steps", self.checkpoint.every_steps,
+                "forgeline checkpoints support ZeRO stages 0–2; set it to None for ZeRO-3",
+            )
+        return self
 
     @property
     def zero_stage(self) -> int:
@@ -142,6 +162,18 @@ class TrainOptions(BaseModel):
         None, description="A full DeepSpeed config; overrides zero_stage/micro_batch_size/"
         "grad_accum_steps/lr (e.g. a strategy-search plan's)."
     )
+    cache: CacheConfig | None = Field(
+        None, description="Importance-aware sample cache settings; None: no cache."
+    )
+
+    checkpoint_every_steps: int | None = Field(
+        100, ge=1, description="Save a forgeline checkpoint every N steps; None: never."
+    )
+    checkpoint_keep_last: int = Field(3, ge=1, description="Newest checkpoints kept.")
+    checkpoint_codec: str = Field("shuffle-zstd", description="raw, zstd or shuffle-zstd.")
+    checkpoint_async: bool = Field(True, description="Persist checkpoints in the background.")
+    resume: bool = Field(True, description="Resume from the latest checkpoint after a failure.")
+    max_failures: int = Field(0, ge=0, description="Worker failures Ray Train recovers from.")
 
     def to_config(self, manifest_url: str) -> TrainConfig:
         ds = self.deepspeed_config or default_deepspeed_config(
@@ -149,6 +181,11 @@ class TrainOptions(BaseModel):
             grad_accum_steps=self.grad_accum_steps, lr=self.lr,
             warmup_steps=min(20, self.steps // 10), total_steps=self.steps,
         )
+        every_steps = self.checkpoint_every_steps
+        if ds.get("zero_optimization", {}).get("stage") == 3 and (
+            "checkpoint_every_steps" not in self.model_fields_set
+        ):
+            every_steps = None  # the default interval gives way to ZeRO-3 (unsupported there)
         return TrainConfig(
             manifest_url=manifest_url,
             model=ModelConfig.preset(
@@ -156,4 +193,9 @@ class TrainOptions(BaseModel):
             ),
             num_workers=self.workers, steps=self.steps, deepspeed_config=ds,
             eval_samples=self.eval_samples, seed=self.seed,
+            checkpoint=TrainCheckpointing(
+                every_steps=every_steps, keep_last=self.checkpoint_keep_last,
+                codec=self.checkpoint_codec, async_save=self.checkpoint_async, resume=self.resume,
+            ),
+            max_failures=self.max_failures, cache=self.cache,
         )

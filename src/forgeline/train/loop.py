@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 
 from forgeline import storage
+from forgeline.checkpoint.training import capture_training_state, restore_training_state
 from forgeline.datasets import TokenDataset
 from forgeline.train.batches import BatchSource, ShuffledBatches
 from forgeline.train.config import TrainConfig
@@ -85,7 +86,24 @@ def make_batch_source(
     config: TrainConfig, dataset: TokenDataset, rank: int, world: int
 ) -> BatchSource:
     """The training batches of this rank: uniform shuffling unless a cache is configured."""
+    if config.cache is not None:
+        from forgeline.cache import CachedBatches
+
+        return CachedBatches.from_config(
+            config.cache, dataset.manifest_url, config.micro_batch_size, config.seed, rank, world
+        )
     return ShuffledBatches(dataset, config.micro_batch_size, config.seed, rank, world)
+
+
+def make_checkpointer(config: TrainConfig, output_url: str, rank: int, world: int) -> Any:
+    """The worker's forgeline ``Checkpointer`` (None when checkpointing is off)."""
+    if config.checkpoint.every_steps is None:
+        return None
+    from forgeline.ray.checkpointer import Checkpointer
+
+    url = config.checkpoint.url or storage.join(output_url, "checkpoints")
+    return Checkpointer(url, config.checkpoint.store_config(), config.checkpoint.every_steps,
+                        rank=rank, world_size=world)
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
@@ -111,11 +129,22 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     ray.train.report({"step": 0, "val_loss": val_before, "split": "validation"})
 
     source = make_batch_source(config, train_set, rank, world)
+    checkpointer = make_checkpointer(config, output_url, rank, world)
+    start_step, extra = 0, {}
+    restored = checkpointer.restore() if checkpointer and config.checkpoint.resume else None
+    if restored is not None:
+        start_step = restore_training_state(
+            restored.state, engine, scheduler, source, config.zero_stage,
+            restored.manifest.world_size, world,
+        )
+        extra = restored.state.get("extra") or {}
+        log.info("rank %d resumed from forgeline checkpoint step %d", rank, start_step)
     batches = iter(source)
     tokens_per_step = world * micro * config.grad_accum_steps * config.model.seq_len
     started = last_time = time.perf_counter()
-    first_loss, window_losses = math.nan, []
-    for step in range(1, config.steps + 1):
+    first_loss, window_losses = extra.get("first_loss", math.nan), []
+    mean_loss = extra.get("last_loss", math.nan)
+    for step in range(start_step + 1, config.steps + 1):
         for _ in range(config.grad_accum_steps):
             indices, tokens = next(batches)
             sample_losses = per_sample_loss(engine(tokens[:, :-1]), tokens[:, 1:])
@@ -142,7 +171,15 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 log.info("step %d/%d loss %.4f", step, config.steps, mean_loss)
             ray.train.report(metrics)
             last_time, window_losses = now, []
+        if checkpointer is not None and checkpointer.should_save(step):
+            checkpointer.save(capture_training_state(
+                engine, scheduler, source, step, config.zero_stage,
+                extra={"first_loss": first_loss, "last_loss": mean_loss},
+            ), step)
+    if checkpointer is not None:
+        checkpointer.close()
     train_s = time.perf_counter() - started
+    source.close()
     val_after = evaluate(engine, val_set, config.eval_samples, eval_batch)
     state = _full_state_dict(engine, config.zero_stage)
     summary = {
@@ -150,7 +187,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         "val_loss_after": val_after,
         "train_loss_first": first_loss,
         "train_loss_final": mean_loss,
-        "tokens_per_s": tokens_per_step * config.steps / train_s,
+        "tokens_per_s": tokens_per_step * (config.steps - start_step) / train_s,
         "num_params": sum(v.numel() for v in state.values()),
     }
     if rank == 0:

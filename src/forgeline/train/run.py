@@ -9,13 +9,13 @@ import time
 from typing import Any
 
 import ray
-from ray.train import RunConfig, ScalingConfig
+from ray.train import FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from forgeline import storage
 from forgeline.datasets import load_manifest
 from forgeline.errors import ConfigError
-from forgeline.ray import MetricsLogger
+from forgeline.ray import CheckpointRetention, FailureStatistics, MetricsLogger
 from forgeline.train.config import TrainConfig, TrainResult
 from forgeline.train.loop import MODEL_CONFIG_FILE, MODEL_FILE, SUMMARY_FILE, train_loop_per_worker
 
@@ -33,6 +33,14 @@ def _ray_storage_path(output_url: str) -> str | None:
     fs, path = storage.filesystem(output_url)
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     return storage.join(path, "ray") if protocol in ("file", "local") else None
+
+
+def _checkpoint_callbacks(config: TrainConfig, output_url: str) -> list[Any]:
+    """Controller-side retention/GC and failure statistics for the training checkpoints."""
+    if config.checkpoint.every_steps is None:
+        return []
+    url = config.checkpoint.url or storage.join(output_url, "checkpoints")
+    return [CheckpointRetention(url, config.checkpoint.retention()), FailureStatistics(url)]
 
 
 def run_training(
@@ -65,7 +73,9 @@ def run_training(
             run_config=RunConfig(
                 name=f"forgeline-train-{int(time.time())}",
                 storage_path=_ray_storage_path(output_url),
-                callbacks=([MetricsLogger(metrics_url)] if metrics_url else []) + (callbacks or []),
+                callbacks=([MetricsLogger(metrics_url)] if metrics_url else [])
+                + _checkpoint_callbacks(config, output_url) + (callbacks or []),
+                failure_config=FailureConfig(max_failures=config.max_failures),
             ),
         )
         trainer.fit()

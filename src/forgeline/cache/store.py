@@ -1,0 +1,233 @@
+"""A byte-bounded sample store with exact accounting, importance-aware admission and eviction,
+and a checksum per entry that is verified on every read.
+
+Policy ``importance`` (iCache/SHADE): the H part (``h_fraction`` of the bytes) is a min-heap
+by score — a sample is admitted only if it outscores the heap minimum, which is then evicted
+(demoted to the L part); the L part is FIFO and holds the low-importance samples that misses
+may be substituted with. Scores of samples not in the cache are kept as *ghost* scores, so a
+sample coming back competes with what it was last worth. ``lru`` and ``never_evict`` use the
+same accounting and integrity checks (peers for the benchmark).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+import threading
+import zlib
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
+
+from forgeline.cache.config import POLICIES
+from forgeline.errors import ConfigError
+
+Key = Hashable
+
+
+@dataclass(slots=True)
+class _Entry:
+    data: bytes
+    crc: int
+    part: str  # "H", "L" or "A" (the single part of lru / never_evict)
+    version: int
+
+
+class CacheStore:
+    """Thread-safe; ``used_bytes`` is always the exact sum of the stored payloads."""
+
+    def __init__(self, capacity_bytes: int, policy: str = "importance",
+                 h_fraction: float = 0.9) -> None:
+        if capacity_bytes <= 0:
+            raise ConfigError("capacity_bytes", capacity_bytes, "must be > 0")
+        if policy not in POLICIES:
+            raise ConfigError("policy", policy, f"unknown policy; use one of {list(POLICIES)}")
+        if not 0.0 < h_fraction <= 1.0:
+            raise ConfigError("h_fraction", h_fraction, "must be within (0, 1]")
+        self.capacity_bytes, self.policy = int(capacity_bytes), policy
+        self.h_capacity = int(capacity_bytes * h_fraction) if policy == "importance" else 0
+        self.l_capacity = self.capacity_bytes - self.h_capacity
+        self.default_score = 0.0
+        self._lock = threading.RLock()
+        self._entries: dict[Key, _Entry] = {}
+        self._scores: dict[Key, float] = {}  # cached and ghost scores
+        self._heap: list[tuple[float, int, Key]] = []
+        self._lru: OrderedDict[Key, None] = OrderedDict()  # L part (FIFO) or lru order
+        self._used = {"H": 0, "L": 0, "A": 0}
+        self._versions = itertools.count()
+        self.counters = dict.fromkeys(
+            ("hits", "misses", "inserts", "rejected", "evictions", "corrupt_dropped"), 0
+        )
+
+    # --- accounting -------------------------------------------------------------------
+    @property
+    def used_bytes(self) -> int:
+        return sum(self._used.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: Key) -> bool:
+        return key in self._entries
+
+    def keys(self) -> list[Key]:
+        with self._lock:
+            return list(self._entries)
+
+    def stats(self) -> dict[str, float]:
+        with self._lock:
+            return {**self.counters, "entries": len(self._entries), "used_bytes": self.used_bytes,
+                    "capacity_bytes": self.capacity_bytes, "h_bytes": self._used["H"],
+                    "l_bytes": self._used["L"] + self._used["A"]}
+
+    # --- scores -----------------------------------------------------------------------
+    def score(self, key: Key) -> float:
+        return self._scores.get(key, self.default_score)
+
+    def set_scores(self, scores: Iterable[tuple[Key, float]]) -> None:
+        """New importance of samples, cached or not (uncached ones become ghost scores)."""
+        with self._lock:
+            for key, value in scores:
+                self._scores[key] = float(value)
+                entry = self._entries.get(key)
+                if entry is not None and entry.part == "H":
+                    entry.version = next(self._versions)
+                    heapq.heappush(self._heap, (float(value), entry.version, key))
+            if len(self._heap) > 2 * len(self._entries) + 1024:
+                self._heap = [(self.score(k), e.version, k) for k, e in self._entries.items()
+                              if e.part == "H"]
+                heapq.heapify(self._heap)
+
+    def _heap_min(self) -> tuple[float, Key] | None:
+        while self._heap:
+            score, version, key = self._heap[0]
+            entry = self._entries.get(key)
+            if entry is not None and entry.part == "H" and entry.version == version:
+                return score, key
+            heapq.heappop(self._heap)
+        return None
+
+    # --- removal ----------------------------------------------------------------------
+    def _remove(self, key: Key) -> _Entry:
+        entry = self._entries.pop(key)
+        self._used[entry.part] -= len(entry.data)
+        self._lru.pop(key, None)
+        return entry
+
+    def _evict_fifo(self, part: str, need: int, capacity: int) -> bool:
+        while self._used[part] + need > capacity and self._lru:
+            self._remove(next(iter(self._lru)))
+            self.counters["evictions"] += 1
+        return self._used[part] + need <= capacity
+
+    # --- admission --------------------------------------------------------------------
+    def _insert(self, key: Key, data: bytes, crc: int, part: str) -> None:
+        entry = _Entry(data, crc, part, next(self._versions))
+        self._entries[key] = entry
+        self._used[part] += len(data)
+        if part == "H":
+            heapq.heappush(self._heap, (self.score(key), entry.version, key))
+        else:
+            self._lru[key] = None
+        self.counters["inserts"] += 1
+
+    def _put_l(self, key: Key, data: bytes, crc: int) -> bool:
+        if len(data) > self.l_capacity or not self._evict_fifo("L", len(data), self.l_capacity):
+            return False
+        self._insert(key, data, crc, "L")
+        return True
+
+    def _put_importance(self, key: Key, data: bytes, crc: int) -> bool:
+        size, score = len(data), self.score(key)
+        if size <= self.h_capacity:
+            while self._used["H"] + size > self.h_capacity:
+                low = self._heap_min()
+                if low is None or low[0] >= score:
+                    break
+                demoted = self._remove(low[1])  # leaves H; keeps its ghost score
+                self.counters["evictions"] += 1
+                self._put_l(low[1], demoted.data, demoted.crc)
+            if self._used["H"] + size <= self.h_capacity:
+                self._insert(key, data, crc, "H")
+                return True
+        return self._put_l(key, data, crc)
+
+    def put(self, key: Key, data: bytes) -> bool:
+        """Offer a sample; True if it is now cached."""
+        data = bytes(data)
+        with self._lock:
+            if key in self._entries:
+                return True
+            crc = zlib.crc32(data)
+            if self.policy == "importance":
+                ok = self._put_importance(key, data, crc)
+            elif len(data) > self.capacity_bytes:
+                ok = False
+            elif self.policy == "lru":
+                ok = self._evict_fifo("A", len(data), self.capacity_bytes)
+                if ok:
+                    self._insert(key, data, crc, "A")
+            else:  # never_evict
+                ok = self._used["A"] + len(data) <= self.capacity_bytes
+                if ok:
+                    self._insert(key, data, crc, "A")
+            if not ok:
+                self.counters["rejected"] += 1
+            return ok
+
+    def put_many(self, items: Iterable[tuple[Key, bytes]]) -> int:
+        return sum(self.put(k, v) for k, v in items)
+
+    # --- reads ------------------------------------------------------------------------
+    def get(self, key: Key) -> bytes | None:
+        """The sample if cached and intact; a corrupt entry is dropped and reported a miss."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                self.counters["misses"] += 1
+                return None
+            if zlib.crc32(entry.data) != entry.crc:
+                self._remove(key)
+                self.counters["corrupt_dropped"] += 1
+                self.counters["misses"] += 1
+                return None
+            if self.policy == "lru":
+                self._lru.move_to_end(key)
+            self.counters["hits"] += 1
+            return entry.data
+
+    def get_many(self, keys: Iterable[Key]) -> dict[Key, bytes]:
+        out = {}
+        for key in keys:
+            data = self.get(key)
+            if data is not None:
+                out[key] = data
+        return out
+
+    def substitutes(self, n: int, exclude: set[Key], match: object = None,
+                    below: float = float("inf"), fill: bool = True,
+                    rng: random.Random | None = None) -> list[Key]:
+        """Up to ``n`` random cached keys not in ``exclude``, least important first: the L
+        part, then H entries scoring below ``below``, then (``fill``) the lowest-scoring other
+        H entries; any entry for the other policies. ``match`` keeps keys whose first item
+        equals it."""
+        if n <= 0:
+            return []
+        rng = rng or random
+
+        def wanted(k: Key) -> bool:
+            return k not in exclude and (match is None or (isinstance(k, tuple)
+                                                           and k[0] == match))
+
+        with self._lock:
+            pool = [k for k in self._lru if wanted(k)]
+            if len(pool) < n and self.policy == "importance":
+                h_keys = [k for k, e in self._entries.items() if e.part == "H" and wanted(k)]
+                low_h = [k for k in h_keys if self.score(k) < below]
+                pool += rng.sample(low_h, min(n - len(pool), len(low_h)))
+                if len(pool) < n and fill:  # then the least important of the rest
+                    rest = sorted((k for k in h_keys if self.score(k) >= below),
+                                  key=self.score)
+                    pool += rest[: n - len(pool)]
+        return rng.sample(pool, min(n, len(pool)))

@@ -1,0 +1,88 @@
+"""Configuration of the checkpoint store: chunking, codec, async staging, retention."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from forgeline.errors import ConfigError
+
+CODECS = ("raw", "zstd", "shuffle-zstd")
+Codec = Literal["raw", "zstd", "shuffle-zstd"]
+
+
+class CheckpointConfig(BaseModel):
+    """How a :class:`~forgeline.checkpoint.CheckpointStore` writes checkpoints."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    chunk_bytes: int = Field(
+        4 << 20, description="Size of the fixed slices each tensor's bytes are cut into."
+    )
+    codec: str = Field(
+        "shuffle-zstd",
+        description="Lossless chunk codec: raw, zstd, or shuffle-zstd (byte grouping + zstd).",
+    )
+    zstd_level: int = Field(1, ge=-7, le=22, description="zstd compression level.")
+    delta: bool = Field(
+        False,
+        description="XOR-delta changed chunks against the last keyframe's chunk (keeps one "
+        "host copy of the keyframe's chunks in memory).",
+    )
+    keyframe_every: int = Field(
+        8, ge=1, description="With delta: every k-th save is a keyframe (no delta)."
+    )
+    lossy_optimizer: bool = Field(
+        False,
+        description="Quantize float32 tensors under lossy_prefixes to 8 bits per value "
+        "(error bound in codecs.quantize8). Off by default: lossless and bit-exact.",
+    )
+    lossy_prefixes: tuple[str, ...] = Field(
+        ("optimizer/",), description="Flattened-name prefixes the lossy mode applies to."
+    )
+    async_save: bool = Field(
+        True, description="save() returns once a host snapshot exists; persists in background."
+    )
+    max_staging_bytes: int = Field(
+        1 << 30, ge=1,
+        description="Host memory for snapshots not yet persisted; save() blocks beyond it.",
+    )
+    write_threads: int = Field(4, ge=1, description="Parallel chunk encoders/writers.")
+    verify_on_restore: bool = Field(True, description="Check every chunk's sha256 on restore.")
+
+    @field_validator("chunk_bytes")
+    @classmethod
+    def _positive_chunk(cls, value: int) -> int:
+        if value <= 0:
+            raise ConfigError("chunk_bytes", value, "must be a positive number of bytes")
+        return value
+
+    @field_validator("codec")
+    @classmethod
+    def _known_codec(cls, value: str) -> str:
+        if value not in CODECS:
+            raise ConfigError("codec", value, f"unknown codec; choose one of {', '.join(CODECS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _staging_fits_a_chunk(self) -> CheckpointConfig:
+        if self.max_staging_bytes < self.chunk_bytes:
+            raise ConfigError("max_staging_bytes", self.max_staging_bytes,
+                              f"must hold at least one chunk ({self.chunk_bytes} bytes)")
+        return self
+
+
+class RetentionPolicy(BaseModel):
+    """Which committed checkpoints to keep; the rest are deleted, then unreferenced chunks."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    keep_last: int = Field(3, ge=1, description="Always keep the newest k checkpoints.")
+    keep_every_steps: int | None = Field(
+        None, ge=1, description="Also keep every checkpoint whose step is a multiple of n."
+    )
+    gc_grace_s: float = Field(
+        600.0, ge=0,
+        description="Unreferenced chunks younger than this are kept (in-flight writes).",
+    )

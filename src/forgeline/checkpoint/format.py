@@ -1,0 +1,83 @@
+"""On-storage layout and manifest schema.
+
+``{url}/chunks/{key[:2]}/{key}``   content-addressed chunk blobs (codec header + payload)
+``{url}/steps/{step:012d}/rank-{r:05d}-of-{w:05d}.json``   one manifest per rank, written last
+and atomically. A step is *committed* once all ``w`` rank manifests exist.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+FORMAT_VERSION = 1
+CHUNKS_DIR = "chunks"
+STEPS_DIR = "steps"
+_SHARD_RE = re.compile(r"rank-(\d{5})-of-(\d{5})\.json$")
+
+
+class ChunkRef(BaseModel):
+    """One slice of a tensor's bytes: where it is stored and what it must hash to."""
+
+    key: str = Field(description="Blob name under chunks/ (sha256 of the raw bytes + codec tag).")
+    sha256: str = Field(description="sha256 of the bytes restore must produce.")
+    raw_bytes: int
+    stored_bytes: int = Field(description="Size of the blob; 0 when it was already stored.")
+    base: str | None = Field(None, description="Key of the delta base chunk, if any.")
+
+
+class TensorEntry(BaseModel):
+    name: str
+    dtype: str
+    shape: list[int]
+    nbytes: int
+    codec: str
+    chunks: list[ChunkRef]
+    dim0_offset: int | None = Field(None, description="Row offset when sharded along dim 0.")
+    global_shape: list[int] | None = Field(None, description="Unsharded shape (dim-0 shards).")
+
+
+class Manifest(BaseModel):
+    """Everything needed to restore one rank's state at one step."""
+
+    format_version: int = FORMAT_VERSION
+    step: int
+    rank: int
+    world_size: int
+    created_unix_s: float
+    chunk_bytes: int
+    parent_step: int | None = None
+    keyframe: bool = True
+    skeleton: Any = Field(description="The state's nesting with tensors replaced by names.")
+    tensors: list[TensorEntry]
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    stats: dict[str, float] = Field(default_factory=dict)
+
+    def referenced_keys(self) -> set[str]:
+        keys: set[str] = set()
+        for entry in self.tensors:
+            for ref in entry.chunks:
+                keys.add(ref.key)
+                if ref.base:
+                    keys.add(ref.base)
+        return keys
+
+
+def chunk_path(root: str, key: str) -> str:
+    return posixpath.join(root, CHUNKS_DIR, key[:2], key)
+
+
+def step_dir(root: str, step: int) -> str:
+    return posixpath.join(root, STEPS_DIR, f"{step:012d}")
+
+
+def shard_name(rank: int, world_size: int) -> str:
+    return f"rank-{rank:05d}-of-{world_size:05d}.json"
+
+
+def parse_shard_name(name: str) -> tuple[int, int] | None:
+    match = _SHARD_RE.search(name)
+    return (int(match.group(1)), int(match.group(2))) if match else None

@@ -1,0 +1,171 @@
+"""Worker-side ``Checkpointer``: save through forgeline's store, report a small pointer
+``ray.train.Checkpoint`` so that Ray's own resume (``ray.train.get_checkpoint()``) hands the
+forgeline checkpoint back after a worker failure.
+
+Usable from any plain Ray Train ``train_func``::
+
+    ckpt = Checkpointer("s3://bucket/ckpts", every_steps=100)
+    restored = ckpt.restore()            # None on a fresh start
+    for step in range(start, steps):
+        ...
+        if ckpt.should_save(step):
+            ckpt.save(state, step, metrics={"loss": loss})
+    ckpt.close()
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from forgeline import storage
+from forgeline.checkpoint import (
+    CheckpointConfig,
+    CheckpointStore,
+    Restored,
+    SaveInfo,
+    committed_steps,
+)
+from forgeline.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+POINTER_FILE = "forgeline_checkpoint.json"
+FAILURE_STATS_FILE = "failure_stats.json"
+
+
+def young_daly_interval_s(save_cost_s: float, mtbf_s: float) -> float:
+    """Young/Daly optimal checkpoint interval ``sqrt(2 · C · MTBF)`` (first-order)."""
+    if save_cost_s <= 0 or mtbf_s <= 0 or not math.isfinite(mtbf_s):
+        return math.inf
+    return math.sqrt(2.0 * save_cost_s * mtbf_s)
+
+
+def read_pointer(checkpoint: Any) -> dict[str, Any]:
+    """The ``{url, step, world_size}`` inside a pointer ``ray.train.Checkpoint``."""
+    with checkpoint.as_directory() as folder:
+        return json.loads((Path(folder) / POINTER_FILE).read_text())
+
+
+class Checkpointer:
+    """One per Ray Train worker; rank and world size come from ``ray.train.get_context()``.
+
+    ``every_steps``: fixed interval. ``adaptive=True``: after each save, rank 0 recomputes
+    the interval from the measured blocking save cost, the measured step time and the
+    failure rate in ``{url}/failure_stats.json`` (written by ``FailureStatistics``), and
+    broadcasts it so that every rank saves at the same steps.
+    """
+
+    def __init__(self, url: str, config: CheckpointConfig | None = None,
+                 every_steps: int = 100, adaptive: bool = False,
+                 rank: int | None = None, world_size: int | None = None) -> None:
+        if every_steps < 1:
+            raise ConfigError("every_steps", every_steps, "must be ≥ 1")
+        if rank is None or world_size is None:
+            import ray.train
+
+            context = ray.train.get_context()
+            rank, world_size = context.get_world_rank(), context.get_world_size()
+        self.url = storage.normalize_root(url)
+        self.rank, self.world_size = rank, world_size
+        self.store = CheckpointStore(self.url, config, rank=rank, world_size=world_size)
+        self.every_steps, self.adaptive = every_steps, adaptive
+        self._next_step: int | None = None
+        self._last_save: tuple[int, float] | None = None
+        self.restored_step: int | None = None
+
+    # ------------------------------------------------------------------ resume
+    def resume_step(self) -> int | None:
+        """The committed step to resume from: Ray's pointer, or None on a fresh start.
+
+        An async save reported just before a failure may not have committed; then the
+        newest committed step not after the pointer's is used.
+        """
+        import ray.train
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return None
+        pointer = read_pointer(checkpoint)
+        found = [s for s in committed_steps(pointer["url"]) if s <= int(pointer["step"])]
+        if not found:
+            log.warning("Ray handed back step %s but no committed checkpoint is at or before "
+                        "it under %s; starting fresh", pointer["step"], pointer["url"])
+            return None
+        if max(found) != int(pointer["step"]):
+            log.warning("step %s was reported but not committed; resuming from step %s",
+                        pointer["step"], max(found))
+        return max(found)
+
+    def restore(self) -> Restored | None:
+        """This rank's state from the step Ray resumes from (None on a fresh start)."""
+        step = self.resume_step()
+        if step is None:
+            return None
+        restored = self.store.restore(step)
+        self.restored_step = restored.step
+        return restored
+
+    # ------------------------------------------------------------------ save
+    def should_save(self, step: int) -> bool:
+        if self._next_step is None:
+            return step % self.every_steps == 0
+        return step >= self._next_step
+
+    def save(self, state: Any, step: int, metrics: dict[str, Any] | None = None,
+             metadata: dict[str, Any] | None = None) -> SaveInfo:
+        """Snapshot and persist ``state`` (async per config), then report a pointer to Ray."""
+        import ray.train
+
+        info = self.store.save(state, step, metadata)
+        report = {**(metrics or {}), "step": step, "checkpoint_step": step,
+                  "checkpoint_blocked_s": info.blocked_s,
+                  "checkpoint_raw_bytes": float(info.raw_bytes)}
+        if self.adaptive:
+            self._plan_next(step, info.blocked_s)
+            report["checkpoint_next_step"] = self._next_step
+        pointer = None
+        with tempfile.TemporaryDirectory(prefix="forgeline-pointer-") as folder:
+            if self.rank == 0:
+                (Path(folder) / POINTER_FILE).write_text(json.dumps(
+                    {"url": self.url, "step": step, "world_size": self.world_size}))
+                pointer = ray.train.Checkpoint.from_directory(folder)
+            ray.train.report(report, checkpoint=pointer)
+        return info
+
+    def _plan_next(self, step: int, cost_s: float) -> None:
+        now = time.perf_counter()
+        interval_steps = self.every_steps
+        if self.rank == 0 and self._last_save is not None:
+            step_s = (now - self._last_save[1]) / max(1, step - self._last_save[0])
+            mtbf = math.inf
+            stats_url = storage.join(self.url, FAILURE_STATS_FILE)
+            if storage.exists(stats_url):
+                mtbf = float(storage.read_json(stats_url).get("mtbf_s") or math.inf)
+            interval_s = young_daly_interval_s(cost_s, mtbf)
+            if math.isfinite(interval_s) and step_s > 0:
+                interval_steps = max(1, round(interval_s / step_s))
+        interval_steps = self._broadcast(interval_steps)
+        self._last_save = (step, now)
+        self._next_step = step + interval_steps
+
+    def _broadcast(self, value: int) -> int:
+        import torch
+        import torch.distributed as dist
+
+        if self.world_size > 1 and dist.is_available() and dist.is_initialized():
+            box = torch.tensor([value], dtype=torch.int64)
+            dist.broadcast(box, src=0)
+            return int(box.item())
+        return value
+
+    def wait(self) -> None:
+        self.store.wait()
+
+    def close(self) -> None:
+        self.store.close()

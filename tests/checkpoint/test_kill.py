@@ -1,0 +1,120 @@
+"""Crash safety: SIGKILL the writing process at random points, then check that the latest
+committed checkpoint always restores, verifies and holds exactly what was saved.
+
+A "zygote" subprocess imports everything once and forks one writer per trial, so the ≥ 50
+trials cost milliseconds each instead of an interpreter start-up each.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from forgeline.checkpoint import CheckpointStore
+
+TRIALS = 51
+
+ZYGOTE = r"""
+import os, signal, sys
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+import numpy as np
+from forgeline.checkpoint import CheckpointConfig, CheckpointStore, RetentionPolicy
+from forgeline.checkpoint import collect_garbage
+
+def state(step):
+    rng = np.random.default_rng(step)
+    return {"frozen": np.arange(20000, dtype=np.float32),
+            "w": rng.standard_normal(40000).astype(np.float32),
+            "m": rng.standard_normal(30000).astype(np.float32), "step": step}
+
+def run(url, mode):
+    config = CheckpointConfig(chunk_bytes=8192, async_save=mode != "sync-gc",
+                              delta=mode == "delta", keyframe_every=3, write_threads=3)
+    store = CheckpointStore(url, config)
+    step = (store.latest_step() or 0) + 1
+    while True:
+        store.save(state(step), step)
+        if mode == "sync-gc":
+            collect_garbage(url, RetentionPolicy(keep_last=2, gc_grace_s=0))
+        step += 1
+
+print("ready", flush=True)
+for line in sys.stdin:
+    url, mode = line.split()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            run(url, mode)
+        finally:
+            os._exit(0)
+    print(pid, flush=True)
+"""
+
+
+def _expected(step: int) -> dict:
+    rng = np.random.default_rng(step)
+    return {"frozen": np.arange(20000, dtype=np.float32),
+            "w": rng.standard_normal(40000).astype(np.float32),
+            "m": rng.standard_normal(30000).astype(np.float32), "step": step}
+
+
+def _wait_dead(pid: int) -> None:
+    for _ in range(500):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.01)
+
+
+def test_sigkill_at_random_points_never_breaks_the_latest_checkpoint(tmp_path):
+    zygote = subprocess.Popen([sys.executable, "-c", ZYGOTE], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert zygote.stdout.readline().strip() == "ready"
+        rng = random.Random(1234)
+        failures, progressed, latest_seen = [], 0, {}
+        for trial in range(TRIALS):
+            mode = ("async", "sync-gc", "delta")[trial % 3]
+            url = f"file://{tmp_path}/{mode}"
+            zygote.stdin.write(f"{url} {mode}\n")
+            zygote.stdin.flush()
+            pid = int(zygote.stdout.readline())
+            time.sleep(rng.uniform(0.02, 0.3))
+            os.kill(pid, signal.SIGKILL)
+            _wait_dead(pid)
+            store = CheckpointStore(url)
+            try:
+                latest = store.latest_step()
+                if latest is None:
+                    if latest_seen.get(mode):
+                        failures.append((trial, mode, "committed checkpoints vanished"))
+                    continue
+                if latest > latest_seen.get(mode, 0):
+                    progressed += 1
+                latest_seen[mode] = latest
+                store.verify(latest)
+                restored = store.restore(latest).state
+                expected = _expected(latest)
+                for key in ("frozen", "w", "m"):
+                    if not np.array_equal(restored[key], expected[key]):
+                        failures.append((trial, mode, f"{key} differs at step {latest}"))
+                if restored["step"] != latest:
+                    failures.append((trial, mode, "step field differs"))
+            except Exception as exc:  # noqa: BLE001 - every failure is counted and reported
+                failures.append((trial, mode, repr(exc)))
+            finally:
+                store.close()
+    finally:
+        zygote.stdin.close()
+        zygote.wait(timeout=30)
+    print(f"\nSIGKILL trials: {TRIALS}, failures: {len(failures)}, trials that committed new "
+          f"checkpoints before the kill: {progressed}, latest steps: {latest_seen}")
+    assert not failures, failures
+    assert progressed >= TRIALS // 3  # the kills really landed during saving, not before it

@@ -1,0 +1,217 @@
+"""CheckpointStore: round trips, dedup, delta, async back-pressure, errors, N→M restore."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from forgeline.checkpoint import (
+    CheckpointConfig,
+    CheckpointNotFoundError,
+    CheckpointStore,
+    CheckpointWriteError,
+    flatten_state,
+    unflatten_state,
+)
+from forgeline.errors import ConfigError, IntegrityError, StorageError
+
+
+def _state(step: int) -> dict:
+    g = torch.Generator().manual_seed(step)
+    return {
+        "model": {"frozen": torch.arange(3000, dtype=torch.float32),
+                  "w": torch.randn(40, 50, generator=g),
+                  "bf16": torch.randn(300, generator=g).to(torch.bfloat16),
+                  "ids": torch.arange(7)},
+        "optimizer": {"state": {0: {"exp_avg": torch.randn(2000, generator=g),
+                                    "exp_avg_sq": torch.rand(2000, generator=g) ** 4,
+                                    "step": torch.tensor(float(step))}},
+                      "param_groups": [{"lr": 1e-3, "betas": (0.9, 0.999), "params": [0]}]},
+        "np": np.full(5, step, dtype=np.int16),
+        "step": step, "nan": float("nan"), "empty": torch.empty(0),
+    }
+
+
+def _equal(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, np.ndarray):
+        return a.dtype == b.dtype and np.array_equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and a != a:
+        return b != b
+    return a == b
+
+
+@pytest.mark.parametrize("url_kind", ["file", "memory"])
+@pytest.mark.parametrize("codec,delta", [("shuffle-zstd", False), ("raw", False),
+                                         ("zstd", True), ("shuffle-zstd", True)])
+def test_round_trip_is_bit_exact(tmp_path, url_kind, codec, delta):
+    url = f"file://{tmp_path}/c" if url_kind == "file" else f"memory://rt-{codec}-{delta}"
+    config = CheckpointConfig(chunk_bytes=1000, codec=codec, delta=delta, keyframe_every=2)
+    with CheckpointStore(url, config) as store:
+        for step in (1, 2, 3):
+            store.save(_state(step), step, metadata={"note": step})
+    store = CheckpointStore(url)
+    assert store.steps() == [1, 2, 3]
+    for step in (1, 2, 3):
+        restored = store.restore(step)
+        assert restored.step == step and restored.metadata == {"note": step}
+        assert _equal(restored.state, _state(step))
+    assert store.verify() > 0
+
+
+def test_unchanged_chunks_are_referenced_not_rewritten(tmp_path):
+    url = f"file://{tmp_path}/c"
+    with CheckpointStore(url, CheckpointConfig(chunk_bytes=1000)) as store:
+        store.save(_state(1), 1)
+        store.wait()
+        first = store.last_stats
+        store.save(_state(2), 2)
+    second = CheckpointStore(url).manifest(2).stats
+    frozen = next(e for e in CheckpointStore(url).manifest(2).tensors if e.name == "model/frozen")
+    assert all(ref.stored_bytes == 0 for ref in frozen.chunks)  # referenced from step 1
+    assert second["written_bytes"] < first["written_bytes"]
+    assert second["chunks_written"] < second["chunks"]
+
+
+def test_ranks_share_chunks_and_restore_n_to_m(tmp_path):
+    url = f"file://{tmp_path}/c"
+    full = torch.randn(10, 6)
+    replicated = torch.randn(100)
+    for rank, rows in enumerate(torch.tensor_split(full, 2)):
+        with CheckpointStore(url, CheckpointConfig(chunk_bytes=64), rank, 2) as store:
+            offset = 0 if rank == 0 else 5
+            store.save({"model": {"w": rows, "b": replicated}}, 7,
+                       dim0_shards={"model/w": (offset, [10, 6])})
+    store = CheckpointStore(url)
+    assert store.steps() == [7]
+    m0 = store.manifest(7, 0)
+    m1 = store.manifest(7, 1)
+    b0 = next(e for e in m0.tensors if e.name == "model/b")
+    b1 = next(e for e in m1.tensors if e.name == "model/b")
+    assert [c.key for c in b0.chunks] == [c.key for c in b1.chunks]  # dedup across ranks
+    parts = [store.load_resharded(7, "model/", r, 3) for r in range(3)]
+    assert torch.equal(torch.cat([p["model/w"] for p in parts]), full)
+    assert all(torch.equal(p["model/b"], replicated) for p in parts)
+    with pytest.raises(ConfigError, match="rank=2.*saved by 2 ranks.*cannot be resharded"):
+        store.restore(7, rank=2)
+
+
+def test_a_step_is_committed_only_when_every_rank_wrote(tmp_path):
+    url = f"file://{tmp_path}/c"
+    with CheckpointStore(url, rank=0, world_size=2) as store:
+        store.save({"x": torch.ones(3)}, 1)
+    assert CheckpointStore(url).steps() == []
+    with CheckpointStore(url, rank=1, world_size=2) as store:
+        store.save({"x": torch.ones(3)}, 1)
+    assert CheckpointStore(url).steps() == [1]
+
+
+def test_async_save_returns_before_persisting_and_bounds_memory(tmp_path):
+    chunk = 1 << 16
+    config = CheckpointConfig(chunk_bytes=chunk, max_staging_bytes=4 * chunk, write_threads=2,
+                              codec="zstd", zstd_level=9)
+    state = {"w": torch.randn(64 * chunk // 4)}  # 64 chunks, staging holds 4
+    with CheckpointStore(f"file://{tmp_path}/c", config) as store:
+        info = store.save(state, 1)
+        assert store._staging.peak <= 4 * chunk
+        store.wait()
+        assert info.persisted.done()
+        assert store.restore().step == 1
+
+
+def test_background_failure_surfaces_on_next_call(tmp_path, monkeypatch):
+    from forgeline.checkpoint import store as store_module
+
+    def broken_put(fs, path, data):
+        raise OSError("disk on fire")
+
+    with CheckpointStore(f"file://{tmp_path}/c", CheckpointConfig(chunk_bytes=256)) as store:
+        monkeypatch.setattr(store_module, "_put", broken_put)
+        store.save({"w": torch.randn(1000)}, 1)  # returns: the failure is in the background
+        with pytest.raises(CheckpointWriteError, match="disk on fire"):
+            store.save({"w": torch.randn(1000)}, 2)
+        with pytest.raises(CheckpointWriteError):
+            store.wait()
+        monkeypatch.undo()
+        with pytest.raises(CheckpointWriteError):
+            store.close()
+    assert CheckpointStore(f"file://{tmp_path}/c").steps() == []
+
+
+def test_lossy_optimizer_mode_respects_its_error_bound(tmp_path):
+    from forgeline.checkpoint.codecs import Q_BLOCK
+
+    url = f"file://{tmp_path}/c"
+    state = _state(3)
+    with CheckpointStore(url, CheckpointConfig(lossy_optimizer=True, chunk_bytes=4096)) as s:
+        s.save(state, 3)
+    restored = CheckpointStore(url).restore().state
+    assert _equal(restored["model"], state["model"])  # weights stay lossless
+    m, m_hat = state["optimizer"]["state"][0]["exp_avg"], restored["optimizer"]["state"][0][
+        "exp_avg"]
+    blocks = torch.nn.functional.pad(m, (0, (-m.numel()) % Q_BLOCK)).reshape(-1, Q_BLOCK)
+    bound = (blocks.abs().amax(1, keepdim=True) / 254).expand_as(blocks).reshape(-1)[: m.numel()]
+    assert ((m - m_hat).abs() <= bound * (1 + 1e-5) + 1e-12).all()
+    v, v_hat = state["optimizer"]["state"][0]["exp_avg_sq"], restored["optimizer"]["state"][0][
+        "exp_avg_sq"]
+    s_blocks = torch.nn.functional.pad(v.sqrt(), (0, (-v.numel()) % Q_BLOCK)).reshape(-1, Q_BLOCK)
+    s_bound = (s_blocks.amax(1, keepdim=True) / 255).expand_as(s_blocks).reshape(-1)[: v.numel()]
+    diff = v_hat.sqrt() - v.sqrt()
+    assert (diff >= -1e-6 * v.sqrt()).all() and (diff <= s_bound * (1 + 1e-4) + 1e-12).all()
+    assert not torch.equal(m, m_hat)
+
+
+def test_corrupted_or_missing_chunk_names_tensor_and_chunk(tmp_path):
+    url = f"file://{tmp_path}/c"
+    with CheckpointStore(url, CheckpointConfig(chunk_bytes=512, codec="raw")) as store:
+        store.save({"model": {"a": torch.randn(300), "b": torch.randn(300)}}, 5)
+    store = CheckpointStore(url)
+    entry = next(e for e in store.manifest().tensors if e.name == "model/b")
+    blob = tmp_path / "c" / "chunks" / entry.chunks[1].key[:2] / entry.chunks[1].key
+    data = bytearray(blob.read_bytes())
+    data[-3] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match=r"tensor 'model/b' chunk 1/3 .*sha256 mismatch"):
+        store.restore()
+    blob.unlink()
+    with pytest.raises(IntegrityError, match=r"tensor 'model/b' chunk 1/3 .*missing"):
+        store.restore()
+
+
+def test_bad_inputs_fail_clearly(tmp_path):
+    with pytest.raises(ValueError, match="codec='lz77'.*unknown codec"):
+        CheckpointConfig(codec="lz77")
+    for bad in (0, -5):
+        with pytest.raises(ValueError, match=f"chunk_bytes={bad}.*positive"):
+            CheckpointConfig(chunk_bytes=bad)
+    with pytest.raises(StorageError, match="url='nosuchfs://bucket/x'.*no usable filesystem"):
+        CheckpointStore("nosuchfs://bucket/x")
+    store = CheckpointStore(f"file://{tmp_path}/c")
+    with pytest.raises(CheckpointNotFoundError, match="no committed checkpoint"):
+        store.restore()
+    store.save({"x": torch.ones(2)}, 3)
+    store.wait()
+    with pytest.raises(CheckpointNotFoundError, match=r"step=4: .*committed: \[3\]"):
+        store.restore(4)
+    with pytest.raises(ConfigError, match="step=3: must be greater"):
+        store.save({"x": torch.ones(2)}, 3)
+    with pytest.raises(ConfigError, match="cannot be checkpointed"):
+        store.save({"x": object()}, 9)
+    store.close()
+
+
+def test_flatten_keeps_structure():
+    state = {"a": (1, 2.5, None), 3: [torch.ones(2), {"b": np.zeros(2)}], "__odd": "x",
+             "dtype": torch.float16}
+    skeleton, tensors = flatten_state(state)
+    import json
+
+    json.dumps(skeleton)
+    assert set(tensors) == {"3/0", "3/1/b"}
+    assert _equal(unflatten_state(skeleton, tensors), state)
