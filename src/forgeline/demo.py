@@ -48,9 +48,10 @@ def main(argv: list[str] | None = None) -> int:
           f"({train['workers']} Ray Train workers, DeepSpeed ZeRO-{train['zero_stage']})")
     print(f"  trained model:   {local(train['model_url'])}")
     q = stages["quantize"]
-    print(f"  quantized ({q['scheme']}, {q['size_ratio']:.2f}× smaller): validation perplexity "
+    mix = ", ".join(f"{n} × {s}" for s, n in q["scheme_counts"].items())
+    print(f"  quantized ({mix} layers; {q['size_ratio']:.2f}× smaller): validation perplexity "
           f"{q['val_ppl_float']:.2f} → {q['val_ppl_quantized']:.2f} "
-          f"({100 * q['rel_ppl_increase']:+.2f} %)")
+          f"({100 * q['rel_ppl_increase']:+.2f} %, on the quantize stage's held-out windows)")
     print(f"  quantized model: {local(q['model_url'])}")
     print(f"  report:          {local(report['html_url'])}")
     print(f"                   {local(report['markdown_url'])}")
