@@ -64,6 +64,10 @@ class CacheConfig(BaseModel):
         "fingerprint) and read back, so the next run over the same data starts warm."
     )
     persist_every_batches: int = Field(50, ge=1, description="Importance save interval.")
+    server_concurrency: int = Field(
+        1, ge=1, description="Calls the Ray cache server runs at once. 1 (serial) is the safe "
+        "default: a threaded server (16) crashed once with heap corruption under load."
+    )
 
     @field_validator("capacity_bytes")
     @classmethod

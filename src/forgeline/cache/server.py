@@ -172,7 +172,7 @@ def connect(config: CacheConfig, node_id: str | None = None) -> CacheClient:
         ray.remote(CacheServer)
         .options(
             name=actor_name(config, node_id), namespace=ACTOR_NAMESPACE, get_if_exists=True,
-            lifetime="detached", num_cpus=0, max_concurrency=16,
+            lifetime="detached", num_cpus=0, max_concurrency=config.server_concurrency,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
         )
         .remote(config.capacity_bytes, config.policy, config.h_fraction)
