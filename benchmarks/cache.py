@@ -60,7 +60,8 @@ LATENCY_S = 0.020
 BANDWIDTH = 50e6
 READERS = 1
 SUBSTITUTION_RATIO = 0.3
-VAL_SAMPLES = 64
+SYSTEMS = ("nocache", "fsspec_blockcache", "forgeline", "lru", "never_evict")
+VAL_STRIDE = 128  # validation: every validation sample, a 33-token crop every 128 tokens
 
 
 class _NoCache:
@@ -121,15 +122,18 @@ class BenchWorker:
         else:
             client = connect(CacheConfig.model_validate(spec["cache"]))
         data = CachedDataset(url, client, prefetch_threads=READERS)
-        ratio = SUBSTITUTION_RATIO if system == "forgeline" else 0.0
+        ratio = spec["substitution_ratio"] if system == "forgeline" else 0.0
         sampler = ImportanceSampler(data, spec["seed"], rank, world, ratio, window=4 * MICRO,
+                                    multiple=MICRO,
                                     epochs=None)
         source = CachedBatches(data, sampler, MICRO)
         batches = iter(source)
         per_epoch = len(sampler) // MICRO
         val = TokenDataset(spec["local_url"], "validation")
-        val_tokens = torch.from_numpy(val.get_many(list(range(min(VAL_SAMPLES, len(val))))))
-        val_tokens = val_tokens[:, : CROP + 1].long()
+        raw = val.get_many(list(range(len(val))))
+        val_tokens = torch.from_numpy(np.stack([
+            row[o : o + CROP + 1] for row in raw
+            for o in range(0, raw.shape[1] - CROP - 1, VAL_STRIDE)])).long()
         rng = np.random.default_rng((spec["seed"], rank))
         epochs, train_s = [], 0.0
         for epoch in range(spec["epochs"]):
@@ -171,6 +175,7 @@ class BenchWorker:
                 "substitutions": sampler.substitutions - before[1],
                 "remote_bytes": after["remote_bytes"] - before[0]["remote_bytes"],
                 "wait_s": after["wait_s"] - before[0]["wait_s"],
+                "sync_fetches": after["sync_fetches"] - before[0]["sync_fetches"],
                 "samples": per_epoch * MICRO,
             })
         data.close()
@@ -195,7 +200,8 @@ def _merge(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                "train_s_cumulative": max(e["train_s_cumulative"] for e in per_rank),
                "val_loss": per_rank[0]["val_loss"],
                "train_loss": float(np.mean([e["train_loss"] for e in per_rank]))}
-        for key in ("hits", "misses", "substitutions", "remote_bytes", "wait_s", "samples"):
+        for key in ("hits", "misses", "sync_fetches", "substitutions", "remote_bytes", "wait_s",
+                    "samples"):
             row[key] = sum(e[key] for e in per_rank)
         merged.append(row)
     return merged
@@ -228,12 +234,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller sizes, <= 5 minutes")
     ap.add_argument("--out", default="benchmarks/results/cache.json")
+    ap.add_argument("--seeds", type=int, default=3, help="repetitions (seeds 0..n-1)")
+    ap.add_argument("--fractions", default="0.1,0.2,0.4", help="cache sizes, share of data")
+    ap.add_argument("--systems", default=",".join(SYSTEMS), help="peers to run")
+    ap.add_argument("--substitution-ratio", type=float, default=SUBSTITUTION_RATIO)
+    ap.add_argument("--no-shared", action="store_true", help="skip the two-jobs measurement")
     args = ap.parse_args()
     quick = args.quick
     source_bytes = 2_500_000 if quick else 12_000_000
     epochs = 3 if quick else 4
-    seeds = [0, 1, 2]
-    fractions = [0.1, 0.2, 0.4]
+    seeds = list(range(args.seeds))
+    fractions = [float(x) for x in args.fractions.split(",")]
+    systems = args.systems.split(",")
     wall = time.perf_counter()
 
     work = Path(tempfile.mkdtemp(prefix="forgeline-bench-cache-"))
@@ -266,7 +278,8 @@ def main() -> None:
                                 server_name=cache_name or f"bench-{uuid.uuid4().hex[:8]}")
         spec = {"system": system, "seed": seed, "epochs": epochs, "url": url,
                 "blockcache_url": blockcache_url, "local_url": built.manifest_url,
-                "cache": cache.model_dump() if cache else None, "distributed": distributed}
+                "cache": cache.model_dump() if cache else None, "distributed": distributed,
+                "substitution_ratio": args.substitution_ratio}
         before = throttle.stats()
         started = time.perf_counter()
         try:
@@ -291,15 +304,16 @@ def main() -> None:
 
     runs: list[dict[str, Any]] = []
     for seed in seeds:  # interleaved: every system once per seed
-        runs.append(run("nocache", None, seed))
-        runs.append(run("fsspec_blockcache", None, seed))
+        runs.extend(run(system, None, seed) for system in ("nocache", "fsspec_blockcache")
+                    if system in systems)
         for fraction in fractions:
-            for system in ("forgeline", "lru", "never_evict"):
-                runs.append(run(system, fraction, seed))
+            runs.extend(run(system, fraction, seed) for system in ("forgeline", "lru",
+                                                                   "never_evict")
+                        if system in systems)
 
     # two concurrent 1-worker jobs on one shared cache server vs each alone
     shared = []
-    for seed in seeds[:1] if quick else seeds:
+    for seed in [] if args.no_shared else seeds[:1] if quick else seeds:
         name = f"bench-shared-{uuid.uuid4().hex[:8]}"
         alone = [run("forgeline", 0.2, seed + k, [workers[k]], name + f"-a{k}", False)
                  for k in range(2)]
@@ -313,7 +327,8 @@ def main() -> None:
         for k in range(2):
             spec = {"system": "forgeline", "seed": seed + k, "epochs": epochs, "url": url,
                     "blockcache_url": blockcache_url, "local_url": built.manifest_url,
-                    "cache": cache.model_dump(), "distributed": False}
+                    "cache": cache.model_dump(), "distributed": False,
+                    "substitution_ratio": args.substitution_ratio}
             refs.append(workers[k].run.remote(spec))
         together = [_merge([r]) for r in ray.get(refs)]
         shutdown(cache)
@@ -380,10 +395,11 @@ def main() -> None:
                 metrics[f"steady_served_from_cache_rate_{system}{tag}"] = statistics.median(
                     r["steady_served_from_cache_rate"] for r in rows)
     slowdowns = [s["together_train_s"] / s["alone_train_s"] for s in shared]
-    metrics["shared_two_jobs_slowdown"] = max(slowdowns)
-    spread["shared_two_jobs_slowdown"] = slowdowns
+    if slowdowns:
+        metrics["shared_two_jobs_slowdown"] = max(slowdowns)
+        spread["shared_two_jobs_slowdown"] = slowdowns
 
-    cmd = "python benchmarks/cache.py" + (" --quick" if quick else "") + f" --out {args.out}"
+    cmd = "python benchmarks/cache.py " + " ".join(sys.argv[1:])
     doc = {
         "area": "cache", "quick": quick, "machine": machine_info(), "command": cmd,
         "setup": {
@@ -392,14 +408,14 @@ def main() -> None:
             "latency_s": LATENCY_S, "bandwidth_bytes_per_s": BANDWIDTH,
             "readers_per_worker": READERS, "workers": 2, "micro_batch": MICRO, "crop": CROP,
             "epochs": epochs, "seeds": seeds, "cache_fractions": fractions,
-            "forgeline_substitution_ratio": SUBSTITUTION_RATIO,
+            "forgeline_substitution_ratio": args.substitution_ratio,
             "warmup": "none excluded inside a run: epoch 1 (cold cache, shard footers) is "
                       "reported as first_epoch_s, metrics use steady epochs 2..E",
             "page_cache": "every read goes through the throttled filesystem (20 ms per request "
                           "+ a shared 50 MB/s cap), so page-cache hits still pay remote cost",
             "dataset_vs_cache": "dataset is 10x / 5x / 2.5x the 10/20/40% caches",
             "shared_jobs": "two 1-worker jobs, forgeline @20%, one cache server, same data",
-            "val": f"first {VAL_SAMPLES} validation samples, first {CROP}-token crop",
+            "val": f"every validation sample, a {CROP + 1}-token crop every {VAL_STRIDE} tokens",
         },
         "metrics": metrics,
         "spread": spread,

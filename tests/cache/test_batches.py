@@ -95,3 +95,23 @@ def test_reads_through_the_throttled_store_hit_storage_once_per_cached_sample(ti
     data.get_many(list(range(64)))  # all cached now: no storage request
     assert fs.stats()["requests"] == before and data.counters["hits"] >= 64
     data.close()
+
+
+def test_planned_samples_never_become_reads_on_the_loops_critical_path(tiny_dataset, tmp_path):
+    """With prefetch, pins and substitution together, every sample of epochs 2-3 comes from
+    the cache, a landed prefetch or a substitute: none is read synchronously by the loop."""
+    source = CachedBatches.from_config(
+        _config(tmp_path, prefetch_threads=1, substitution_ratio=0.3, lookahead_batches=2),
+        tiny_dataset.manifest_url, 8, seed=3)
+    per_epoch = len(source.sampler) // 8
+    rng = np.random.default_rng(0)
+    batches = iter(source)
+    for epoch in range(3):
+        before = source.dataset.counters["sync_fetches"]
+        for _ in range(per_epoch):
+            indices, _ = next(batches)
+            source.feedback(indices, torch.from_numpy(rng.random(len(indices))))
+        if epoch:
+            assert source.dataset.counters["sync_fetches"] == before, epoch
+    assert source.sampler.substitutions > 0
+    source.close()

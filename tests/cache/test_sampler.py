@@ -18,6 +18,14 @@ def test_rank_shares_are_disjoint_and_each_covers_its_share_exactly_once(world):
     assert len(union) == sum(map(len, shares))  # pairwise disjoint
 
 
+def test_multiple_cuts_each_share_to_whole_micro_batches():
+    shares = [list(ImportanceSampler(1000, seed=2, rank=r, world=3, multiple=16))
+              for r in range(3)]
+    for share in shares:
+        assert len(share) == len(set(share)) == 320  # 333 cut to 20 batches of 16
+    assert len(set().union(*map(set, shares))) == 960
+
+
 def test_epochs_are_reshuffled_and_deterministic():
     a = ImportanceSampler(500, seed=1, epochs=2)
     b = ImportanceSampler(500, seed=1, epochs=2)
@@ -64,3 +72,5 @@ def test_bad_sampler_arguments():
         ImportanceSampler(10, substitution_ratio=0.5)  # no cache to substitute from
     with pytest.raises(ConfigError, match="rank=2"):
         ImportanceSampler(10, rank=2, world=2)
+    with pytest.raises(ConfigError, match="multiple=0"):
+        ImportanceSampler(10, multiple=0)

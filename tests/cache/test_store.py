@@ -50,6 +50,31 @@ def test_ghost_scores_decide_readmission():
     assert store.put(4, _payload(4)) and 1 not in store
 
 
+def test_pinned_entries_survive_until_read_then_are_evicted_by_importance():
+    store = CacheStore(300, "importance", h_fraction=1.0)
+    store.set_scores([(1, 1.0), (2, 2.0), (3, 3.0), (4, 9.0), (5, 9.5)])
+    for key in (1, 2, 3):
+        store.put(key, _payload(key))
+    store.pin([1])  # a reader planned key 1 as a hit
+    assert store.put(4, _payload(4))
+    assert 1 in store and 2 not in store  # the unpinned minimum went instead
+    assert store.get(1) == _payload(1)  # the read ends the pin ...
+    assert store.put(5, _payload(5)) and 1 not in store  # ... so 1 is the next victim
+
+
+def test_a_pin_that_is_never_read_expires_after_one_turnover():
+    store = CacheStore(200, "importance", h_fraction=1.0)
+    store.set_scores([(0, 0.0)] + [(k, float(k)) for k in range(1, 20)])
+    store.put(0, _payload(0))
+    store.put(1, _payload(1))
+    store.pin([0])
+    evicted = []
+    for key in range(2, 20):
+        store.put(key, _payload(key))
+        evicted.append(0 not in store)
+    assert evicted[0] is False and any(evicted)  # protected at first, not forever
+
+
 def test_lru_and_never_evict_peers():
     lru = CacheStore(300, "lru")
     for key in (1, 2, 3):

@@ -41,7 +41,8 @@ class CachedBatches:
             config.importance_url,
         )
         sampler = ImportanceSampler(dataset, seed, rank, world, config.substitution_ratio,
-                                    window=config.lookahead_batches * micro_batch, epochs=None)
+                                    window=config.lookahead_batches * micro_batch, epochs=None,
+                                    multiple=micro_batch)
         return cls(dataset, sampler, micro_batch, config.importance_url,
                    config.persist_every_batches)
 

@@ -17,6 +17,9 @@ import numpy as np
 from forgeline.cache.server import CacheClient
 from forgeline.datasets import TokenDataset
 
+PREFETCH_TASK_SAMPLES = 4
+"""Samples per background read task (one cache put per task amortises the actor call)."""
+
 
 class CachedDataset:
     """Samples of one split, indexable like ``TokenDataset``; counts where each came from."""
@@ -41,7 +44,7 @@ class CachedDataset:
         self._pool = ThreadPoolExecutor(prefetch_threads, "forgeline-prefetch") if (
             prefetch_threads > 0) else None
         self.counters: dict[str, float] = dict.fromkeys(
-            ("hits", "prefetched", "misses", "remote_bytes", "wait_s"), 0
+            ("hits", "prefetched", "misses", "sync_fetches", "remote_bytes", "wait_s"), 0
         )
 
     def __len__(self) -> int:
@@ -81,7 +84,8 @@ class CachedDataset:
         with self._lock:
             todo = [i for i, c in zip(indices, cached, strict=True)
                     if not c and i not in self._inflight and i not in self._staged]
-        chunk = max(1, -(-len(todo) // self._pool._max_workers))
+        # small tasks in order: the first samples land early instead of with the whole window
+        chunk = max(1, min(PREFETCH_TASK_SAMPLES, -(-len(todo) // self._pool._max_workers)))
         for first in range(0, len(todo), chunk):
             part = todo[first : first + chunk]
             future = self._pool.submit(self._prefetch_task, part)
@@ -90,6 +94,11 @@ class CachedDataset:
                     self._inflight[i] = future
             future.add_done_callback(lambda _f, part=part: self._done(part))
         return len(todo)
+
+    def pending(self) -> set[int]:
+        """Samples being read or read and not yet taken by the loop."""
+        with self._lock:
+            return set(self._staged) | set(self._inflight)
 
     def _done(self, part: list[int]) -> None:
         with self._lock:
@@ -111,18 +120,18 @@ class CachedDataset:
         hits = self.client.get_many(self.namespace, ask) if ask else {}
         self.counters["hits"] += len(hits)
         found.update(hits)
-        missing = [i for i in indices if i not in found]
-        for i in missing:
+        for i in [i for i in indices if i not in found]:
             with self._lock:
                 future = self._inflight.get(i)
             if future is not None:
                 future.result()
-                with self._lock:
-                    if i in self._staged:
-                        found[i] = self._staged.pop(i)
-                        self.counters["prefetched"] += 1
+            with self._lock:  # staged by a prefetch that landed (or finished) meanwhile
+                if i in self._staged:
+                    found[i] = self._staged.pop(i)
+                    self.counters["prefetched"] += 1
         missing = [i for i in indices if i not in found]
-        if missing:
+        if missing:  # read on the loop's critical path: not announced, or evicted meanwhile
+            self.counters["sync_fetches"] += len(missing)
             fetched = self._fetch(missing)
             self.client.put_many(self.namespace, list(fetched.items()))
             found.update(fetched)

@@ -31,11 +31,12 @@ def _world() -> tuple[int, int]:
 
 class ImportanceSampler(Sampler[int]):
     """Yields sample indices of this rank's share of each epoch (endless if ``epochs`` is
-    None, else that many epochs); ``rank``/``world`` default to ``torch.distributed``'s."""
+    None, else that many epochs); ``rank``/``world`` default to ``torch.distributed``'s;
+    ``multiple`` cuts the share to whole micro-batches."""
 
     def __init__(self, size: int | CachedDataset, seed: int = 0, rank: int | None = None,
                  world: int | None = None, substitution_ratio: float = 0.0,
-                 window: int = 64, epochs: int | None = 1) -> None:
+                 window: int = 64, epochs: int | None = 1, multiple: int = 1) -> None:
         self.dataset = size if isinstance(size, CachedDataset) else None
         self.size = len(size) if isinstance(size, CachedDataset) else int(size)
         if not 0.0 <= substitution_ratio <= 1.0:
@@ -50,10 +51,14 @@ class ImportanceSampler(Sampler[int]):
             raise ConfigError("rank", self.rank, f"must be within [0, {self.world})")
         if self.size < self.world:
             raise ConfigError("world", self.world, f"more ranks than the {self.size} samples")
+        if multiple < 1:
+            raise ConfigError("multiple", multiple, "must be >= 1")
+        self.multiple = multiple
         self.seed, self.ratio, self.window, self.epochs = seed, substitution_ratio, window, epochs
         self.epoch, self.position = 0, 0
         self.substitutions = 0
         self.substituted: dict[int, bytes] = {}
+        self._yielding: set[int] = set()  # the planned window being handed out
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch, self.position = epoch, 0
@@ -63,10 +68,12 @@ class ImportanceSampler(Sampler[int]):
         epoch = self.epoch if epoch is None else epoch
         order = np.random.default_rng((self.seed, epoch)).permutation(self.size)
         per_rank = self.size // self.world
-        return order[self.rank * per_rank : (self.rank + 1) * per_rank]
+        return order[self.rank * per_rank : self.rank * per_rank + len(self)]
 
     def __len__(self) -> int:
-        return self.size // self.world
+        """This rank's samples per epoch: its share, cut to a multiple of ``multiple`` (the
+        micro-batch) so nothing is planned or prefetched that the loop would drop."""
+        return self.size // self.world // self.multiple * self.multiple
 
     def _plan(self, chunk: list[int], budget: int) -> tuple[list[int], int]:
         """Substitute low-importance misses of ``chunk`` (each cached sample at most once per
@@ -77,8 +84,9 @@ class ImportanceSampler(Sampler[int]):
         cached, low = ds.client.lookup(ds.namespace, chunk)
         out, plain_misses = list(chunk), []
         wanted = [p for p, i in enumerate(chunk) if not cached[p] and low[p]][:budget]
-        subs = ds.client.substitutes(ds.namespace, len(wanted), list(set(chunk))) \
-            if wanted else {}
+        # never a sample already on its way to the loop: its data would be taken twice
+        busy = set(chunk) | self._yielding | set(self.substituted) | ds.pending()
+        subs = ds.client.substitutes(ds.namespace, len(wanted), sorted(busy)) if wanted else {}
         for p, (sub, data) in zip(wanted, subs.items(), strict=False):
             out[p] = sub
             self.substituted[sub] = data
@@ -102,6 +110,7 @@ class ImportanceSampler(Sampler[int]):
             while first < len(share):
                 following = first + self.window
                 upcoming = share[following : following + self.window]
+                self._yielding = set(planned)
                 after, budget = self._plan(upcoming, budget) if upcoming else ([], budget)
                 for index in planned:
                     self.position += 1

@@ -68,9 +68,13 @@ class CacheServer:
         return cached[1]
 
     def lookup(self, ns: str, indices: list[int]) -> tuple[list[bool], list[bool]]:
-        """For each sample: is it cached, and is it of low importance?"""
+        """For each sample: is it cached, and is it of low importance? The cached ones are
+        pinned until read: the caller plans them as hits."""
         low = self._table(ns).get(np.asarray(indices, dtype=np.int64)) < self._low_threshold(ns)
-        return [(ns, int(i)) in self.store for i in indices], low.tolist()
+        keys = [(ns, int(i)) for i in indices]
+        cached = [k in self.store for k in keys]
+        self.store.pin(k for k, c in zip(keys, cached, strict=True) if c)
+        return cached, low.tolist()
 
     def get_many(self, ns: str, indices: list[int]) -> dict[int, bytes]:
         found = self.store.get_many((ns, int(i)) for i in indices)

@@ -24,6 +24,8 @@ from forgeline.cache.config import POLICIES
 from forgeline.errors import ConfigError
 
 Key = Hashable
+PIN_TURNOVERS = 4
+"""A pin not ended by a read expires after this many turnovers of the cache's entries."""
 
 
 @dataclass(slots=True)
@@ -32,6 +34,7 @@ class _Entry:
     crc: int
     part: str  # "H", "L" or "A" (the single part of lru / never_evict)
     version: int
+    pinned_at: int = -1  # put clock when a reader announced it will read it; -1: not pinned
 
 
 class CacheStore:
@@ -56,6 +59,7 @@ class CacheStore:
         self._lru: OrderedDict[Key, None] = OrderedDict()  # L part (FIFO) or lru order
         self._used = {"H": 0, "L": 0, "A": 0}
         self._versions = itertools.count()
+        self._clock = 0  # puts so far: pins older than one turnover of the cache expire
         self.counters = dict.fromkeys(
             ("hits", "misses", "inserts", "rejected", "evictions", "corrupt_dropped"), 0
         )
@@ -108,6 +112,22 @@ class CacheStore:
             heapq.heappop(self._heap)
         return None
 
+    # --- pins -------------------------------------------------------------------------
+    def pin(self, keys: Iterable[Key]) -> None:
+        """Keep these cached samples until they are read: a reader has planned them as hits
+        (evicting one in between would put a read on the training loop's critical path).
+        A pin ends at the read, or after ``PIN_TURNOVERS`` x as many puts as the cache holds
+        entries (a reader that went away)."""
+        with self._lock:
+            for key in keys:
+                entry = self._entries.get(key)
+                if entry is not None:
+                    entry.pinned_at = self._clock
+
+    def _pinned(self, entry: _Entry) -> bool:
+        return (entry.pinned_at >= 0
+                and self._clock - entry.pinned_at <= PIN_TURNOVERS * len(self._entries))
+
     # --- removal ----------------------------------------------------------------------
     def _remove(self, key: Key) -> _Entry:
         entry = self._entries.pop(key)
@@ -116,8 +136,11 @@ class CacheStore:
         return entry
 
     def _evict_fifo(self, part: str, need: int, capacity: int) -> bool:
-        while self._used[part] + need > capacity and self._lru:
-            self._remove(next(iter(self._lru)))
+        while self._used[part] + need > capacity:
+            victim = next((k for k in self._lru if not self._pinned(self._entries[k])), None)
+            if victim is None:
+                break
+            self._remove(victim)
             self.counters["evictions"] += 1
         return self._used[part] + need <= capacity
 
@@ -141,13 +164,19 @@ class CacheStore:
     def _put_importance(self, key: Key, data: bytes, crc: int) -> bool:
         size, score = len(data), self.score(key)
         if size <= self.h_capacity:
+            aside = []  # pinned entries skipped over, back on the heap afterwards
             while self._used["H"] + size > self.h_capacity:
                 low = self._heap_min()
                 if low is None or low[0] >= score:
                     break
+                if self._pinned(self._entries[low[1]]):
+                    aside.append(heapq.heappop(self._heap))
+                    continue
                 demoted = self._remove(low[1])  # leaves H; keeps its ghost score
                 self.counters["evictions"] += 1
                 self._put_l(low[1], demoted.data, demoted.crc)
+            for item in aside:
+                heapq.heappush(self._heap, item)
             if self._used["H"] + size <= self.h_capacity:
                 self._insert(key, data, crc, "H")
                 return True
@@ -159,6 +188,7 @@ class CacheStore:
         with self._lock:
             if key in self._entries:
                 return True
+            self._clock += 1
             crc = zlib.crc32(data)
             if self.policy == "importance":
                 ok = self._put_importance(key, data, crc)
@@ -194,6 +224,7 @@ class CacheStore:
                 return None
             if self.policy == "lru":
                 self._lru.move_to_end(key)
+            entry.pinned_at = -1
             self.counters["hits"] += 1
             return entry.data
 
