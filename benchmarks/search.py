@@ -206,6 +206,20 @@ def _cpu_cases(quick: bool) -> tuple[list, TrainingSpec, int, int, int]:
     return cases, training, reps, steps, warmup
 
 
+def _load_note(loads: list[float], cpus: int) -> str:
+    """What the 1-minute load average says about the machine during the trials.
+
+    The trials alone keep up to ``cpus`` processes runnable (one per worker, plus the
+    driver now and then), so only a median above 1.5 x ``cpus`` means other work shared it.
+    """
+    med, top = statistics.median(loads), max(loads)
+    seen = (f"1-minute load average median {med:.1f}, max {top:.1f} on {cpus} CPUs "
+            f"(the trials alone keep up to {cpus} busy)")
+    if med > 1.5 * cpus:
+        return f"The machine was shared with other work: {seen}."
+    return f"No sign of other work on the machine: {seen}."
+
+
 def _cpu_trials(quick: bool, runs: list) -> tuple[dict, str]:
     """Real DeepSpeed trials through Ray Train on this machine; leave-one-out calibration."""
     import ray
@@ -300,6 +314,7 @@ def _cpu_trials(quick: bool, runs: list) -> tuple[dict, str]:
                      "predicted_step_s_uncalibrated": raw_s,
                      "predicted_step_s_held_out": pred_s, "step_error_pct": 100 * e_s,
                      "fit_compute_scale": fit.compute_scale, "fit_comm_scale": fit.comm_scale,
+                     "fit_framework_scale": fit.framework_scale,
                      "measured_peak_memory_bytes": o.peak_memory_bytes,
                      "predicted_memory_bytes_uncalibrated": raw_mem,
                      "memory_factor_held_out": factor,
@@ -319,6 +334,7 @@ def _cpu_trials(quick: bool, runs: list) -> tuple[dict, str]:
                  "rows": rows,
                  "all_runs_fit": {"compute_scale": full.compute_scale,
                                   "comm_scale": full.comm_scale,
+                                  "framework_scale": full.framework_scale,
                                   "step_mape_before_pct": full.step_mape_before_pct,
                                   "step_mape_after_pct": full.step_mape_after_pct}})
     metrics = {
@@ -343,14 +359,15 @@ def _cpu_trials(quick: bool, runs: list) -> tuple[dict, str]:
         f"(the most loaded worker), compared with the predicted model states + activations + "
         f"buffers (the cluster's reserved runtime bytes excluded, as the baseline excludes "
         f"them). Cluster: this_machine_cpu(2) measured at run time, given 4x headroom "
-        f"(peaks x4, efficiencies /4: same predictions, but calibration may speed it up). "
+        f"(peaks x4, efficiencies /4: same predictions, but calibration may speed it up); "
+        f"it measures matmul, copy and gloo rates (2-rank all-reduce = worker link, 1-rank "
+        f"all-gather = ZeRO bookkeeping copy rate) and assumes no overlap of communication "
+        f"with compute (gloo runs on the same cores). "
         f"Hold-out: leave-one-out: each configuration's step time is predicted by "
-        f"calibrate() (compute and comm scales) fitted on all the OTHER configurations, and "
+        f"calibrate() (compute, communication and ZeRO-bookkeeping scales) fitted on all the "
+        f"OTHER configurations, and "
         f"its memory by the formulas times the measured/predicted median of the OTHER "
-        f"configurations with the same ZeRO stage (memory_factors). The machine was shared "
-        f"with other test runs: 1-minute load average median "
-        f"{metrics['cpu_load_average_1m_median']:.1f}, "
-        f"max {metrics['cpu_load_average_1m_max']:.1f} on {cpus} CPUs.")
+        f"configurations with the same ZeRO stage (memory_factors). {_load_note(loads, cpus)}")
     return metrics, method
 
 

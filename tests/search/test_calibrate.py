@@ -72,3 +72,34 @@ def test_table1_data_is_self_consistent():
         assert model.total_params / 1e9 == pytest.approx(row.params_billion, rel=0.03)
         assert row.tensor_parallel * row.pipeline_parallel * row.data_parallel == row.gpus
         assert row.batch % row.data_parallel == 0
+
+
+def test_framework_scale_scales_the_zero_bookkeeping():
+    cpu = A100.model_copy(update={"zero_copy_bytes_per_s": 1e9, "zero3_hook_s_per_tensor": 1e-4})
+    slow = scaled_cluster(cpu, 1.0, 1.0, 4.0)
+    assert slow.zero_copy_bytes_per_s == pytest.approx(2.5e8)
+    assert slow.zero3_hook_s_per_tensor == pytest.approx(4e-4)
+    default = scaled_cluster(A100, framework_scale=2.0)  # 0 means hbm / 2
+    assert default.zero_copy_bytes_per_s == pytest.approx(A100.hbm_bytes_per_s / 4)
+    with pytest.raises(ConfigError):
+        scaled_cluster(A100, framework_scale=0.0)
+
+
+def test_recovers_a_known_framework_factor():
+    """CPU-like runs (no overlap) whose ZeRO bookkeeping is 3x the assumed cost."""
+    cpu = A100.model_copy(update={"overlap_efficiency": 0.0, "zero_copy_bytes_per_s": 2e9})
+    truth = scaled_cluster(cpu, 1.0, 1.0, 3.0)
+    model = ModelSpec(layers=8, hidden=2048, heads=16, seq_len=1024, vocab=32000)
+    train = TrainingSpec(global_batch_size=16)
+    obs = []
+    for zero, d, mb in ((0, 1, 4), (2, 4, 2), (3, 2, 2), (3, 8, 1), (1, 8, 2)):
+        cfg = ParallelConfig(data_parallel=d, micro_batch_size=mb, zero_stage=zero)
+        step = estimate(cfg, model, truth, train).step_time_s
+        obs.append(Observation(model=model, config=cfg, training=train, step_time_s=step))
+    fit = calibrate(obs, cpu, fit_comm=False)
+    assert fit.framework_scale == pytest.approx(3.0, rel=0.02)
+    assert fit.compute_scale == pytest.approx(1.0, rel=0.02)
+    assert "ZeRO bookkeeping x3.0" in fit.cluster.notes
+    # a factor nothing depends on stays 1
+    only_zero0 = calibrate(obs[:1], cpu, fit_comm=False)
+    assert only_zero0.framework_scale == 1.0

@@ -17,7 +17,12 @@ from forgeline.search import (
     hardware_flops_per_iteration,
     model_flops_per_iteration,
 )
-from forgeline.search.cost_model import candidates_from_configs
+from forgeline.search.cost_model import (
+    candidates_from_configs,
+    zero3_partitioned_tensors,
+    zero_bookkeeping_s,
+    zero_copy_passes,
+)
 
 GPT3 = ModelSpec(name="gpt3-175b", layers=96, hidden=12288, heads=96, seq_len=2048, vocab=51200)
 A100 = ClusterSpec.preset("a100-80gb", nodes=128)
@@ -157,3 +162,74 @@ def test_overlap_efficiency_exposes_zero3_communication():
     none = estimate(cfg, GPT3, A100.model_copy(update={"overlap_efficiency": 0.0}), TRAIN)
     assert none.time.dp_comm_s > hidden.time.dp_comm_s
     assert none.time.compute_s == pytest.approx(hidden.time.compute_s)
+
+
+# ---- DeepSpeed ZeRO runtime bookkeeping: copy passes, ZeRO-3 hooks, exposure -----------
+# A CPU-like node: collectives share the compute cores (no overlap), ZeRO copies at 1 GB/s.
+CPU = ClusterSpec(
+    name="cpu-like", nodes=1, devices_per_node=2, device_memory_bytes=8 * 2**30,
+    peak_flops_per_s={"fp32": 5e10}, hbm_bytes_per_s=1e10, intra_node_bytes_per_s=1e9,
+    inter_node_bytes_per_s=1e9, host_memory_bytes=16 * 2**30, host_memory_bytes_per_s=2e10,
+    host_link_bytes_per_s=1e10, matmul_efficiency=[(1e6, 0.5), (1e9, 1.0)],
+    memory_efficiency=[(1e4, 0.5), (1e7, 1.0)], overlap_efficiency=0.0,
+    zero_copy_bytes_per_s=1e9, zero3_hook_s_per_tensor=1e-3,
+)
+SMALL = ModelSpec(layers=8, hidden=512, heads=8, seq_len=64, vocab=256, tied_embeddings=False,
+                  dropout=False, param_dtype="fp32", grad_dtype="fp32")
+FP32 = TrainingSpec(global_batch_size=4, precision="fp32", flash_attention=True)
+
+
+def test_copy_passes_per_stage_by_hand():
+    # d = 2, m = 3 micro-steps; the last one with full recompute.
+    passes = zero_copy_passes(np.array([0, 1, 2, 3]), 2, 3, np.array([0, 0, 0, 1]))
+    # ZeRO-1: bucket 1 + shard 1/2 + gather 1; ZeRO-2: 3 x (1 + 1/2) + 1;
+    # ZeRO-3: 3 x (fwd 1 + recompute 1 + bwd 1 + bucket 1 + shard 1/2) + shard 1/2
+    assert passes.tolist() == [0.0, 2.5, 5.5, 14.0]
+
+
+def test_partitioned_tensors_skip_persistent_biases_and_norms():
+    assert zero3_partitioned_tensors(SMALL) == 4 * 8 + 3  # word + position + untied head
+    tied = SMALL.model_copy(update={"tied_embeddings": True,
+                                    "learned_position_embeddings": False})
+    assert zero3_partitioned_tensors(tied) == 4 * 8 + 1
+
+
+def test_bookkeeping_seconds_by_hand():
+    # ZeRO-3, 1e6 fp32 parameters, one rank, 2 micro-steps, 10 partitioned tensors:
+    # passes 2 x (3 + 1) + 1 = 9 of 4 MB at 1 GB/s = 0.036 s;
+    # hooks 2 micro-steps x 2 (fetch, release) x 2 (fwd, bwd) x 10 x 1 ms = 0.08 s.
+    s = zero_bookkeeping_s(3, 1e6, 1, 2, False, 4, 4, 10, CPU)
+    assert float(s) == pytest.approx(0.036 + 0.08)
+    # ZeRO-2 has no hooks: (2 x (1 + 1/2) + 1) x 4 MB / 1 GB/s = 0.016 s
+    assert float(zero_bookkeeping_s(2, 1e6, 2, 2, False, 4, 4, 10, CPU)) == pytest.approx(0.016)
+    assert float(zero_bookkeeping_s(0, 1e6, 2, 2, False, 4, 4, 10, CPU)) == 0.0
+
+
+def test_default_copy_rate_is_half_the_memory_bandwidth():
+    gpu = ClusterSpec.preset("a100-80gb")
+    assert gpu.zero_copy_bytes_per_s == 0 and gpu.zero_copy_rate == gpu.hbm_bytes_per_s / 2
+    assert gpu.overlap_efficiency == 1.0 and gpu.zero3_hook_s_per_tensor == 5e-5
+
+
+def test_exposed_on_cpu_hidden_on_gpu():
+    cfg = ParallelConfig(data_parallel=1, micro_batch_size=2, zero_stage=3)
+    plan = estimate(cfg, SMALL, CPU, FP32)
+    expected = zero_bookkeeping_s(3, SMALL.total_params, 1, 2, False, 4, 4,
+                                  zero3_partitioned_tensors(SMALL), CPU)
+    assert plan.time.framework_s == pytest.approx(float(expected))
+    assert plan.step_time_s == pytest.approx(plan.time.total_s)
+    # the same copies behind compute when collectives run on their own engines
+    overlapped = estimate(cfg, SMALL, CPU.model_copy(update={"overlap_efficiency": 1.0}), FP32)
+    assert overlapped.time.framework_s == pytest.approx(
+        max(0.0, float(expected) - overlapped.time.compute_s))
+    zero0 = estimate(cfg.model_copy(update={"zero_stage": 0}), SMALL, CPU, FP32)
+    assert zero0.time.framework_s == 0.0
+
+
+def test_no_overlap_exposes_the_whole_gradient_all_reduce():
+    cfg = ParallelConfig(data_parallel=2, micro_batch_size=2)
+    plan = estimate(cfg, SMALL, CPU, FP32)
+    # ring all-reduce over 2 ranks moves the fp32 gradients once, 4 P bytes at 0.75 x 1 GB/s,
+    # plus two hops; backward hides none of it
+    expected = 4 * SMALL.total_params / 0.75e9 + 2 * CPU.intra_node_latency_s
+    assert plan.time.dp_comm_s == pytest.approx(expected)

@@ -111,6 +111,10 @@ def test_this_machine_is_measured():
     effs = [e for _, e in cpu.matmul_efficiency]
     assert effs == sorted(effs) and effs[-1] == pytest.approx(1.0)
     assert "measured" in cpu.notes
+    # gloo runs on the compute cores: nothing overlaps; its rates are measured, not assumed
+    assert cpu.overlap_efficiency == 0.0
+    assert cpu.intra_node_bytes_per_s > 1e6 and cpu.zero_copy_bytes_per_s > 1e6
+    assert "gloo" in cpu.notes
 
 
 def test_training_spec():

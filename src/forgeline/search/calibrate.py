@@ -1,10 +1,12 @@
 """Correct a cluster's efficiency constants from measured step times.
 
-Two factors are fitted: ``compute_scale`` multiplies the matmul and memory efficiency
-curves, ``comm_scale`` the achieved link fractions (each capped at 1). They are found by
-coordinate descent (golden-section search in log space) minimising the mean squared log
-error of predicted vs measured step time; the result keeps every observation's measured
-and predicted values so the fit can be audited.
+Three factors are fitted: ``compute_scale`` multiplies the matmul and memory efficiency
+curves, ``comm_scale`` the achieved link fractions (each capped at 1), and
+``framework_scale`` multiplies the ZeRO runtime's bookkeeping time (its copy rate is
+divided by it, its per-tensor hook cost multiplied). They are found by coordinate
+descent (golden-section search in log space) minimising the mean squared log error of
+predicted vs measured step time; a factor no observation depends on stays 1. The result
+keeps every observation's measured and predicted values so the fit can be audited.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class Calibration(BaseModel):
     cluster: ClusterSpec
     compute_scale: float
     comm_scale: float
+    framework_scale: float = Field(1.0, description="multiplies the ZeRO bookkeeping time")
     step_mape_before_pct: float
     step_mape_after_pct: float
     memory_mape_pct: float | None = Field(None, description="over rows with measured memory")
@@ -52,10 +55,12 @@ class Calibration(BaseModel):
 
 
 def scaled_cluster(cluster: ClusterSpec, compute_scale: float = 1.0,
-                   comm_scale: float = 1.0) -> ClusterSpec:
-    """``cluster`` with its efficiency curves and link fractions multiplied (capped at 1)."""
-    if compute_scale <= 0 or comm_scale <= 0:
-        raise ConfigError("scale", (compute_scale, comm_scale), "must be positive")
+                   comm_scale: float = 1.0, framework_scale: float = 1.0) -> ClusterSpec:
+    """``cluster`` with its efficiency curves and link fractions multiplied (capped at 1)
+    and its ZeRO bookkeeping time multiplied by ``framework_scale``."""
+    if compute_scale <= 0 or comm_scale <= 0 or framework_scale <= 0:
+        raise ConfigError("scale", (compute_scale, comm_scale, framework_scale),
+                          "must be positive")
     return cluster.model_copy(update={
         "matmul_efficiency": [(x, min(1.0, e * compute_scale))
                               for x, e in cluster.matmul_efficiency],
@@ -63,6 +68,8 @@ def scaled_cluster(cluster: ClusterSpec, compute_scale: float = 1.0,
                               for x, e in cluster.memory_efficiency],
         "intra_node_efficiency": min(1.0, cluster.intra_node_efficiency * comm_scale),
         "inter_node_efficiency": min(1.0, cluster.inter_node_efficiency * comm_scale),
+        "zero_copy_bytes_per_s": cluster.zero_copy_rate / framework_scale,
+        "zero3_hook_s_per_tensor": cluster.zero3_hook_s_per_tensor * framework_scale,
     })
 
 
@@ -106,24 +113,39 @@ def _mape(pairs: list[tuple[float, float]]) -> float:
     return 100.0 * sum(abs(p - m) / m for p, m in pairs) / len(pairs)
 
 
+def _fit(f, lo: float, hi: float, current: float) -> float:
+    """Golden-section fit of one factor; ``current`` when f does not depend on it."""
+    if math.isclose(f(lo), f(hi), rel_tol=1e-12, abs_tol=1e-15):
+        return current
+    return _golden(f, lo, hi)
+
+
 def calibrate(observations: list[Observation], cluster: ClusterSpec,
-              fit_comm: bool = True, rounds: int = 3) -> Calibration:
-    """Fit ``compute_scale`` (and ``comm_scale`` unless ``fit_comm`` is False) to the
-    measured step times; every observation must be a valid configuration."""
+              fit_comm: bool = True, rounds: int = 3,
+              fit_framework: bool = True) -> Calibration:
+    """Fit ``compute_scale`` (and ``comm_scale`` / ``framework_scale`` unless ``fit_comm`` /
+    ``fit_framework`` is False) to the measured step times; every observation must be a
+    valid configuration."""
     if not observations:
         raise ConfigError("observations", [], "need at least one measured run")
     for o in observations:
         o.config.check(o.model, _sized(cluster, o.config.devices), o.training)
-    cs, ms = 1.0, 1.0
-    for _ in range(rounds):
-        cs = _golden(lambda x, m=ms: _loss(observations, scaled_cluster(cluster, x, m)), 0.2, 5.0)
-        if fit_comm:
-            top = 1.0 / max(cluster.intra_node_efficiency, cluster.inter_node_efficiency)
-            ms = _golden(lambda x, c=cs: _loss(observations, scaled_cluster(cluster, c, x)),
-                         0.2, top)
-        else:
-            break
-    fitted = scaled_cluster(cluster, cs, ms)
+    scales = [1.0, 1.0, 1.0]  # compute, comm, framework
+    top = 1.0 / max(cluster.intra_node_efficiency, cluster.inter_node_efficiency)
+    bounds = [(0.2, 5.0), (0.05, top), (0.05, 20.0)]
+    fitted_here = [True, fit_comm, fit_framework]
+
+    def loss_at(i: int, x: float) -> float:
+        trial = list(scales)
+        trial[i] = x
+        return _loss(observations, scaled_cluster(cluster, *trial))
+
+    for _ in range(rounds if (fit_comm or fit_framework) else 1):
+        for i in range(3):
+            if fitted_here[i]:
+                scales[i] = _fit(lambda x, i=i: loss_at(i, x), *bounds[i], scales[i])
+    cs, ms, fs = scales
+    fitted = scaled_cluster(cluster, cs, ms, fs)
     before, after = _predict(observations, cluster), _predict(observations, fitted)
     rows = [CalibrationRow(source=o.source, measured_step_s=o.step_time_s,
                            predicted_step_s_before=b[0], predicted_step_s_after=a[0],
@@ -135,8 +157,8 @@ def calibrate(observations: list[Observation], cluster: ClusterSpec,
     return Calibration(
         cluster=fitted.model_copy(update={
             "notes": f"{cluster.notes}; calibrated on {len(observations)} runs "
-                     f"(compute x{cs:.3f}, comm x{ms:.3f})"}),
-        compute_scale=cs, comm_scale=ms,
+                     f"(compute x{cs:.3f}, comm x{ms:.3f}, ZeRO bookkeeping x{fs:.3f})"}),
+        compute_scale=cs, comm_scale=ms, framework_scale=fs,
         step_mape_before_pct=_mape([(b[0], o.step_time_s) for b, o in
                                     zip(before, observations, strict=True)]),
         step_mape_after_pct=_mape([(r.predicted_step_s_after, r.measured_step_s) for r in rows]),

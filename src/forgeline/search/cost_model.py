@@ -5,7 +5,9 @@ no-overlap mode), with the achieved-fraction curves of the :class:`ClusterSpec`.
 is its six GEMMs, the attention core and the memory-bound kernels (LayerNorm, softmax,
 dropout, GeLU, residual). Backward is twice the forward GEMMs and memory traffic. The
 pipeline runs ``m + (p-1)/v`` stage-times per step. Communication comes from
-:mod:`forgeline.search.comm`, memory from :mod:`forgeline.search.memory`.
+:mod:`forgeline.search.comm`, memory from :mod:`forgeline.search.memory`. DeepSpeed's
+ZeRO bookkeeping (buffer and shard copies, ZeRO-3 hooks) is its own term, hidden behind
+compute as far as the cluster's ``overlap_efficiency`` allows (all of it on GPUs, none on CPUs).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ HOST_MEMORY_USABLE = 0.8
 """Fraction of host memory offloaded states may take (the rest: OS, loaders, pinned buffers)."""
 
 TIME_TERMS = ("compute_s", "recompute_s", "tp_comm_s", "pp_comm_s", "bubble_s", "dp_comm_s",
-              "offload_s", "optimizer_s")
+              "framework_s", "offload_s", "optimizer_s")
 
 CANDIDATE_FIELDS = ("tp", "pp", "dp", "vpp", "mb", "zero", "rc", "sp", "off")
 """Array names of a candidate batch: TP, PP, DP, chunks, micro-batch, ZeRO stage,
@@ -74,6 +76,53 @@ class _Kernels:
     def gemm(self, m: Any, k: Any, n: Any, e: int) -> Any:
         """(m x k) @ (k x n) in element size e."""
         return self.mm(2.0 * m * k * n, e * (m * k + k * n + m * n))
+
+
+def zero_copy_passes(zero: Any, d: Any, m: Any, full: Any = False) -> Any:
+    """Passes of the parameter / gradient bytes through DeepSpeed's ZeRO buffers per step.
+
+    Counted from DeepSpeed's stage 1-3 optimizers (each pass reads and writes the bytes once):
+    ZeRO-1 reduces at the accumulation boundary only: gradients into the flat reduce bucket
+    (1), the reduced shard into the fp32 gradient partition (1/d), the updated shards
+    gathered into the flat parameters (1). ZeRO-2 does the first two every micro-step (m)
+    and the gather once. ZeRO-3 gathers every partitioned parameter for each forward
+    (1 + 1 with full recompute) and for backward (1), and moves gradients into the bucket
+    (1) and the shard out (1/d), every micro-step; then the updated shard into the working
+    copy (1/d). ZeRO-0 (plain data parallel) counts none: its gradient bucketing belongs to
+    the all-reduce.
+    """
+    zero, full = np.asarray(zero), np.asarray(full, dtype=float)
+    shard = 1.0 / np.asarray(d, dtype=float)
+    return np.select([zero == 0, zero == 1, zero == 2],
+                     [0.0, 2.0 + shard, m * (1.0 + shard) + 1.0],
+                     m * (3.0 + full + shard) + shard)
+
+
+def zero3_partitioned_tensors(model: ModelSpec, t: Any = 1, p: Any = 1) -> Any:
+    """Parameter tensors ZeRO-3 partitions (fetches and releases) on one device.
+
+    The emitted ``stage3_param_persistence_threshold`` (10 x hidden elements) keeps biases
+    and LayerNorms resident; what is left is the four weight matrices of every layer, the
+    word (and learned position) embedding and an untied output head.
+    """
+    extra = 1 + int(model.learned_position_embeddings) + int(not model.tied_embeddings)
+    return 4 * model.layers / np.asarray(p, dtype=float) + extra
+
+
+def zero_bookkeeping_s(zero: Any, params: Any, d: Any, m: Any, full: Any, param_bytes: int,
+                       grad_bytes: int, tensors: Any, cluster: ClusterSpec) -> Any:
+    """Seconds per step DeepSpeed's ZeRO runtime spends outside kernels and collectives.
+
+    ``passes x params x bytes / zero_copy_rate`` (:func:`zero_copy_passes`) plus, for
+    ZeRO-3, a fetch and a release of every partitioned tensor per forward and backward,
+    ``m (2 + full) 2 tensors x zero3_hook_s_per_tensor``. On GPUs the copies run at HBM speed
+    and cost little; on CPUs they run through gloo on the compute cores.
+    """
+    nbytes = params * max(param_bytes, grad_bytes)
+    copies = zero_copy_passes(zero, d, m, full) * nbytes / cluster.zero_copy_rate
+    events = np.where(np.asarray(zero) == 3,
+                      m * 2.0 * (2.0 + np.asarray(full, dtype=float)) * tensors, 0.0)
+    return copies + events * cluster.zero3_hook_s_per_tensor
 
 
 def _stage_params(model: ModelSpec, t: Any, p: Any) -> tuple[Any, Any, Any]:
@@ -202,6 +251,14 @@ def evaluate(c: dict[str, np.ndarray], model: ModelSpec, cluster: ClusterSpec,
                                  cluster)
         dp_comm_s = dp_comm_s + np.where(p > 1, tied, 0.0)
 
+    # ---- ZeRO runtime bookkeeping (DeepSpeed) ---------------------------------------------
+    # Device-side copies run on DeepSpeed's side streams and the host-side hooks run ahead
+    # of the device's queue, so with overlap they hide behind the step's compute; on CPUs
+    # (overlap 0) everything runs on the compute cores and all of it is exposed.
+    bookkeeping = zero_bookkeeping_s(zero, P, d, m, full, bp, bg,
+                                     zero3_partitioned_tensors(model, t, p), cluster)
+    framework_s = comm.exposed_s(bookkeeping, hide * (compute_s + recompute_s))
+
     # ---- optimizer step and offload ------------------------------------------------------
     opt_params = np.where(zero >= 1, shard, P)
     step_bytes = opt_params * (2 * bo + max(bg, 4) + bp)
@@ -240,7 +297,7 @@ def evaluate(c: dict[str, np.ndarray], model: ModelSpec, cluster: ClusterSpec,
     terms = {
         "compute_s": compute_s, "recompute_s": recompute_s, "tp_comm_s": tp_comm_s,
         "pp_comm_s": pp_comm_s, "bubble_s": bubble_s, "dp_comm_s": dp_comm_s,
-        "offload_s": offload_s, "optimizer_s": optimizer_s,
+        "framework_s": framework_s, "offload_s": offload_s, "optimizer_s": optimizer_s,
     }
     terms = {name: np.broadcast_to(np.asarray(val, dtype=float), t.shape)
              for name, val in terms.items()}

@@ -82,6 +82,8 @@ class StepTimeBreakdown(BaseModel):
     pp_comm_s: float = Field(description="pipeline point-to-point sends")
     bubble_s: float = Field(description="pipeline fill and drain, (p-1)/v stage-times")
     dp_comm_s: float = Field(description="data-parallel / ZeRO collectives left after overlap")
+    framework_s: float = Field(0.0, description="ZeRO runtime bookkeeping: flat-buffer and "
+                               "shard copies, ZeRO-3 fetch/release hooks")
     offload_s: float = Field(description="host/NVMe transfers and the CPU optimizer step")
     optimizer_s: float = Field(description="optimizer step on the device")
 

@@ -131,7 +131,20 @@ class ClusterSpec(BaseModel):
     intra_node_efficiency: float = Field(0.75, gt=0, le=1, description="achieved link fraction")
     inter_node_efficiency: float = Field(0.9, gt=0, le=1, description="achieved network fraction")
     overlap_efficiency: float = Field(
-        1.0, ge=0, le=1, description="fraction of compute time that can hide communication"
+        1.0, ge=0, le=1, description="fraction of compute time that can hide communication "
+        "(GPUs: 1, collectives run on their own engines; CPUs: 0, gloo runs on the same cores)"
+    )
+    zero_copy_bytes_per_s: float = Field(
+        0.0, ge=0, description="rate at which the ZeRO runtime passes parameter / gradient "
+        "bytes through its flat buffers and rank-local collectives (bucket copies, shard "
+        "copies, the ZeRO-3 gather even with one rank); 0 means hbm_bytes_per_s / 2, one "
+        "read and one write per byte"
+    )
+    zero3_hook_s_per_tensor: float = Field(
+        5e-5, ge=0, description="seconds per fetch or release of one partitioned parameter "
+        "tensor by DeepSpeed's ZeRO-3 module hooks (host-side Python; 50 us is an assumed "
+        "order of magnitude that calibration's framework_scale corrects); tensors under the "
+        "persistence threshold are not counted"
     )
     notes: str = Field("", description="where the numbers come from")
 
@@ -144,6 +157,11 @@ class ClusterSpec(BaseModel):
         if not self.peak_flops_per_s or any(v <= 0 for v in self.peak_flops_per_s.values()):
             raise ConfigError("peak_flops_per_s", self.peak_flops_per_s, "needs positive rates")
         return self
+
+    @property
+    def zero_copy_rate(self) -> float:
+        """Effective :attr:`zero_copy_bytes_per_s` (bytes/s)."""
+        return self.zero_copy_bytes_per_s or self.hbm_bytes_per_s / 2
 
     @property
     def total_devices(self) -> int:
@@ -166,7 +184,7 @@ class ClusterSpec(BaseModel):
 
     @classmethod
     def this_machine_cpu(cls, devices: int | None = None) -> ClusterSpec:
-        """This machine's CPUs as ``devices`` workers, rates measured now (about a second)."""
+        """This machine's CPUs as ``devices`` workers, rates measured now (about two seconds)."""
         from forgeline.search.presets import this_machine_cpu
 
         return this_machine_cpu(devices)
