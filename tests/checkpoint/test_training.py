@@ -67,9 +67,11 @@ def test_resume_is_bit_exact_and_export_consolidates(gloo, tiny_dataset, tmp_pat
     source = ShuffledBatches(data, 4, seed=0)
     batches = iter(source)
     _train(engine, batches, 3)
-    with CheckpointStore(url, CheckpointConfig(chunk_bytes=8192)) as store:
+    with CheckpointStore(url, CheckpointConfig(chunk_bytes=8192, inline_tensor_bytes=0)) as store:
+        store.protect(engine)  # the ZeRO-2 engine's inner torch optimizer waits for the copy
+        assert store.overlapped
         store.save(capture_training_state(engine, scheduler, source, 3, 2), 3)
-    _train(engine, batches, 4)
+        _train(engine, batches, 4)  # steps right away: the checkpoint must hold step 3
     expected = {k: v.clone() for k, v in engine.module.state_dict().items()}
 
     engine2, scheduler2 = _engine(seed=1)  # different init: everything must come from the file

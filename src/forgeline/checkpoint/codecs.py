@@ -1,14 +1,16 @@
-"""Chunk codecs: byte grouping + zstd, XOR delta against a base chunk, and an opt-in 8-bit
-quantizer for optimizer state.
+"""Chunk codecs: byte grouping + zstd, a delta against the parent checkpoint's chunk, and
+the opt-in lossy code of :mod:`forgeline.checkpoint.lossy`.
 
 A blob is ``b"FLCK"`` + a 16-byte header (codec id, flags, item size, raw length) + payload,
-so a chunk decodes without its manifest. zstd comes from ``zstandard`` (measured against
-plain zstd on fp32 weights: byte grouping shrinks 0.92 → 0.84 of raw at level 1).
-
-Lossy bound (``quantize8``), per block of 256 float32 values with ``m`` = the block's max |x|:
-signed values (e.g. Adam ``exp_avg``): ``|x - x̂| ≤ m / 254``;
-``*exp_avg_sq`` (non-negative): ``0 ≤ sqrt(x̂) - sqrt(x) ≤ max sqrt(x) / 255`` — rounded up,
-so a restored Adam denominator is never smaller than the true one (no exploding steps).
+so a chunk decodes without its manifest (given its delta base). Measured on AdamW-trained fp32
+state (4 MiB chunks, 1 and 5 steps apart): zstandard level 1 after byte grouping (ZipNN-style:
+byte k of every value together) matches blosc2's shuffle + zstd in size (0.836 vs 0.838 of raw
+on weights) and speed (~590 MB/s per thread), bitshuffle is worse (0.88), higher levels gain
+< 1 % at 1/2–1/7 the speed: so zstandard, level 1. The delta is the *integer difference* of
+each value's bits, zigzag-coded (weights: 0.705/0.769 of raw vs XOR's 0.738/0.792), so the
+sign/exponent/high-mantissa planes become mostly zeros; Adam moments change too much between
+checkpoints for any delta to help, and the store keeps whichever encoding is smaller. zstd
+skips the incompressible low mantissa planes at ~4 GB/s; the exponent plane is the CPU cost.
 """
 
 from __future__ import annotations
@@ -19,15 +21,15 @@ import threading
 import numpy as np
 import zstandard
 
+from forgeline.checkpoint import lossy
 from forgeline.errors import ConfigError, IntegrityError
 
 MAGIC = b"FLCK"
 _HEADER = struct.Struct("<4sBBBBQ")  # magic, codec id, flags, itemsize, reserved, raw length
-_CODEC_IDS = {"raw": 0, "zstd": 1, "shuffle-zstd": 2, "q8": 3}
+_CODEC_IDS = {"raw": 0, "zstd": 1, "shuffle-zstd": 2, "lossy": 4}
 _CODEC_NAMES = {v: k for k, v in _CODEC_IDS.items()}
 FLAG_DELTA = 1
 FLAG_SQRT = 2
-Q_BLOCK = 256
 
 _local = threading.local()
 
@@ -58,23 +60,39 @@ def byte_ungroup(grouped: np.ndarray, itemsize: int) -> np.ndarray:
     return grouped.reshape(itemsize, -1).T.copy().reshape(-1)
 
 
-def xor(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    if a.size != b.size:
-        raise IntegrityError(f"delta base has {b.size} bytes, chunk has {a.size}")
-    if a.size % 8 == 0:
-        return np.bitwise_xor(a.view(np.uint64), b.view(np.uint64)).view(np.uint8)
-    return np.bitwise_xor(a, b)
+_UINTS = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def _width(size: int, itemsize: int) -> type:
+    return _UINTS[itemsize] if itemsize in _UINTS and size % itemsize == 0 else np.uint8
+
+
+def delta(raw: np.ndarray, base: np.ndarray, itemsize: int) -> np.ndarray:
+    """zigzag(raw - base) per item, in the item's unsigned integer width (wrapping)."""
+    if raw.size != base.size:
+        raise IntegrityError(f"delta base has {base.size} bytes, chunk has {raw.size}")
+    u = _width(raw.size, itemsize)
+    d = raw.view(u) - base.view(u)
+    return ((d << u(1)) ^ (u(0) - (d >> u(8 * d.itemsize - 1)))).view(np.uint8)
+
+
+def undelta(coded: np.ndarray, base: np.ndarray, itemsize: int) -> np.ndarray:
+    if coded.size != base.size:
+        raise IntegrityError(f"delta base has {base.size} bytes, chunk has {coded.size}")
+    u = _width(coded.size, itemsize)
+    z = coded.view(u)
+    return (base.view(u) + ((z >> u(1)) ^ (u(0) - (z & u(1))))).view(np.uint8)
 
 
 def encode(raw: np.ndarray, itemsize: int, codec: str, level: int = 1,
            base: np.ndarray | None = None) -> bytes:
-    """Encode the uint8 array ``raw``; with ``base``, store ``raw XOR base`` instead."""
-    if codec not in _CODEC_IDS or codec == "q8":
+    """Encode the uint8 array ``raw``; with ``base``, store ``delta(raw, base)`` instead."""
+    if codec not in _CODEC_IDS or codec == "lossy":
         raise ConfigError("codec", codec, "unknown codec; choose one of raw, zstd, shuffle-zstd")
     flags = 0
     data = raw
     if base is not None:
-        data, flags = xor(raw, base), FLAG_DELTA
+        data, flags = delta(raw, base, itemsize), FLAG_DELTA
     if codec == "raw":
         payload = data.tobytes()
     elif codec == "zstd":
@@ -84,41 +102,16 @@ def encode(raw: np.ndarray, itemsize: int, codec: str, level: int = 1,
     return _HEADER.pack(MAGIC, _CODEC_IDS[codec], flags, itemsize, 0, raw.size) + payload
 
 
-def quantize8(raw: np.ndarray, sqrt_mode: bool, level: int = 1) -> bytes:
-    """Lossy: float32 bytes → per-block scale + 8-bit codes (bounds in the module docstring)."""
-    x = raw.view(np.float32)
-    n = x.size
-    pad = (-n) % Q_BLOCK
-    blocks = np.pad(x, (0, pad)).reshape(-1, Q_BLOCK).astype(np.float32)
-    if sqrt_mode:
-        s = np.sqrt(np.maximum(blocks, 0))
-        scale = s.max(axis=1, keepdims=True) / 255.0
-        safe = np.where(scale > 0, scale, 1.0)
-        codes = np.clip(np.ceil(s / safe), 0, 255).astype(np.uint8)
-    else:
-        scale = np.abs(blocks).max(axis=1, keepdims=True) / 127.0
-        safe = np.where(scale > 0, scale, 1.0)
-        codes = np.clip(np.rint(blocks / safe), -127, 127).astype(np.int8).view(np.uint8)
-    payload = _compressor(level).compress(scale.astype(np.float32).tobytes() + codes.tobytes())
-    flags = FLAG_SQRT if sqrt_mode else 0
-    return _HEADER.pack(MAGIC, _CODEC_IDS["q8"], flags, 4, 0, raw.size) + payload
-
-
-def _dequantize8(payload: bytes, raw_len: int, sqrt_mode: bool) -> np.ndarray:
-    n = raw_len // 4
-    nblocks = -(-n // Q_BLOCK)
-    body = np.frombuffer(_decompressor().decompress(payload), dtype=np.uint8)
-    scale = body[: nblocks * 4].view(np.float32).reshape(-1, 1)
-    codes = body[nblocks * 4 :]
-    if sqrt_mode:
-        values = (codes.reshape(nblocks, Q_BLOCK).astype(np.float32) * scale) ** 2
-    else:
-        values = codes.view(np.int8).reshape(nblocks, Q_BLOCK).astype(np.float32) * scale
-    return values.reshape(-1)[:n].astype(np.float32).view(np.uint8)
-
-
-def blob_base_needed(blob: bytes) -> bool:
-    return len(blob) >= _HEADER.size and bool(_HEADER.unpack_from(blob)[2] & FLAG_DELTA)
+def encode_lossy(raw: np.ndarray, base: np.ndarray | None, error: float, sqrt_mode: bool,
+                 level: int = 1) -> tuple[bytes, np.ndarray]:
+    """Lossy float32 chunk → (blob, reconstruction as uint8 bytes); bounds in ``lossy``."""
+    payload, recon = lossy.encode(raw.view(np.float32),
+                                  None if base is None else base.view(np.float32),
+                                  error, sqrt_mode)
+    flags = (FLAG_DELTA if base is not None else 0) | (FLAG_SQRT if sqrt_mode else 0)
+    blob = (_HEADER.pack(MAGIC, _CODEC_IDS["lossy"], flags, 4, 0, raw.size)
+            + _compressor(level).compress(payload))
+    return blob, recon.view(np.uint8)
 
 
 def decode(blob: bytes, base: np.ndarray | None = None) -> np.ndarray:
@@ -131,16 +124,22 @@ def decode(blob: bytes, base: np.ndarray | None = None) -> np.ndarray:
     codec = _CODEC_NAMES[codec_id]
     payload = memoryview(blob)[_HEADER.size :]
     try:
-        if codec == "q8":
-            return _dequantize8(bytes(payload), raw_len, bool(flags & FLAG_SQRT))
+        if codec == "lossy":
+            body = _decompressor().decompress(payload, max_output_size=raw_len * 2 + 64)
+            if flags & FLAG_DELTA and base is None:
+                raise IntegrityError("delta chunk decoded without its base")
+            return lossy.decode(body, raw_len // 4, base if flags & FLAG_DELTA else None,
+                                bool(flags & FLAG_SQRT)).view(np.uint8)
         if codec == "raw":
             data = np.frombuffer(payload, dtype=np.uint8).copy()
-        else:
+        elif codec == "zstd":
             data = np.frombuffer(
                 _decompressor().decompress(payload, max_output_size=raw_len), dtype=np.uint8
             )
-            if codec == "shuffle-zstd":
-                data = byte_ungroup(data, itemsize)
+        else:
+            data = byte_ungroup(np.frombuffer(
+                _decompressor().decompress(payload, max_output_size=raw_len), dtype=np.uint8
+            ), itemsize)
     except zstandard.ZstdError as exc:
         raise IntegrityError(f"cannot decompress ({exc})") from exc
     if data.size != raw_len:
@@ -148,5 +147,5 @@ def decode(blob: bytes, base: np.ndarray | None = None) -> np.ndarray:
     if flags & FLAG_DELTA:
         if base is None:
             raise IntegrityError("delta chunk decoded without its base")
-        data = xor(data, base)
+        data = undelta(data, base, itemsize)
     return data

@@ -27,29 +27,59 @@ class CheckpointConfig(BaseModel):
     zstd_level: int = Field(1, ge=-7, le=22, description="zstd compression level.")
     delta: bool = Field(
         False,
-        description="XOR-delta changed chunks against the last keyframe's chunk (keeps one "
-        "host copy of the keyframe's chunks in memory).",
+        description="XOR-delta changed chunks against the parent checkpoint's chunk (keeps one "
+        "host copy of the last snapshot in memory, outside max_staging_bytes).",
     )
     keyframe_every: int = Field(
-        8, ge=1, description="With delta: every k-th save is a keyframe (no delta)."
+        8, ge=1, description="With delta or lossy: every k-th save is a keyframe (no delta), "
+        "so a restore decodes at most k blobs per chunk.",
     )
-    lossy_optimizer: bool = Field(
+    lossy: bool = Field(
         False,
-        description="Quantize float32 tensors under lossy_prefixes to 8 bits per value "
-        "(error bound in codecs.quantize8). Off by default: lossless and bit-exact.",
+        description="ExCP-style lossy mode for float32 tensors under lossy_prefixes (bounds in "
+        "forgeline.checkpoint.lossy). Off by default: lossless and bit-exact.",
     )
     lossy_prefixes: tuple[str, ...] = Field(
-        ("optimizer/",), description="Flattened-name prefixes the lossy mode applies to."
+        ("model/", "optimizer/"), description="Flattened-name prefixes the lossy mode applies to."
+    )
+    lossy_min_numel: int = Field(
+        4096, ge=1, description="Smaller tensors (step counters, norms) stay lossless."
+    )
+    lossy_weight_error: float = Field(
+        1 / 128, gt=0, lt=1,
+        description="Weights: |w - ŵ| ≤ this × the max |w| of each 256-value block.",
+    )
+    lossy_momentum_error: float = Field(
+        1 / 16, gt=0, lt=1,
+        description="Momentum (names ending exp_avg / momentum_buffer): |m - m̂| ≤ this × block "
+        "max |m|.",
+    )
+    lossy_second_moment_error: float = Field(
+        1 / 8, gt=0, lt=1,
+        description="Second moment (names ending exp_avg_sq): sqrt(v̂)/sqrt(v) within "
+        "(1 + this)^±½, per value (relative).",
     )
     async_save: bool = Field(
         True, description="save() returns once a host snapshot exists; persists in background."
+    )
+    overlap_snapshot: bool = Field(
+        True,
+        description="Once the store guards the optimizer (CheckpointStore.protect), save() "
+        "returns at once and a background thread copies the state, overlapped with the next "
+        "forward/backward; the next optimizer step waits for the copy. Unguarded, save() "
+        "copies the state itself.",
+    )
+    inline_tensor_bytes: int = Field(
+        1 << 20, ge=0,
+        description="Tensors up to this size are copied inside save() even when overlapped "
+        "(e.g. BatchNorm statistics, which change in the forward pass, not in the step).",
     )
     max_staging_bytes: int = Field(
         1 << 30, ge=1,
         description="Host memory for snapshots not yet persisted; save() blocks beyond it.",
     )
     write_threads: int = Field(4, ge=1, description="Parallel chunk encoders/writers.")
-    verify_on_restore: bool = Field(True, description="Check every chunk's sha256 on restore.")
+    verify_on_restore: bool = Field(True, description="Check every chunk's hash on restore.")
 
     @field_validator("chunk_bytes")
     @classmethod

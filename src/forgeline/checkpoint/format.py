@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CHUNKS_DIR = "chunks"
 STEPS_DIR = "steps"
 _SHARD_RE = re.compile(r"rank-(\d{5})-of-(\d{5})\.json$")
@@ -22,11 +22,15 @@ _SHARD_RE = re.compile(r"rank-(\d{5})-of-(\d{5})\.json$")
 class ChunkRef(BaseModel):
     """One slice of a tensor's bytes: where it is stored and what it must hash to."""
 
-    key: str = Field(description="Blob name under chunks/ (sha256 of the raw bytes + codec tag).")
-    sha256: str = Field(description="sha256 of the bytes restore must produce.")
+    key: str = Field(description="Blob name under chunks/ (content hash of the raw bytes, plus "
+                     "a tag naming the delta base / lossy code when there is one).")
+    digest: str = Field(description="Content hash (Manifest.hash) of the bytes restore produces.")
     raw_bytes: int
     stored_bytes: int = Field(description="Size of the blob; 0 when it was already stored.")
-    base: str | None = Field(None, description="Key of the delta base chunk, if any.")
+    chain: list[str] = Field(
+        default_factory=list,
+        description="Delta blobs to decode first, keyframe first: blob k is a delta against "
+        "the decoded blob k-1, and ``key`` against the last one.")
 
 
 class TensorEntry(BaseModel):
@@ -49,6 +53,7 @@ class Manifest(BaseModel):
     world_size: int
     created_unix_s: float
     chunk_bytes: int
+    hash: str = Field("blake3", description="Content hash of ChunkRef.digest and chunk keys.")
     parent_step: int | None = None
     keyframe: bool = True
     skeleton: Any = Field(description="The state's nesting with tensors replaced by names.")
@@ -61,8 +66,7 @@ class Manifest(BaseModel):
         for entry in self.tensors:
             for ref in entry.chunks:
                 keys.add(ref.key)
-                if ref.base:
-                    keys.add(ref.base)
+                keys.update(ref.chain)
         return keys
 
 

@@ -5,6 +5,7 @@ forgeline checkpoint back after a worker failure.
 Usable from any plain Ray Train ``train_func``::
 
     ckpt = Checkpointer("s3://bucket/ckpts", every_steps=100)
+    ckpt.protect(engine)                 # overlapped snapshots: the next step waits for them
     restored = ckpt.restore()            # None on a fresh start
     for step in range(start, steps):
         ...
@@ -112,6 +113,11 @@ class Checkpointer:
         return restored
 
     # ------------------------------------------------------------------ save
+    def protect(self, target: Any) -> None:
+        """Guard ``target``'s optimizer steps (torch optimizer or DeepSpeed engine) so that
+        ``save`` returns at once and the snapshot overlaps the next forward/backward."""
+        self.store.protect(target)
+
     def should_save(self, step: int) -> bool:
         if self._next_step is None:
             return step % self.every_steps == 0

@@ -130,6 +130,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     source = make_batch_source(config, train_set, rank, world)
     checkpointer = make_checkpointer(config, output_url, rank, world)
+    if checkpointer is not None:
+        checkpointer.protect(engine)
     start_step, extra = 0, {}
     restored = checkpointer.restore() if checkpointer and config.checkpoint.resume else None
     if restored is not None:
