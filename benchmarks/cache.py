@@ -230,6 +230,73 @@ def _time_to(epochs: list[dict[str, Any]], target: float) -> float | None:
     return None
 
 
+def compute_metrics(runs: list[dict[str, Any]], shared: list[dict[str, Any]],
+                    fractions: list[float]) -> tuple[dict[str, float], dict[str, Any]]:
+    """The issue's metrics (medians over seeds) and their per-seed spread, from raw runs."""
+
+    def ok(system: str, fraction: float | None) -> list[dict[str, Any]]:
+        return [r for r in runs if r["system"] == system and r["fraction"] == fraction
+                and "error" not in r]
+
+    metrics: dict[str, float] = {}
+    spread: dict[str, list[float]] = {}
+    nocache = ok("nocache", None)
+    for fraction in fractions:
+        fl = ok("forgeline", fraction)
+        tag = f"@{fraction:g}"
+        for peer, name in (("nocache", "speedup_vs_nocache"), ("lru", "speedup_vs_lru"),
+                           ("never_evict", "speedup_vs_never_evict"),
+                           ("fsspec_blockcache", "speedup_vs_fsspec_blockcache")):
+            den = ok(peer, None if peer in ("nocache", "fsspec_blockcache") else fraction)
+            values = [d / f for d, f in zip(
+                [next(x["steady_epoch_s"] for x in den if x["seed"] == r["seed"]) for r in fl
+                 if any(x["seed"] == r["seed"] for x in den)],
+                [r["steady_epoch_s"] for r in fl if any(x["seed"] == r["seed"] for x in den)],
+                strict=True)]
+            if values:
+                metrics[name + tag] = statistics.median(values)
+                spread[name + tag] = values
+        # time to target: the uniform no-cache run's final validation loss (+1%), per seed
+        tt = []
+        lru = {r["seed"]: r for r in ok("lru", fraction)}
+        for r in fl:
+            base = next((n for n in nocache if n["seed"] == r["seed"]), None)
+            if base is None or r["seed"] not in lru:
+                continue
+            target = base["final_val_loss"] * 1.01
+            t_fl, t_lru = _time_to(r["epochs"], target), _time_to(lru[r["seed"]]["epochs"],
+                                                                  target)
+            tt.append({"seed": r["seed"], "target": target, "forgeline_s": t_fl,
+                       "lru_s": t_lru})
+        pairs = [t["lru_s"] / t["forgeline_s"] for t in tt if t["lru_s"] and t["forgeline_s"]]
+        if pairs:
+            metrics["time_to_target_speedup_vs_lru" + tag] = statistics.median(pairs)
+            spread["time_to_target_speedup_vs_lru" + tag] = pairs
+        spread["time_to_target_detail" + tag] = tt  # type: ignore[assignment]
+        # accuracy: mean final validation loss over the seeds, forgeline vs uniform no-cache
+        # (one run's final loss varies by a few % with the sample order alone, so the per-seed
+        # pairs are kept in the spread and their median reported beside it)
+        pairs_val = [(r["final_val_loss"], base["final_val_loss"]) for r in fl
+                     for base in nocache if base["seed"] == r["seed"]]
+        if pairs_val:
+            mean_fl = statistics.mean(f for f, _ in pairs_val)
+            mean_nc = statistics.mean(n for _, n in pairs_val)
+            metrics["val_loss_rel_delta" + tag] = abs(mean_fl - mean_nc) / mean_nc
+            signed = [(f - n) / n for f, n in pairs_val]
+            metrics["val_loss_rel_delta_paired_median" + tag] = statistics.median(map(abs, signed))
+            spread["val_loss_rel_delta_signed_per_seed" + tag] = signed
+        for system in ("forgeline", "lru", "never_evict"):
+            rows = ok(system, fraction)
+            if rows:
+                metrics[f"steady_served_from_cache_rate_{system}{tag}"] = statistics.median(
+                    r["steady_served_from_cache_rate"] for r in rows)
+    slowdowns = [s["together_train_s"] / s["alone_train_s"] for s in shared]
+    if slowdowns:
+        metrics["shared_two_jobs_slowdown"] = max(slowdowns)
+        spread["shared_two_jobs_slowdown"] = slowdowns
+    return metrics, spread
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller sizes, <= 5 minutes")
@@ -239,7 +306,15 @@ def main() -> None:
     ap.add_argument("--systems", default=",".join(SYSTEMS), help="peers to run")
     ap.add_argument("--substitution-ratio", type=float, default=SUBSTITUTION_RATIO)
     ap.add_argument("--no-shared", action="store_true", help="skip the two-jobs measurement")
+    ap.add_argument("--from-json", help="recompute the metrics of a saved run, write to --out")
     args = ap.parse_args()
+    if args.from_json:
+        doc = json.loads(Path(args.from_json).read_text())
+        doc["metrics"], doc["spread"] = compute_metrics(
+            doc["runs"], doc["shared_runs"], doc["setup"]["cache_fractions"])
+        Path(args.out).write_text(json.dumps(doc, indent=2, default=float))
+        print(json.dumps(doc["metrics"], indent=2))
+        return
     quick = args.quick
     source_bytes = 2_500_000 if quick else 12_000_000
     epochs = 3 if quick else 4
@@ -247,6 +322,7 @@ def main() -> None:
     fractions = [float(x) for x in args.fractions.split(",")]
     systems = args.systems.split(",")
     wall = time.perf_counter()
+    load_start = list(os.getloadavg())
 
     work = Path(tempfile.mkdtemp(prefix="forgeline-bench-cache-"))
     built = build_dataset(
@@ -341,63 +417,7 @@ def main() -> None:
               f"{[round(t[-1]['train_s_cumulative'], 2) for t in together]}")
     ray.shutdown()
 
-    def ok(system: str, fraction: float | None) -> list[dict[str, Any]]:
-        return [r for r in runs if r["system"] == system and r["fraction"] == fraction
-                and "error" not in r]
-
-    metrics: dict[str, float] = {}
-    spread: dict[str, list[float]] = {}
-    nocache = ok("nocache", None)
-    for fraction in fractions:
-        fl = ok("forgeline", fraction)
-        tag = f"@{fraction:g}"
-        for peer, name in (("nocache", "speedup_vs_nocache"), ("lru", "speedup_vs_lru"),
-                           ("never_evict", "speedup_vs_never_evict"),
-                           ("fsspec_blockcache", "speedup_vs_fsspec_blockcache")):
-            den = ok(peer, None if peer in ("nocache", "fsspec_blockcache") else fraction)
-            values = [d / f for d, f in zip(
-                [next(x["steady_epoch_s"] for x in den if x["seed"] == r["seed"]) for r in fl
-                 if any(x["seed"] == r["seed"] for x in den)],
-                [r["steady_epoch_s"] for r in fl if any(x["seed"] == r["seed"] for x in den)],
-                strict=True)]
-            if values:
-                metrics[name + tag] = statistics.median(values)
-                spread[name + tag] = values
-        # time to target: the uniform no-cache run's final validation loss (+1%), per seed
-        tt = []
-        lru = {r["seed"]: r for r in ok("lru", fraction)}
-        for r in fl:
-            base = next((n for n in nocache if n["seed"] == r["seed"]), None)
-            if base is None or r["seed"] not in lru:
-                continue
-            target = base["final_val_loss"] * 1.01
-            t_fl, t_lru = _time_to(r["epochs"], target), _time_to(lru[r["seed"]]["epochs"],
-                                                                  target)
-            tt.append({"seed": r["seed"], "target": target, "forgeline_s": t_fl,
-                       "lru_s": t_lru})
-        pairs = [t["lru_s"] / t["forgeline_s"] for t in tt if t["lru_s"] and t["forgeline_s"]]
-        if pairs:
-            metrics["time_to_target_speedup_vs_lru" + tag] = statistics.median(pairs)
-            spread["time_to_target_speedup_vs_lru" + tag] = pairs
-        spread["time_to_target_detail" + tag] = tt  # type: ignore[assignment]
-        deltas = []
-        for r in fl:
-            base = next((n for n in nocache if n["seed"] == r["seed"]), None)
-            if base:
-                deltas.append(abs(r["final_val_loss"] - base["final_val_loss"])
-                              / base["final_val_loss"])
-        if deltas:
-            metrics["val_loss_rel_delta" + tag] = statistics.median(deltas)
-            spread["val_loss_rel_delta" + tag] = deltas
-        for system in ("forgeline", "lru", "never_evict"):
-            rows = ok(system, fraction)
-            if rows:
-                metrics[f"steady_served_from_cache_rate_{system}{tag}"] = statistics.median(
-                    r["steady_served_from_cache_rate"] for r in rows)
-    slowdowns = [s["together_train_s"] / s["alone_train_s"] for s in shared]
-    if slowdowns:
-        metrics["shared_two_jobs_slowdown"] = max(slowdowns)
-        spread["shared_two_jobs_slowdown"] = slowdowns
+    metrics, spread = compute_metrics(runs, shared, fractions)
 
     cmd = "python benchmarks/cache.py " + " ".join(sys.argv[1:])
     doc = {
@@ -422,6 +442,8 @@ def main() -> None:
         "runs": runs,
         "shared_runs": shared,
         "wall_s": time.perf_counter() - wall,
+        "loadavg_1_5_15m_start": load_start,
+        "loadavg_1_5_15m_end": list(os.getloadavg()),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(doc, indent=2, default=float))
