@@ -609,7 +609,14 @@ def main() -> int:
                  "checkpoints. Realistic runs checkpoint every tens to thousands of steps "
                  "(CheckFreq tunes to ~10-100 iterations); 5 keeps the run short while leaving "
                  "every chunk of weights and moments changed between checkpoints, so the byte "
-                 "ratios are not flattered by unchanged state (except the frozen half)")
+                 "ratios are not flattered by unchanged state (except the frozen half). With "
+                 "hundreds of steps between checkpoints the weight deltas and lossy residuals "
+                 "grow (fewer residuals pruned), so fl_delta's and fl_lossy's sequence ratios "
+                 "would be somewhat less favourable; full-checkpoint ratios do not depend on it")
+    notes.append("training overhead: on this CPU-only machine the background hashing and "
+                 "compression compete with training for the same cores, so a lower stall does "
+                 "not mean zero cost: compare training_overhead_* (wall time vs no "
+                 "checkpointing). On a GPU trainer the host cores mostly idle during steps")
     notes.append("stall: from the training-overhead phase; forgeline's save() returns at once, "
                  "the snapshot copy overlaps the next forward/backward "
                  f"({fwd_bwd_s:.3f} s here; a whole-state copy takes {copy_s:.3f} s) and the "
