@@ -264,13 +264,18 @@ class CheckpointStore:
             self._workers.submit(self._persist, job, keyframe, parent_index, new_index)
 
         snapshot = Snapshot(inline + deferred, self._staging, submit)
+        before = (self._prev, self._index, self._last_step, self._saves)
         self._prev, self._index = prev, new_index
         parent = self._last_step
         self._last_step = step
         self._saves += 1
         info = SaveInfo(step, 0.0, raw_total, Future())
         self._snapshot, self._snapshot_info = snapshot, info
-        snapshot.run(until=len(inline))  # the whole copy unless overlapped
+        try:
+            snapshot.run(until=len(inline))  # the whole copy unless overlapped
+        except BaseException:  # nothing was submitted for commit: as if save was not called
+            self._prev, self._index, self._last_step, self._saves = before
+            raise
         if deferred:
             self._snapshotter.submit(snapshot.run)
         info.blocked_s = time.perf_counter() - started
