@@ -32,15 +32,15 @@ def _clone(state):
     return state
 
 
-@pytest.mark.parametrize("delta", [False, True])
-def test_save_then_immediate_step_persists_the_pre_step_state(tmp_path, delta):
+@pytest.mark.parametrize("delta,staging_chunks", [(False, 1024), (True, 1024), (True, 3)])
+def test_save_then_immediate_step_persists_the_pre_step_state(tmp_path, delta, staging_chunks):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(1024, 4096), nn.GELU(), nn.Linear(4096, 1024))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     _backward(model, opt, 0)
     opt.step()
     config = CheckpointConfig(chunk_bytes=1 << 20, inline_tensor_bytes=0, delta=delta,
-                              keyframe_every=2)
+                              keyframe_every=2, max_staging_bytes=staging_chunks << 20)
     url = f"file://{tmp_path}/c"
     expected = {}
     with CheckpointStore(url, config) as store:
@@ -54,6 +54,7 @@ def test_save_then_immediate_step_persists_the_pre_step_state(tmp_path, delta):
             opt.step()  # right away: mutates weights and moments while the copy is running
             assert info.waited_s >= 0 and info.stall_s >= info.blocked_s
         live = model.state_dict()
+        assert store._staging.peak <= config.max_staging_bytes  # back-pressure, no deadlock
     for step, want in expected.items():
         got = CheckpointStore(url).restore(step).state
         for name, value in want["model"].items():
