@@ -99,32 +99,19 @@ class ImportanceSampler(Sampler[int]):
             ds.prefetch([i for i, _ in plain_misses], [c for _, c in plain_misses])
         return out, budget
 
-    def _budget(self, share: list[int]) -> int:
-        return int(self.ratio * len(share)) if self.dataset is not None else 0
-
     def __iter__(self) -> Iterator[int]:
-        carried = None  # the next epoch's first window, planned while this epoch ends
         while self.epochs is None or self.epoch < self.epochs:
             share = self.share().tolist()
-            first = self.position
-            if carried is not None and carried[0] == self.epoch and first == 0:
-                _, planned, budget = carried
-            else:
-                planned, budget = self._plan(share[first : first + self.window],
-                                             self._budget(share))
-            carried = None
+            budget = int(self.ratio * len(share)) if self.dataset is not None else 0
+            start = self.position
+            planned, next_first = self._plan(share[start : start + self.window], budget)
+            budget = next_first
+            first = start
             while first < len(share):
                 following = first + self.window
                 upcoming = share[following : following + self.window]
                 self._yielding = set(planned)
-                after: list[int] = []
-                if upcoming:
-                    after, budget = self._plan(upcoming, budget)
-                elif self.epochs is None or self.epoch + 1 < self.epochs:
-                    # plan across the epoch boundary, so its reads overlap this window's work
-                    nxt = self.share(self.epoch + 1).tolist()
-                    carried = (self.epoch + 1, *self._plan(nxt[: self.window],
-                                                           self._budget(nxt)))
+                after, budget = self._plan(upcoming, budget) if upcoming else ([], budget)
                 for index in planned:
                     self.position += 1
                     yield index
