@@ -50,7 +50,7 @@ class CheckpointConfig(BaseModel):
         description="Weights: |w - ŵ| ≤ this × the max |w| of each 256-value block.",
     )
     lossy_momentum_error: float = Field(
-        1 / 16, gt=0, lt=1,
+        1 / 32, gt=0, lt=1,
         description="Momentum (names ending exp_avg / momentum_buffer): |m - m̂| ≤ this × block "
         "max |m|.",
     )
