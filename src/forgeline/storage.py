@@ -26,6 +26,12 @@ def filesystem(url: str, field: str = "url") -> tuple[fsspec.AbstractFileSystem,
         raise StorageError(field, url, f"no usable filesystem for this URL ({exc})") from exc
 
 
+def is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    """Whether ``fs`` is this machine's own disk (``file://``), where renames are atomic."""
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol
+    return bool({"file", "local"} & set(protocols))
+
+
 def join(url: str, *parts: str) -> str:
     """Join path parts onto a URL with forward slashes, keeping the protocol."""
     return posixpath.join(url.rstrip("/"), *parts)

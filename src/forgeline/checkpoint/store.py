@@ -133,8 +133,7 @@ def read_manifest(url: str, step: int, rank: int, world_size: int) -> Manifest:
 
 def _put(fs: Any, path: str, data: bytes) -> None:
     """Write a chunk so a reader never sees part of it (rename locally; object PUTs are whole)."""
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    if protocol in ("file", "local"):
+    if storage.is_local(fs):
         storage.write_bytes_atomic(f"file://{path}", data)
     else:
         fs.pipe_file(path, data)

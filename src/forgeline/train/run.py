@@ -31,8 +31,7 @@ def _ensure_ray(address: str | None) -> bool:
 
 def _ray_storage_path(output_url: str) -> str | None:
     fs, path = storage.filesystem(output_url)
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    return storage.join(path, "ray") if protocol in ("file", "local") else None
+    return storage.join(path, "ray") if storage.is_local(fs) else None
 
 
 def _checkpoint_callbacks(config: TrainConfig, output_url: str) -> list[Any]:
