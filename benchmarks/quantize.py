@@ -12,8 +12,8 @@ Models, all in one run on this machine:
 - ``pipeline_transformer``: the pipeline's own trained decoder LM (``small`` preset,
   d_model 128). ``--model-run URL`` loads it from an existing run folder
   (``train/model.safetensors`` + ``train/model.json``, data from ``prepare/manifest.json``);
-  without it the benchmark trains one through forgeline's stages (``pipeline.prepare`` on
-  the built-in corpus, then ``pipeline.train``: local Ray cluster, DeepSpeed on CPU) into a
+  without it the benchmark trains one through forgeline's stages (``stages.prepare`` on
+  the built-in corpus, then ``stages.train``: local Ray cluster, DeepSpeed on CPU) into a
   temporary artifact root. Metric = perplexity on held-out validation windows; calibration
   (and mixed-precision tuning) uses other validation windows, as the quantize stage does.
 Peers: torchao configs (and optimum-quanto); a peer that fails is recorded with its error.
@@ -383,8 +383,8 @@ PIPELINE_BATCH = 32
 def _train_pipeline_model(quick: bool, root: str, source: dict[str, Any]) -> str:
     """Train the pipeline's model through its own stages; return the run's URL."""
     from forgeline.datasets import DatasetConfig
-    from forgeline.pipeline import prepare, train
     from forgeline.runs import RunLayout
+    from forgeline.stages import prepare, train
     from forgeline.train import TrainOptions
 
     layout = RunLayout(root, "bench-quantize")
@@ -430,8 +430,8 @@ def pipeline_model_provider(quick: bool, model_run: str | None = None,
 
         tmp = None if train_root else tempfile.mkdtemp(prefix="forgeline-bench-quantize-")
         run_url = _train_pipeline_model(quick, train_root or tmp, source)
-        source["how"] = ("trained in this benchmark run: forgeline.pipeline.prepare (built-in "
-                         "corpus) + forgeline.pipeline.train (Ray Train + DeepSpeed, CPU)")
+        source["how"] = ("trained in this benchmark run: forgeline.stages.prepare (built-in "
+                         "corpus) + forgeline.stages.train (Ray Train + DeepSpeed, CPU)")
         source["run_kept"] = tmp is None
     else:
         run_url = storage.normalize_root(model_run)

@@ -6,7 +6,7 @@ searches the parallel strategy for it (micro-batch, gradient accumulation, recom
 chosen ZeRO stage and worker count), trains a small decoder LM with the chosen plan on
 **Ray Train + DeepSpeed** (2 CPU workers, ZeRO-2 by default), quantizes it after training
 (int8 weight-only by default; the most sensitive layers stay at higher precision so that
-validation perplexity rises by at most `max_rel_ppl_increase`), and writes an HTML/Markdown
+validation perplexity rises by at most `quantize_max_rel_ppl_increase`), and writes an HTML/Markdown
 report. Every artifact lands under
 `{artifact_root}/runs/{dag_id}__{run_id}/`; the Params below are the demo's defaults
 and make up the trigger form in the Airflow UI.
@@ -25,10 +25,8 @@ from forgeline.operators import (
     ReportOperator,
     StrategySearchOperator,
     TrainOperator,
-    params_from,
-    templated,
+    pipeline_params,
 )
-from forgeline.pipeline import PipelineParams, TrainStageOptions
 
 ARTIFACT_ROOT = os.environ.get(
     "FORGELINE_ARTIFACT_ROOT", str(Path(__file__).resolve().parents[1] / "artifacts")
@@ -40,43 +38,14 @@ with DAG(
     catchup=False,
     doc_md=__doc__,
     tags=["forgeline"],
-    params=params_from(
-        PipelineParams, exclude=frozenset({"manifest_url"}), artifact_root=ARTIFACT_ROOT
-    ),
-    render_template_as_native_obj=True,
+    params=pipeline_params(artifact_root=ARTIFACT_ROOT),
 ) as dag:
-    root = templated("artifact_root")
-    prepare = PrepareDatasetOperator(
-        task_id="prepare",
-        **templated("source", "window_tokens", "val_fraction", "seed", "max_source_bytes"),
-        **root,
-    )
-    train = TrainOperator(
-        task_id="train",
-        trigger_rule="none_failed",
-        # every training knob, data access included (cache: on when the data is remote)
-        **templated(*(name for name in TrainStageOptions.model_fields if name != "manifest_url")),
-        **root,
-    )
-    search = StrategySearchOperator(
-        task_id="search",
-        enabled="{{ params.strategy_search and params.deepspeed_config is none }}",
-        devices_per_node="{{ params.workers }}",
-        workers="{{ params.workers }}",
-        model_size="{{ params.model_size }}",
-        global_batch_size=(
-            "{{ params.workers * params.micro_batch_size * params.grad_accum_steps }}"
-        ),
-        zero_stages="{{ [params.zero_stage] }}",
-        lr="{{ params.lr }}",
-        **root,
-    )
-    quantize = QuantizeOperator(
-        task_id="quantize",
-        scheme="{{ params.quantize_scheme }}",
-        **templated("max_rel_ppl_increase"),
-        **root,
-    )
-    report = ReportOperator(task_id="report", **root)
+    # Each task reads the run's Params as forgeline.pipeline.PipelineParams and takes its
+    # stage's section; the search skips itself when strategy_search is off.
+    prepare = PrepareDatasetOperator(task_id="prepare", from_params=True)
+    search = StrategySearchOperator(task_id="search", from_params=True)
+    train = TrainOperator(task_id="train", from_params=True, trigger_rule="none_failed")
+    quantize = QuantizeOperator(task_id="quantize", from_params=True)
+    report = ReportOperator(task_id="report", from_params=True)
 
     prepare >> search >> train >> quantize >> report

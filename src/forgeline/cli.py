@@ -1,14 +1,19 @@
 """``forgeline`` command line: every stage runnable without Airflow.
 
-    forgeline prepare --run-id R [dataset options]
-    forgeline search  --run-id R [search options]   # prints the ranked plans
-    forgeline train   --run-id R [training options]
+    forgeline prepare  --run-id R [dataset options]
+    forgeline search   --run-id R [search options]   # prints the ranked plans
+    forgeline train    --run-id R [training options]
+    forgeline cache    --run-id R [training options]  # warm a long-lived cache server
     forgeline quantize --run-id R [quantization options]
-    forgeline report  --run-id R
-    forgeline run     [all options]   # prepare → search → train → quantize → report
+    forgeline report   --run-id R
+    forgeline run      [all options]   # prepare → search → train → quantize → report
 
-Flags are generated from the stages' pydantic option models, so they match the Python
-API and the DAG Params one to one. Results are printed as JSON.
+The subcommands and their flags are generated from the stage table (``forgeline.stages``)
+and the stages' options models, so they match the Python API and the DAG Params one to one:
+a nested section's field is a flag with the section's prefix (``--checkpoint-every-steps``),
+a list takes several values or one comma-separated value (``--zero-stages 1 2`` or
+``--zero-stages 1,2``), ``none`` clears an optional value, a dict is JSON. Results are
+printed as JSON.
 """
 
 from __future__ import annotations
@@ -17,90 +22,99 @@ import argparse
 import json
 import logging
 import sys
-import typing
 from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from forgeline import pipeline
-from forgeline.datasets import DatasetConfig
 from forgeline.errors import ForgelineError
-from forgeline.quantize.stage import QuantizeOptions
+from forgeline.operators.params import edge_fields
+from forgeline.options import FlatField, unflatten
+from forgeline.pipeline import PipelineParams, run_pipeline
 from forgeline.runs import RunLayout, default_artifact_root, new_run_id
-from forgeline.search.stage import StrategyOptions, StrategyResult
-from forgeline.train import TrainOptions
+from forgeline.stages import STAGES
+
+_NONE = ("none", "null")
 
 
-def _flag_type(annotation: Any) -> Any:
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    base = args[0] if typing.get_origin(annotation) is not typing.Literal and args else annotation
-    if typing.get_origin(annotation) is typing.Literal:
-        return str
-    if typing.get_origin(base) is dict or base is dict:
-        return json.loads
-    return base if base in (int, float, str, bool) else str
+def _scalar(kind: Any, optional: bool) -> Any:
+    def parse(text: str) -> Any:
+        if optional and text.lower() in _NONE:
+            return None
+        if kind is bool:
+            return text.lower() in ("1", "true", "yes", "on")
+        return kind(text) if kind in (int, float) else text
+
+    parse.__name__ = getattr(kind, "__name__", "value")  # argparse names it in errors
+    return parse
+
+
+class _ExtendCommaList(argparse.Action):
+    """``--x 1 2`` and ``--x 1,2`` (and ``--x 1,2 3``) all give ``[1, 2, 3]``."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        items = [part for value in values for part in str(value).split(",") if part]
+        parse = self.const
+        setattr(namespace, self.dest, None if items == ["none"] else [parse(i) for i in items])
+
+
+def _add_flag(group: Any, field: FlatField) -> None:
+    flag = "--" + field.name.replace("_", "-")
+    default = field.default.value if hasattr(field.default, "value") else field.default
+    help_text = f"{field.description} (default: {json.dumps(default, default=str)})"
+    common = {"dest": field.name, "default": argparse.SUPPRESS, "help": help_text}
+    if field.kind == "bool":
+        group.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
+    elif field.kind == "list":
+        item = field.item if field.item in (int, float, str) else str
+        group.add_argument(flag, nargs="+", action=_ExtendCommaList, const=item,
+                           metavar=item.__name__.upper(), **common)
+    elif field.kind == "dict":
+        group.add_argument(flag, type=json.loads, metavar="JSON", **common)
+    elif field.kind == "enum":
+        choices = list(field.choices or ())
+        kind = type(choices[0]) if choices else str
+        group.add_argument(flag, type=_scalar(kind, field.optional),
+                           choices=choices + ([None] if field.optional else []), **common)
+    else:
+        group.add_argument(flag, type=_scalar(field.annotation, field.optional), **common)
 
 
 def _add_options(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
-    group = parser.add_argument_group(f"{model.__name__} options")
-    for name, field in model.model_fields.items():
-        flag = "--" + name.replace("_", "-")
-        kind = _flag_type(field.annotation)
-        help_text = f"{field.description or ''} (default: {field.default!r})"
-        choices = (
-            list(typing.get_args(field.annotation))
-            if typing.get_origin(field.annotation) is typing.Literal else None
-        )
-        if kind is bool:
-            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
-                               default=argparse.SUPPRESS, help=help_text)
-        else:
-            group.add_argument(flag, dest=name, type=kind, choices=choices,
-                               default=argparse.SUPPRESS, help=help_text)
+    groups: dict[str, Any] = {}
+    for field in edge_fields(model):
+        if field.section not in groups:
+            groups[field.section] = parser.add_argument_group(f"{field.section} options")
+        _add_flag(groups[field.section], field)
 
 
 def _options(args: argparse.Namespace, model: type[BaseModel]) -> Any:
-    return model.model_validate({k: v for k, v in vars(args).items() if k in model.model_fields})
+    flat = {f.name: getattr(args, f.name) for f in edge_fields(model) if hasattr(args, f.name)}
+    return model.model_validate(unflatten(model, flat))
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="forgeline", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    commands = {
-        "prepare": ("build the token dataset", DatasetConfig),
-        "search": ("rank parallel strategies; the train stage runs the best", StrategyOptions),
-        "train": ("train with Ray Train + DeepSpeed", TrainOptions),
-        "quantize": ("post-training quantization of the trained model", QuantizeOptions),
-        "report": ("write the run's HTML/Markdown report", None),
-        "run": ("every stage in order, without Airflow", pipeline.PipelineParams),
-    }
-    for name, (help_text, model) in commands.items():
-        cmd = sub.add_parser(name, help=help_text)
-        if name != "run":
-            cmd.add_argument("--root", default=None,
-                             help="artifact root URL (default: $FORGELINE_ARTIFACT_ROOT or "
-                             "./artifacts)")
-        cmd.add_argument("--run-id", required=name not in ("prepare", "run"), default=None,
+    for stage in STAGES.values():
+        cmd = sub.add_parser(stage.name, help=stage.summary)
+        cmd.add_argument("--root", default=None, help="artifact root URL (default: "
+                         "$FORGELINE_ARTIFACT_ROOT or ./artifacts)")
+        cmd.add_argument("--run-id", required=stage.name != "prepare", default=None,
                          help="run folder name under {root}/runs/")
-        if model is not None:
-            _add_options(cmd, model)
+        _add_options(cmd, stage.options)
+    cmd = sub.add_parser("run", help="every stage in order, without Airflow")
+    cmd.add_argument("--run-id", default=None, help="run folder name under {root}/runs/")
+    _add_options(cmd, PipelineParams)
     return parser
 
 
 def _execute(args: argparse.Namespace) -> BaseModel:
     if args.command == "run":
-        return pipeline.run_pipeline(_options(args, pipeline.PipelineParams), args.run_id)
+        return run_pipeline(_options(args, PipelineParams), args.run_id)
+    stage = STAGES[args.command]
     layout = RunLayout(args.root or default_artifact_root(), args.run_id or new_run_id())
-    if args.command == "prepare":
-        return pipeline.prepare(layout, _options(args, DatasetConfig))
-    if args.command == "search":
-        return pipeline.search(layout, _options(args, StrategyOptions))
-    if args.command == "quantize":
-        return pipeline.quantize(layout, _options(args, QuantizeOptions))
-    if args.command == "train":
-        return pipeline.train(layout, _options(args, TrainOptions))
-    return pipeline.report(layout)
+    return stage.run(layout, _options(args, stage.options))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -113,14 +127,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValidationError, ForgelineError) as exc:
         print(f"forgeline {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    if isinstance(result, StrategyResult):
+    if args.command == "search":
         print(format_ranking(result))
     else:
         print(json.dumps(result.model_dump(mode="json"), indent=2))
     return 0
 
 
-def format_ranking(result: StrategyResult) -> str:
+def format_ranking(result: Any) -> str:
     """The search's ranked plans as a plain-text table."""
     rows = [f"{'#':>2}  {'workers':>7}  {'ZeRO':>4}  {'micro':>5}  {'accum':>5}  "
             f"{'recompute':>9}  {'offload':>10}  {'step (s)':>9}  {'memory/dev (MiB)':>16}  "

@@ -6,8 +6,9 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-TINY = {"max_source_bytes": 300_000, "window_tokens": 64, "model_size": "tiny", "steps": 30,
-        "micro_batch_size": 8, "eval_samples": 64, "lr": 3e-3}
+TINY = {"data_max_source_bytes": 300_000, "data_window_tokens": 64,
+        "train_model_size": "tiny", "train_steps": 30, "train_micro_batch_size": 8,
+        "train_eval_samples": 64, "train_lr": 3e-3}
 
 
 def test_end_to_end_dag_writes_every_artifact(airflow_db, ray_cluster, tmp_path):

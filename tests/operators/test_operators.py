@@ -59,3 +59,13 @@ def test_a_disabled_stage_skips_and_train_falls_back_to_its_options(airflow_db, 
     assert str(dag_run.state) == "success"
     assert str(dag_run.get_task_instance("search").state) == "skipped"
     assert "search" not in RunLayout(str(tmp_path), "off").load()["stages"]
+
+
+def test_section_options_take_nested_or_flat_kwargs():
+    op = TrainOperator(task_id="t", checkpoint_every_steps=5, cache={"mode": "on"},
+                       cache_capacity_bytes=4096, steps=3)
+    assert op.checkpoint == {"every_steps": 5}
+    assert op.cache == {"mode": "on", "capacity_bytes": 4096}
+    assert {"checkpoint", "cache", "throttle"} <= set(TrainOperator.template_fields)
+    options = op._options({})
+    assert options.checkpoint.every_steps == 5 and options.cache.capacity_bytes == 4096

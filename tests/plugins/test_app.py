@@ -2,7 +2,7 @@
 
 from fastapi.testclient import TestClient
 
-from forgeline import pipeline
+from forgeline import stages
 from forgeline.datasets import DatasetConfig
 from forgeline.operators import run_name
 from forgeline.plugins import create_app
@@ -23,9 +23,9 @@ def test_serves_the_report_once_built_and_progress_before(tmp_path):
     assert pending.status_code == 200 and "Finished stages: none" in pending.text
     assert client.get(f"{url}/run.json").status_code == 404
 
-    pipeline.prepare(layout, DatasetConfig(max_source_bytes=20_000, window_tokens=32))
+    stages.prepare(layout, DatasetConfig(max_source_bytes=20_000, window_tokens=32))
     assert "Finished stages: prepare" in client.get(f"{url}/report").text
-    pipeline.report(layout)
+    stages.report(layout)
     page = client.get(f"{url}/report")
     assert page.status_code == 200 and "<html" in page.text.lower()
     assert "20,000" in page.text  # the dataset summary's source size

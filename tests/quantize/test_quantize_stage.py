@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from forgeline import pipeline, storage
+from forgeline import stages as pipeline_stages
+from forgeline import storage
 from forgeline.errors import ConfigError
 from forgeline.quantize import load_quantized
 from forgeline.quantize.stage import QuantizeOptions
@@ -30,7 +31,7 @@ def run_with_model(tiny_dataset, tmp_path):
 def test_stage_writes_a_loadable_artifact_and_honours_the_budget(run_with_model):
     options = QuantizeOptions(scheme="int8_wo", max_rel_ppl_increase=0.01, eval_samples=64,
                               calibration_samples=32)
-    result = pipeline.quantize(run_with_model, options)
+    result = pipeline_stages.quantize(run_with_model, options)
     assert result.budget_met is True
     assert result.rel_ppl_increase <= 0.01 + 1e-9
     assert sum(result.scheme_counts.values()) == len(result.assignment) > 0
@@ -40,7 +41,7 @@ def test_stage_writes_a_loadable_artifact_and_honours_the_budget(run_with_model)
     stages = run_with_model.load()["stages"]
     assert stages["quantize"]["map_url"] == result.map_url
 
-    html = (Path(pipeline.report(run_with_model).html_url[len("file://"):])).read_text()
+    html = (Path(pipeline_stages.report(run_with_model).html_url[len("file://"):])).read_text()
     assert "Per-layer precision" in html and html.count("data:image/png;base64,") >= 1
     assert f"{result.size_ratio:.3g}" in html or f"{result.size_ratio:.4g}" in html
 
@@ -55,15 +56,15 @@ def test_stage_writes_a_loadable_artifact_and_honours_the_budget(run_with_model)
 def test_fixed_scheme_without_mixed_precision(run_with_model):
     options = QuantizeOptions(scheme="int8_wo", mixed_precision=False, sensitivity=False,
                               eval_samples=32, calibration_samples=16)
-    result = pipeline.quantize(run_with_model, options)
+    result = pipeline_stages.quantize(run_with_model, options)
     assert result.budget_met is None and result.sensitivity_plot_url is None
     assert set(result.scheme_counts) == {"int8_wo"}
 
 
 def test_bad_inputs_name_the_field(run_with_model, tmp_path):
     with pytest.raises(ConfigError, match="model_url=.*no trained model"):
-        pipeline.quantize(run_with_model, QuantizeOptions(model_url=f"file://{tmp_path}/x"))
+        pipeline_stages.quantize(run_with_model, QuantizeOptions(model_url=f"file://{tmp_path}/x"))
     with pytest.raises(ConfigError, match="scheme"):
-        pipeline.quantize(run_with_model, QuantizeOptions(scheme="int3"))
+        pipeline_stages.quantize(run_with_model, QuantizeOptions(scheme="int3"))
     with pytest.raises(ConfigError, match="model_url=None"):
-        pipeline.quantize(RunLayout(str(tmp_path), "empty"), QuantizeOptions())
+        pipeline_stages.quantize(RunLayout(str(tmp_path), "empty"), QuantizeOptions())

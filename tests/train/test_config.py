@@ -43,5 +43,5 @@ def test_zero3_turns_the_default_checkpoint_interval_off_but_refuses_an_explicit
     config = TrainOptions(zero_stage=3).to_config("file:///m.json")
     assert config.zero_stage == 3 and config.checkpoint.every_steps is None
     assert TrainOptions(zero_stage=2).to_config("file:///m.json").checkpoint.every_steps == 100
-    with pytest.raises(ValidationError, match="checkpoint_every_steps=50.*ZeRO-3"):
+    with pytest.raises(ValidationError, match="checkpoint.every_steps=50.*ZeRO-3"):
         TrainOptions(zero_stage=3, checkpoint_every_steps=50).to_config("file:///m.json")

@@ -116,3 +116,31 @@ class RetentionPolicy(BaseModel):
         600.0, ge=0,
         description="Unreferenced chunks younger than this are kept (in-flight writes).",
     )
+
+
+class TrainCheckpointing(BaseModel):
+    """Checkpointing of the training stage (interval, retention, codec, async, resume)."""
+
+    model_config = ConfigDict(extra="forbid", title="Checkpoints")
+
+    every_steps: int | None = Field(
+        100, ge=1, description="Save every N optimizer steps; None turns checkpointing off."
+    )
+    keep_last: int = Field(3, ge=1, description="Committed checkpoints kept (newest).")
+    keep_every_steps: int | None = Field(None, ge=1, description="Also keep multiples of n.")
+    codec: Codec = Field("shuffle-zstd", description="Lossless chunk codec: raw, zstd or "
+                         "shuffle-zstd (byte grouping + zstd).")
+    async_save: bool = Field(True, description="Persist in the background.")
+    resume: bool = Field(True, description="Resume from Ray's latest reported checkpoint.")
+    url: str | None = Field(None, description="Store URL; default {output_url}/checkpoints.")
+
+    @field_validator("codec", mode="before")
+    @classmethod
+    def _known_codec(cls, value: str) -> str:
+        return CheckpointConfig._known_codec(value)  # the store's own clear ConfigError
+
+    def store_config(self) -> CheckpointConfig:
+        return CheckpointConfig(codec=self.codec, async_save=self.async_save)
+
+    def retention(self) -> RetentionPolicy:
+        return RetentionPolicy(keep_last=self.keep_last, keep_every_steps=self.keep_every_steps)

@@ -15,43 +15,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from forgeline.checkpoint.config import CheckpointConfig, RetentionPolicy
 from forgeline.checkpoint.state import capture_rng, restore_rng
 from forgeline.errors import ConfigError
 
 # Keys of DeepSpeed's ZeRO optimizer state_dict that hold Python objects, not data:
 # the loss scaler (rebuilt from the DeepSpeed config) and fragment address maps.
 _ZERO_OBJECT_KEYS = ("loss_scaler", "param_slice_mappings")
-
-
-class TrainCheckpointing(BaseModel):
-    """Checkpointing of the training stage (interval, retention, codec, async, resume)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    every_steps: int | None = Field(
-        100, ge=1, description="Save every N optimizer steps; None turns checkpointing off."
-    )
-    keep_last: int = Field(3, ge=1, description="Committed checkpoints kept (newest).")
-    keep_every_steps: int | None = Field(None, ge=1, description="Also keep multiples of n.")
-    codec: str = Field("shuffle-zstd", description="raw, zstd or shuffle-zstd.")
-    async_save: bool = Field(True, description="Persist in the background.")
-    resume: bool = Field(True, description="Resume from Ray's latest reported checkpoint.")
-    url: str | None = Field(None, description="Store URL; default {output_url}/checkpoints.")
-
-    @field_validator("codec")
-    @classmethod
-    def _known_codec(cls, value: str) -> str:
-        CheckpointConfig(codec=value)  # raises a clear ConfigError for an unknown codec
-        return value
-
-    def store_config(self) -> CheckpointConfig:
-        return CheckpointConfig(codec=self.codec, async_save=self.async_save)
-
-    def retention(self) -> RetentionPolicy:
-        return RetentionPolicy(keep_last=self.keep_last, keep_every_steps=self.keep_every_steps)
 
 
 def _optimizer_state(engine: Any, zero_stage: int) -> dict[str, Any]:

@@ -1,27 +1,17 @@
 """Token datasets: build Parquet shards + manifest from a corpus; read samples anywhere."""
 
-from forgeline.datasets.build import MANIFEST_NAME, build_dataset, split_indices, window_starts
-from forgeline.datasets.config import (
-    BUILTIN_CORPUS,
-    VOCAB_SIZE,
-    DatasetConfig,
-    DatasetManifest,
-    DatasetResult,
-)
-from forgeline.datasets.corpus import read_corpus
-from forgeline.datasets.reader import TokenDataset, load_manifest
+from __future__ import annotations
 
-__all__ = [
-    "BUILTIN_CORPUS",
-    "MANIFEST_NAME",
-    "VOCAB_SIZE",
-    "DatasetConfig",
-    "DatasetManifest",
-    "DatasetResult",
-    "TokenDataset",
-    "build_dataset",
-    "load_manifest",
-    "read_corpus",
-    "split_indices",
-    "window_starts",
-]
+from forgeline._lazy import lazy_exports
+
+_EXPORTS = {
+    "MANIFEST_NAME": "build", "build_dataset": "build", "split_indices": "build",
+    "window_starts": "build",
+    "BUILTIN_CORPUS": "config", "VOCAB_SIZE": "config", "DatasetConfig": "config",
+    "DatasetManifest": "config", "DatasetResult": "config",
+    "read_corpus": "corpus",
+    "TokenDataset": "reader", "load_manifest": "reader",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+

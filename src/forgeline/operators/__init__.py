@@ -1,15 +1,19 @@
-"""Airflow operators, one per pipeline stage, all thin adapters over ``forgeline.pipeline``."""
+"""Airflow operators, one per pipeline stage, all thin adapters over ``forgeline.stages``."""
 
 from forgeline.operators.base import StageOperator, run_name
-from forgeline.operators.cache import WarmCacheOperator
-from forgeline.operators.params import params_from, templated
-from forgeline.operators.prepare import PrepareDatasetOperator
-from forgeline.operators.quantize import QuantizeOperator
-from forgeline.operators.report import ReportOperator
-from forgeline.operators.search import StrategySearchOperator
-from forgeline.operators.train import TrainOperator
+from forgeline.operators.params import params_from, pipeline_params, pipeline_params_from
+from forgeline.operators.stages import (
+    STAGE_OPERATORS,
+    PrepareDatasetOperator,
+    QuantizeOperator,
+    ReportOperator,
+    StrategySearchOperator,
+    TrainOperator,
+    WarmCacheOperator,
+)
 
 __all__ = [
+    "STAGE_OPERATORS",
     "PrepareDatasetOperator",
     "QuantizeOperator",
     "ReportOperator",
@@ -18,6 +22,7 @@ __all__ = [
     "TrainOperator",
     "WarmCacheOperator",
     "params_from",
+    "pipeline_params",
+    "pipeline_params_from",
     "run_name",
-    "templated",
 ]

@@ -2,14 +2,50 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from forgeline import storage
 from forgeline.cache.config import CacheConfig
-from forgeline.checkpoint.training import TrainCheckpointing
+from forgeline.checkpoint.config import TrainCheckpointing
+from forgeline.datasets.config import VOCAB_SIZE
 from forgeline.errors import ConfigError
-from forgeline.train.model import ModelConfig, ModelSize
+from forgeline.options import Options
+
+ModelSize = Literal["tiny", "small", "base"]
+
+
+class ModelConfig(BaseModel):
+    """Shape of the decoder. ``seq_len`` is the context the model sees (the dataset's window)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n_layers: int = Field(4, ge=1)
+    d_model: int = Field(128, ge=8)
+    n_heads: int = Field(4, ge=1)
+    ffn_mult: int = Field(4, ge=1, description="FFN hidden width = ffn_mult × d_model.")
+    seq_len: int = Field(128, ge=1)
+    vocab_size: int = Field(VOCAB_SIZE, ge=2)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    activation_checkpointing: bool = Field(
+        False, description="Recompute each block's activations in backward to save memory."
+    )
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> ModelConfig:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"n_heads={self.n_heads} must divide d_model={self.d_model}")
+        return self
+
+    @classmethod
+    def preset(cls, size: ModelSize, **overrides: object) -> ModelConfig:
+        shapes = {
+            "tiny": dict(n_layers=2, d_model=64, n_heads=4),
+            "small": dict(n_layers=4, d_model=128, n_heads=4),
+            "base": dict(n_layers=6, d_model=256, n_heads=8),
+        }
+        return cls(**{**shapes[size], **overrides})
 
 
 def default_deepspeed_config(
@@ -98,7 +134,7 @@ class TrainConfig(BaseModel):
     def _checkpointing_supports_the_zero_stage(self) -> TrainConfig:
         if self.checkpoint.every_steps is not None and self.zero_stage == 3:
             raise ConfigError(
-                "checkpoint_every_steps", self.checkpoint.every_steps,
+                "checkpoint.every_steps", self.checkpoint.every_steps,
                 "forgeline checkpoints support ZeRO stages 0–2; set it to None for ZeRO-3",
             )
         return self
@@ -140,62 +176,126 @@ class TrainResult(BaseModel):
     wall_s: float
 
 
-class TrainOptions(BaseModel):
-    """The user-facing knobs of the training stage (operator kwargs, CLI flags, DAG Params)."""
+class ThrottleOptions(BaseModel):
+    """Imitate object storage: read the dataset through forgeline's throttled filesystem."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", title="Data cache")
+
+    enabled: bool = Field(
+        False, description="Read the dataset through the throttled filesystem (per-request "
+        "latency + a shared bandwidth cap), as from object storage."
+    )
+    latency_s: float = Field(0.005, ge=0.0, description="Latency added to every request.")
+    bandwidth_bytes_per_s: float = Field(50e6, gt=0, description="Shared bandwidth cap.")
+
+
+class TrainCache(CacheConfig):
+    """The importance-aware sample cache of the training stage, and when to use it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="Data cache")
+
+    mode: Literal["auto", "on", "off"] = Field(
+        "auto", description="Read samples through forgeline.cache: on, off, or auto = when "
+        "the dataset is read from remote (non-file://) storage."
+    )
+    capacity_bytes: int = Field(
+        64 * 2**20, description=CacheConfig.model_fields["capacity_bytes"].description)
+    substitution_ratio: float = Field(
+        0.3, description=CacheConfig.model_fields["substitution_ratio"].description)
+
+    def engine_config(self, root: str) -> CacheConfig:
+        """The cache engine's config; importance is kept under the artifact root by default."""
+        importance = self.importance_url or storage.join(root, "cache", "importance")
+        return CacheConfig(**self.model_dump(exclude={"mode", "importance_url"}),
+                           importance_url=importance)
+
+
+_PARALLELISM = {"section": "Parallelism"}
+
+
+class TrainOptions(Options):
+    """The user-facing knobs of the training stage (operator kwargs, CLI flags, DAG Params).
+
+    Singular names (``micro_batch_size``, ``zero_stage``) are the values this run uses; the
+    search stage's plural ``zero_stages``/``micro_batch_sizes`` are the choices it may pick.
+    """
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), title="Model & training")
 
     manifest_url: str | None = Field(
         None, description="Dataset manifest; default: the run's prepare stage result."
     )
     model_size: ModelSize = Field("small", description="Decoder preset: tiny, small or base.")
-    activation_checkpointing: bool = False
-    workers: int = Field(2, ge=1, description="Ray Train workers.")
+    activation_checkpointing: bool = Field(
+        False, description="Recompute activations in backward (less memory, more compute).",
+        json_schema_extra=_PARALLELISM,
+    )
+    workers: int = Field(2, ge=1, description="Ray Train workers (data-parallel ranks).",
+                         json_schema_extra=_PARALLELISM)
     steps: int = Field(300, ge=1, description="Optimizer steps.")
-    zero_stage: int = Field(2, ge=0, le=3, description="DeepSpeed ZeRO stage.")
-    micro_batch_size: int = Field(16, ge=1, description="Samples per worker per micro-step.")
-    grad_accum_steps: int = Field(1, ge=1)
-    lr: float = Field(2e-3, gt=0)
+    zero_stage: int = Field(2, ge=0, le=3, description="DeepSpeed ZeRO stage (0–3).",
+                            json_schema_extra=_PARALLELISM)
+    micro_batch_size: int = Field(16, ge=1, description="Samples per worker per micro-step.",
+                                  json_schema_extra=_PARALLELISM)
+    grad_accum_steps: int = Field(1, ge=1, description="Micro-steps per optimizer step.",
+                                  json_schema_extra=_PARALLELISM)
+    lr: float = Field(2e-3, gt=0, description="Peak learning rate (warmup + cosine).")
     eval_samples: int = Field(256, ge=1, description="Validation windows scored before/after.")
-    seed: int = 0
+    seed: int = Field(0, description="Seed of the model initialisation and the sample order.")
     deepspeed_config: dict[str, Any] | None = Field(
-        None, description="A full DeepSpeed config; overrides zero_stage/micro_batch_size/"
-        "grad_accum_steps/lr (e.g. a strategy-search plan's)."
+        None, description="A full DeepSpeed config; overrides zero_stage, micro_batch_size, "
+        "grad_accum_steps and lr (e.g. a strategy-search plan's).",
+        json_schema_extra=_PARALLELISM,
     )
-    cache: CacheConfig | None = Field(
-        None, description="Importance-aware sample cache settings; None: no cache."
+    max_failures: int = Field(0, ge=0, description="Worker failures Ray Train recovers from.",
+                              json_schema_extra={"section": "Checkpoints"})
+    checkpoint: TrainCheckpointing = Field(
+        default_factory=TrainCheckpointing, description="forgeline checkpoints and resume."
+    )
+    cache: TrainCache = Field(
+        default_factory=TrainCache, description="The importance-aware sample cache."
+    )
+    throttle: ThrottleOptions = Field(
+        default_factory=ThrottleOptions, description="Imitated object storage for the data."
     )
 
-    checkpoint_every_steps: int | None = Field(
-        100, ge=1, description="Save a forgeline checkpoint every N steps; None: never."
-    )
-    checkpoint_keep_last: int = Field(3, ge=1, description="Newest checkpoints kept.")
-    checkpoint_codec: str = Field("shuffle-zstd", description="raw, zstd or shuffle-zstd.")
-    checkpoint_async: bool = Field(True, description="Persist checkpoints in the background.")
-    resume: bool = Field(True, description="Resume from the latest checkpoint after a failure.")
-    max_failures: int = Field(0, ge=0, description="Worker failures Ray Train recovers from.")
+    def data_access(self, manifest_url: str, root: str) -> tuple[str, CacheConfig | None]:
+        """The manifest URL the workers read, and the cache config (None: no cache)."""
+        if self.throttle.enabled:
+            from forgeline.throttled import throttled_url
 
-    def to_config(self, manifest_url: str) -> TrainConfig:
-        ds = self.deepspeed_config or default_deepspeed_config(
+            manifest_url = throttled_url(manifest_url, self.throttle.latency_s,
+                                         self.throttle.bandwidth_bytes_per_s)
+        remote = not manifest_url.startswith("file://")
+        use = self.cache.mode == "on" or (self.cache.mode == "auto" and remote)
+        return manifest_url, self.cache.engine_config(root) if use else None
+
+    def deepspeed(self) -> dict[str, Any]:
+        """The DeepSpeed config this run uses: the given one, or one built from the knobs."""
+        return self.deepspeed_config or default_deepspeed_config(
             zero_stage=self.zero_stage, micro_batch_size=self.micro_batch_size,
             grad_accum_steps=self.grad_accum_steps, lr=self.lr,
             warmup_steps=min(20, self.steps // 10), total_steps=self.steps,
         )
-        every_steps = self.checkpoint_every_steps
+
+    def to_config(self, manifest_url: str, root: str | None = None) -> TrainConfig:
+        """The training engine's config; ``root`` (the artifact root) enables data access
+        through the throttled filesystem and the cache."""
+        cache = None
+        if root is not None:
+            manifest_url, cache = self.data_access(manifest_url, root)
+        ds = self.deepspeed()
+        checkpoint = self.checkpoint
         if ds.get("zero_optimization", {}).get("stage") == 3 and (
-            "checkpoint_every_steps" not in self.model_fields_set
-        ):
-            every_steps = None  # the default interval gives way to ZeRO-3 (unsupported there)
+            "every_steps" not in checkpoint.model_fields_set
+        ):  # the default interval gives way to ZeRO-3 (unsupported there)
+            checkpoint = checkpoint.model_copy(update={"every_steps": None})
         return TrainConfig(
             manifest_url=manifest_url,
             model=ModelConfig.preset(
                 self.model_size, activation_checkpointing=self.activation_checkpointing
             ),
             num_workers=self.workers, steps=self.steps, deepspeed_config=ds,
-            eval_samples=self.eval_samples, seed=self.seed,
-            checkpoint=TrainCheckpointing(
-                every_steps=every_steps, keep_last=self.checkpoint_keep_last,
-                codec=self.checkpoint_codec, async_save=self.checkpoint_async, resume=self.resume,
-            ),
-            max_failures=self.max_failures, cache=self.cache,
+            eval_samples=self.eval_samples, seed=self.seed, checkpoint=checkpoint,
+            max_failures=self.max_failures, cache=cache,
         )

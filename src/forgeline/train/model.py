@@ -2,49 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from forgeline.datasets import VOCAB_SIZE
+from forgeline.train.config import ModelConfig, ModelSize
 
-ModelSize = Literal["tiny", "small", "base"]
-
-
-class ModelConfig(BaseModel):
-    """Shape of the decoder. ``seq_len`` is the context the model sees (the dataset's window)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    n_layers: int = Field(4, ge=1)
-    d_model: int = Field(128, ge=8)
-    n_heads: int = Field(4, ge=1)
-    ffn_mult: int = Field(4, ge=1, description="FFN hidden width = ffn_mult × d_model.")
-    seq_len: int = Field(128, ge=1)
-    vocab_size: int = Field(VOCAB_SIZE, ge=2)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    activation_checkpointing: bool = Field(
-        False, description="Recompute each block's activations in backward to save memory."
-    )
-
-    @model_validator(mode="after")
-    def _heads_divide_width(self) -> ModelConfig:
-        if self.d_model % self.n_heads:
-            raise ValueError(f"n_heads={self.n_heads} must divide d_model={self.d_model}")
-        return self
-
-    @classmethod
-    def preset(cls, size: ModelSize, **overrides: object) -> ModelConfig:
-        shapes = {
-            "tiny": dict(n_layers=2, d_model=64, n_heads=4),
-            "small": dict(n_layers=4, d_model=128, n_heads=4),
-            "base": dict(n_layers=6, d_model=256, n_heads=8),
-        }
-        return cls(**{**shapes[size], **overrides})
+__all__ = ["DecoderLM", "ModelConfig", "ModelSize", "count_params", "lm_loss", "per_sample_loss"]
 
 
 class Block(nn.Module):

@@ -1,0 +1,52 @@
+"""One operator per pipeline stage; each is its stage-table entry as an Airflow task."""
+
+from __future__ import annotations
+
+from forgeline.operators.base import StageOperator
+
+
+class PrepareDatasetOperator(StageOperator):
+    """Build the run's token dataset; kwargs are ``forgeline.datasets.DatasetConfig`` fields."""
+
+    stage = "prepare"
+
+
+class StrategySearchOperator(StageOperator):
+    """Rank parallel strategies; kwargs are ``forgeline.search.stage.StrategyOptions`` fields.
+    The run's train stage then runs the best plan as is."""
+
+    stage = "search"
+
+
+class WarmCacheOperator(StageOperator):
+    """Warm the cache server before training; kwargs are ``forgeline.train.TrainOptions``
+    fields (the same data access the train stage will use). Useful on a long-lived Ray
+    cluster (``RAY_ADDRESS``)."""
+
+    stage = "cache"
+
+
+class TrainOperator(StageOperator):
+    """Train on the run's dataset with Ray Train + DeepSpeed; kwargs are
+    ``forgeline.train.TrainOptions`` fields (sections: checkpoint, cache, throttle)."""
+
+    stage = "train"
+
+
+class QuantizeOperator(StageOperator):
+    """Quantize the run's trained model; kwargs are ``QuantizeOptions`` fields."""
+
+    stage = "quantize"
+
+
+class ReportOperator(StageOperator):
+    """Build ``report.html`` / ``report.md`` from ``run.json`` and ``metrics.jsonl``."""
+
+    stage = "report"
+
+
+STAGE_OPERATORS: dict[str, type[StageOperator]] = {
+    op.stage: op for op in (PrepareDatasetOperator, StrategySearchOperator, WarmCacheOperator,
+                            TrainOperator, QuantizeOperator, ReportOperator)
+}
+"""The operator of every stage in ``forgeline.stages.STAGES``."""
