@@ -1,0 +1,164 @@
+"""Airflow and Ray see the same Ray address, artifact root and image in the rendered chart.
+
+Airflow's pods are not rendered here (its chart is not downloaded), so its side is read from
+what the forgeline chart resolves out of the airflow.* values and publishes on the env
+ConfigMap (annotation forgeline.io/airflow-wiring); the Airflow chart hands exactly those
+values to its pods (env from extraEnvFrom, images from defaultAirflowRepository/Tag, volumes).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import helm_python as helm
+import pytest
+
+
+def _env_of(objects, env_from: list[dict[str, Any]]) -> dict[str, str]:
+    """The variables a container gets from its envFrom, read from the rendered objects."""
+    env: dict[str, str] = {}
+    for ref in env_from:
+        kind, key = ("ConfigMap", "configMapRef") if "configMapRef" in ref else ("Secret", "secretRef")
+        for obj in objects:
+            if obj["kind"] != kind or obj["metadata"]["name"] != ref[key]["name"]:
+                continue
+            data = obj.get("data") or {}
+            if kind == "Secret":
+                data = {k: base64.b64decode(v).decode() for k, v in data.items()}
+            env.update(data)
+            env.update(obj.get("stringData") or {})
+    return env
+
+
+def _airflow_side(objects) -> dict[str, Any]:
+    wiring = json.loads(
+        objects.one("ConfigMap")["metadata"]["annotations"]["forgeline.io/airflow-wiring"])
+    env = _env_of(objects, wiring["envFrom"])
+    conn = json.loads(env["AIRFLOW_CONN_RAY_DEFAULT"])
+    return {
+        "image": wiring["image"],
+        "ray_url": f"{conn['schema']}://{conn['host']}:{conn['port']}",
+        "conn": conn,
+        "artifact_root": env["FORGELINE_ARTIFACT_ROOT"],
+        "claim": (wiring["artifactClaim"], wiring["artifactMountPath"]),
+        "secret_refs": {r["secretRef"]["name"] for r in wiring["envFrom"] if "secretRef" in r},
+    }
+
+
+def _ray_side(objects) -> dict[str, Any]:
+    """The Ray Jobs URL as the Service and head pod define it; env and images of every pod."""
+    cluster = objects.one("RayCluster")
+    service = objects.one("Service")
+    head = cluster["spec"]["headGroupSpec"]
+    head_container = head["template"]["spec"]["containers"][0]
+    assert service["spec"]["selector"] == {
+        "ray.io/cluster": cluster["metadata"]["name"], "ray.io/node-type": "head"}
+    (port,) = service["spec"]["ports"]
+    (target,) = [p for p in head_container["ports"] if p["name"] == port["targetPort"]]
+    assert str(target["containerPort"]) == head["rayStartParams"]["dashboard-port"]
+    containers = [c for _, c in objects.containers()]
+    envs = [_env_of(objects, c["envFrom"]) | {e["name"]: e.get("value") for e in c["env"]}
+            for c in containers]
+    claims = {
+        (v["persistentVolumeClaim"]["claimName"], m["mountPath"])
+        for spec, c in objects.containers()
+        for v in spec["volumes"] if "persistentVolumeClaim" in v
+        for m in c["volumeMounts"] if m["name"] == v["name"]
+    }
+    return {
+        "ray_url": f"http://{service['metadata']['name']}.ml.svc:{port['port']}",
+        "images": {c["image"] for c in containers},
+        "artifact_roots": {env["FORGELINE_ARTIFACT_ROOT"] for env in envs},
+        "train_v2": {env["RAY_TRAIN_V2_ENABLED"] for env in envs},
+        "claims": claims,
+        "secret_refs": [{r["secretRef"]["name"] for r in c["envFrom"] if "secretRef" in r}
+                        for c in containers],
+    }
+
+
+def test_ray_connection_artifact_root_and_image_agree(rendered):
+    airflow, ray = _airflow_side(rendered), _ray_side(rendered)
+    assert airflow["ray_url"] == ray["ray_url"]
+    assert airflow["conn"]["conn_type"] == "ray" and airflow["conn"]["extra"] == {}
+    assert ray["images"] == {airflow["image"]}
+    assert ray["artifact_roots"] == {airflow["artifact_root"]}
+    assert ray["train_v2"] == {"1"}
+
+
+def test_default_artifact_root_is_the_shared_claim_on_both_sides(render):
+    objects = render()
+    airflow, ray = _airflow_side(objects), _ray_side(objects)
+    assert airflow["artifact_root"] == "file:///mnt/forgeline"
+    assert airflow["claim"] == ("forgeline-artifacts", "/mnt/forgeline")
+    assert ray["claims"] == {airflow["claim"]}
+    assert ray["images"] == {"registry.example.com/forgeline/forgeline:0.1.0"}
+    assert ray["ray_url"] == "http://demo-forgeline-ray-jobs.ml.svc:8265"
+
+
+def test_object_store_root_and_credentials_reach_both_sides(render, gpu_values):
+    objects = render(gpu_values)
+    airflow, ray = _airflow_side(objects), _ray_side(objects)
+    assert airflow["artifact_root"] == "s3://ml-artifacts/forgeline"
+    assert ray["claims"] == set() and airflow["claim"] == ("", "")
+    assert "forgeline-s3-credentials" in airflow["secret_refs"]
+    assert all(refs == {"forgeline-s3-credentials"} for refs in ray["secret_refs"])
+
+
+def test_dags_folder_comes_from_the_image_unless_git_sync(render):
+    assert render().one("ConfigMap")["data"]["AIRFLOW__CORE__DAGS_FOLDER"] == "/opt/forgeline/dags"
+    git_sync = {"dags": {"source": "gitSync"},
+                "airflow": {"dags": {"gitSync": {"enabled": True, "repo": "https://git.example/d"}}}}
+    assert "AIRFLOW__CORE__DAGS_FOLDER" not in render(git_sync).one("ConfigMap")["data"]
+
+
+def test_existing_connection_secret_replaces_the_rendered_one(render):
+    values = {
+        "rayConnection": {"existingSecret": "my-ray-conn"},
+        "airflow": {"extraEnvFrom": "- configMapRef:\n    name: demo-forgeline-env\n"
+                                    "- secretRef:\n    name: my-ray-conn\n"},
+    }
+    objects = render(values)
+    assert [o for o in objects if o["kind"] == "Secret"] == []
+    wiring = json.loads(
+        objects.one("ConfigMap")["metadata"]["annotations"]["forgeline.io/airflow-wiring"])
+    assert {"secretRef": {"name": "my-ray-conn"}} in wiring["envFrom"]
+
+
+def test_names_follow_the_release(render):
+    objects = render(release="forgeline")
+    assert objects.one("RayCluster")["metadata"]["name"] == "forgeline-ray"
+    assert _airflow_side(objects)["ray_url"] == _ray_side(objects)["ray_url"]
+
+
+def test_ray_only_install_renders_without_airflow_wiring(render):
+    objects = render({"airflow": {"enabled": False}, "kuberay-operator": {"enabled": False}})
+    assert "annotations" not in objects.one("ConfigMap")["metadata"]
+    assert objects.one("RayCluster")["spec"]["workerGroupSpecs"][0]["replicas"] == 2
+
+
+@pytest.mark.parametrize(
+    ("values", "messages"),
+    [
+        ({"image": {"tag": "0.2.0"}},
+         ['airflow image "registry.example.com/forgeline/forgeline:0.1.0" differs from image '
+          '"registry.example.com/forgeline/forgeline:0.2.0"']),
+        ({"airflow": {"extraEnvFrom": "- configMapRef:\n    name: demo-forgeline-env\n"}},
+         ["airflow.extraEnvFrom lacks secret/demo-forgeline-ray-connection"]),
+        ({"artifacts": {"pvc": {"existingClaim": "other", "mountPath": "/data"}}},
+         ['claim "forgeline-artifacts" differs from artifacts.pvc.existingClaim "other"',
+          'mountPath "/mnt/forgeline" differs from artifacts.pvc.mountPath "/data"']),
+        ({"artifacts": {"mode": "objectStore",
+                        "objectStore": {"url": "gs://b/p", "credentialsSecret": "gcs-key"}}},
+         ["airflow.extraEnvFrom lacks secret/gcs-key",
+          'artifacts.mode is objectStore but airflow.volumes still mounts claim']),
+        ({"dags": {"source": "gitSync"}},
+         ["dags.source is gitSync but airflow.dags.gitSync.enabled is false"]),
+    ],
+)
+def test_airflow_values_that_disagree_are_refused_all_at_once(render, values, messages):
+    with pytest.raises(helm.HelmRenderError, match="forgeline values disagree") as caught:
+        render(values)
+    for message in messages:
+        assert message in str(caught.value)
