@@ -7,8 +7,8 @@ subchart are checked through the wiring the chart resolves from them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 

@@ -8,6 +8,7 @@ import helm_python as helm
 import jsonschema
 import kubernetes_validate
 import pytest
+
 ERROR = 3
 WARNING = 2
 # The only warning allowed: the Airflow / KubeRay charts are not downloaded here.
@@ -92,7 +93,8 @@ def test_cpu_default_requests_no_gpus(render):
 
 
 def test_gpus_with_a_cpu_image_are_refused(render):
-    with pytest.raises(helm.HelmRenderError, match="ray.worker.gpus is 1 but image.torch is \"cpu\""):
+    refused = 'ray.worker.gpus is 1 but image.torch is "cpu"'
+    with pytest.raises(helm.HelmRenderError, match=refused):
         render({"ray": {"worker": {"gpus": 1}}})
 
 

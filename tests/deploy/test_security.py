@@ -11,7 +11,8 @@ SECRETISH = re.compile(r"(PASSWORD|SECRET|TOKEN|CREDENTIAL|ACCESS_KEY|PRIVATE_KE
 
 
 def _effective(pod: dict, container: dict, field: str):
-    return container.get("securityContext", {}).get(field, pod.get("securityContext", {}).get(field))
+    pod_value = pod.get("securityContext", {}).get(field)
+    return container.get("securityContext", {}).get(field, pod_value)
 
 
 def test_no_container_runs_as_root(rendered):
@@ -55,7 +56,8 @@ def test_ray_token_comes_from_the_referenced_secret(render):
     for _, container in objects.containers():
         env = {e["name"]: e for e in container["env"]}
         assert env["RAY_AUTH_MODE"]["value"] == "token"
-        assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "ray-token", "key": "t"}
+        token_ref = env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]
+        assert token_ref == {"name": "ray-token", "key": "t"}
 
 
 def test_values_file_holds_no_secret_values(chart_dir):

@@ -20,7 +20,8 @@ def _env_of(objects, env_from: list[dict[str, Any]]) -> dict[str, str]:
     """The variables a container gets from its envFrom, read from the rendered objects."""
     env: dict[str, str] = {}
     for ref in env_from:
-        kind, key = ("ConfigMap", "configMapRef") if "configMapRef" in ref else ("Secret", "secretRef")
+        is_map = "configMapRef" in ref
+        kind, key = ("ConfigMap", "configMapRef") if is_map else ("Secret", "secretRef")
         for obj in objects:
             if obj["kind"] != kind or obj["metadata"]["name"] != ref[key]["name"]:
                 continue
