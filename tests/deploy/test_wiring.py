@@ -134,7 +134,7 @@ def test_names_follow_the_release(render):
 
 
 def test_ray_only_install_renders_without_airflow_wiring(render):
-    objects = render({"airflow": {"enabled": False}, "kuberay-operator": {"enabled": False}})
+    objects = render({"install": {"airflow": False, "kuberayOperator": False}})
     assert "annotations" not in objects.one("ConfigMap")["metadata"]
     assert objects.one("RayCluster")["spec"]["workerGroupSpecs"][0]["replicas"] == 2
 
@@ -163,3 +163,24 @@ def test_airflow_values_that_disagree_are_refused_all_at_once(render, values, me
         render(values)
     for message in messages:
         assert message in str(caught.value)
+
+
+# Top-level keys of the official Airflow chart's values (chart 1.18+, Airflow 3) that the
+# forgeline chart sets. That chart validates its values strictly, so nothing else (not
+# even the dependency switch, which lives under install.*) may appear under airflow.*.
+AIRFLOW_CHART_KEYS = {
+    "airflowVersion", "defaultAirflowRepository", "defaultAirflowTag", "executor",
+    "extraEnvFrom", "volumes", "volumeMounts", "securityContexts", "apiServer", "scheduler",
+    "dagProcessor", "triggerer", "dags",
+}
+
+
+def test_only_airflow_chart_keys_reach_the_airflow_subchart(chart, gpu_values):
+    assert set(chart.values["airflow"]) == AIRFLOW_CHART_KEYS
+    assert set(chart.merge_values(gpu_values)["airflow"]) <= AIRFLOW_CHART_KEYS
+    assert chart.values["kuberay-operator"] == {}
+
+
+def test_an_airflow_image_digest_is_not_the_ray_image(render):
+    with pytest.raises(helm.HelmRenderError, match="forgeline/forgeline@sha256:"):
+        render({"airflow": {"defaultAirflowDigest": "sha256:" + "0" * 64}})

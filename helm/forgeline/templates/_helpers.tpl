@@ -143,11 +143,15 @@ the envFrom references (after the Airflow chart's own templating) and the artifa
 {{- end -}}
 {{- $repo := $a.defaultAirflowRepository -}}
 {{- $tag := $a.defaultAirflowTag -}}
+{{- $digest := $a.defaultAirflowDigest -}}
 {{- with ($a.images | default dict).airflow -}}
 {{- $repo = .repository | default $repo -}}
 {{- $tag = .tag | default $tag -}}
+{{- $digest = .digest | default $digest -}}
 {{- end -}}
-{{- dict "image" (printf "%s:%s" $repo $tag) "envFrom" $envFrom "artifactClaim" $claim "artifactMountPath" ($mount.mountPath | default "") | toJson -}}
+{{- $image := printf "%s:%s" $repo $tag -}}
+{{- if $digest }}{{ $image = printf "%s@%s" $repo $digest }}{{ end -}}
+{{- dict "image" $image "envFrom" $envFrom "artifactClaim" $claim "artifactMountPath" ($mount.mountPath | default "") | toJson -}}
 {{- end -}}
 
 {{/*
@@ -156,7 +160,7 @@ forgeline values, listing every disagreement at once.
 */}}
 {{- define "forgeline.checkWiring" -}}
 {{- $errors := list -}}
-{{- if .Values.airflow.enabled -}}
+{{- if .Values.install.airflow -}}
 {{- $w := include "forgeline.airflowWiring" . | fromJson -}}
 {{- if ne $w.image (include "forgeline.image" .) -}}
 {{- $errors = append $errors (printf "airflow image %q differs from image %q: set airflow.defaultAirflowRepository/defaultAirflowTag to image.repository/tag" $w.image (include "forgeline.image" .)) -}}
