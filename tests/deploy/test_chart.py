@@ -114,3 +114,15 @@ def test_kubernetes_validation_catches_a_misspelt_pod_field(rendered, kube_versi
                     "metadata": {"name": "check"}, "template": template}
     with pytest.raises(kubernetes_validate.ValidationError, match="runAsNonroot"):
         kubernetes_validate.validate(pod_template, kube_version, strict=True)
+
+
+def test_artifact_claim_is_created_only_when_asked_and_kept_on_uninstall(render, kube_version):
+    assert [o for o in render() if o["kind"] == "PersistentVolumeClaim"] == []
+    values = {"artifacts": {"pvc": {"create": True, "storageClassName": "nfs", "size": "1Ti"}}}
+    objects = render(values)
+    claim = objects.one("PersistentVolumeClaim")
+    kubernetes_validate.validate(claim, kube_version, strict=True)
+    assert claim["metadata"]["name"] == "forgeline-artifacts"
+    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "1Ti"
