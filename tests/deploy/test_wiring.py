@@ -184,3 +184,11 @@ def test_only_airflow_chart_keys_reach_the_airflow_subchart(chart, gpu_values):
 def test_an_airflow_image_digest_is_not_the_ray_image(render):
     with pytest.raises(helm.HelmRenderError, match="forgeline/forgeline@sha256:"):
         render({"airflow": {"defaultAirflowDigest": "sha256:" + "0" * 64}})
+
+
+def test_install_notes_print_the_rendered_ray_address_and_root(chart, render):
+    notes = chart.render(None, name="demo", namespace="ml")["forgeline/templates/NOTES.txt"]
+    airflow = _airflow_side(render())
+    assert f"Ray Jobs API:             {airflow['ray_url']}" in notes
+    assert f"Artifact root:            {airflow['artifact_root']}" in notes
+    assert f"Image (Airflow and Ray):  {airflow['image']}" in notes
