@@ -198,7 +198,7 @@ forgeline values, listing every disagreement at once.
 {{- end -}}
 {{- if gt (int .Values.ray.worker.gpus) 0 -}}
 {{- if ne .Values.image.torch "cuda" -}}
-{{- $errors = append $errors (printf "ray.worker.gpus is %v but image.torch is %q: build the image with a CUDA TORCH_SPEC and set image.torch to cuda" .Values.ray.worker.gpus .Values.image.torch) -}}
+{{- $errors = append $errors (printf "ray.worker.gpus is %v but image.torch is %q: build the image with a CUDA torch (TORCH_INDEX_URL, TORCH_SPEC) and set image.torch to cuda" .Values.ray.worker.gpus .Values.image.torch) -}}
 {{- end -}}
 {{- end -}}
 {{- $wk := .Values.ray.worker -}}
