@@ -8,7 +8,6 @@ values to its pods (env from extraEnvFrom, images from defaultAirflowRepository/
 
 from __future__ import annotations
 
-import base64
 import json
 from typing import Any
 
@@ -16,27 +15,10 @@ import helm_python as helm
 import pytest
 
 
-def _env_of(objects, env_from: list[dict[str, Any]]) -> dict[str, str]:
-    """The variables a container gets from its envFrom, read from the rendered objects."""
-    env: dict[str, str] = {}
-    for ref in env_from:
-        is_map = "configMapRef" in ref
-        kind, key = ("ConfigMap", "configMapRef") if is_map else ("Secret", "secretRef")
-        for obj in objects:
-            if obj["kind"] != kind or obj["metadata"]["name"] != ref[key]["name"]:
-                continue
-            data = obj.get("data") or {}
-            if kind == "Secret":
-                data = {k: base64.b64decode(v).decode() for k, v in data.items()}
-            env.update(data)
-            env.update(obj.get("stringData") or {})
-    return env
-
-
 def _airflow_side(objects) -> dict[str, Any]:
     wiring = json.loads(
         objects.one("ConfigMap")["metadata"]["annotations"]["forgeline.io/airflow-wiring"])
-    env = _env_of(objects, wiring["envFrom"])
+    env = objects.env_of(wiring["envFrom"])
     conn = json.loads(env["AIRFLOW_CONN_RAY_DEFAULT"])
     return {
         "image": wiring["image"],
@@ -48,39 +30,8 @@ def _airflow_side(objects) -> dict[str, Any]:
     }
 
 
-def _ray_side(objects) -> dict[str, Any]:
-    """The Ray Jobs URL as the Service and head pod define it; env and images of every pod."""
-    cluster = objects.one("RayCluster")
-    service = objects.one("Service")
-    head = cluster["spec"]["headGroupSpec"]
-    head_container = head["template"]["spec"]["containers"][0]
-    assert service["spec"]["selector"] == {
-        "ray.io/cluster": cluster["metadata"]["name"], "ray.io/node-type": "head"}
-    (port,) = service["spec"]["ports"]
-    (target,) = [p for p in head_container["ports"] if p["name"] == port["targetPort"]]
-    assert str(target["containerPort"]) == head["rayStartParams"]["dashboard-port"]
-    containers = [c for _, c in objects.containers()]
-    envs = [_env_of(objects, c["envFrom"]) | {e["name"]: e.get("value") for e in c["env"]}
-            for c in containers]
-    claims = {
-        (v["persistentVolumeClaim"]["claimName"], m["mountPath"])
-        for spec, c in objects.containers()
-        for v in spec["volumes"] if "persistentVolumeClaim" in v
-        for m in c["volumeMounts"] if m["name"] == v["name"]
-    }
-    return {
-        "ray_url": f"http://{service['metadata']['name']}.ml.svc:{port['port']}",
-        "images": {c["image"] for c in containers},
-        "artifact_roots": {env["FORGELINE_ARTIFACT_ROOT"] for env in envs},
-        "train_v2": {env["RAY_TRAIN_V2_ENABLED"] for env in envs},
-        "claims": claims,
-        "secret_refs": [{r["secretRef"]["name"] for r in c["envFrom"] if "secretRef" in r}
-                        for c in containers],
-    }
-
-
 def test_ray_connection_artifact_root_and_image_agree(rendered):
-    airflow, ray = _airflow_side(rendered), _ray_side(rendered)
+    airflow, ray = _airflow_side(rendered), rendered.ray_side()
     assert airflow["ray_url"] == ray["ray_url"]
     assert airflow["conn"]["conn_type"] == "ray" and airflow["conn"]["extra"] == {}
     assert ray["images"] == {airflow["image"]}
@@ -90,7 +41,7 @@ def test_ray_connection_artifact_root_and_image_agree(rendered):
 
 def test_default_artifact_root_is_the_shared_claim_on_both_sides(render):
     objects = render()
-    airflow, ray = _airflow_side(objects), _ray_side(objects)
+    airflow, ray = _airflow_side(objects), objects.ray_side()
     assert airflow["artifact_root"] == "file:///mnt/forgeline"
     assert airflow["claim"] == ("forgeline-artifacts", "/mnt/forgeline")
     assert ray["claims"] == {airflow["claim"]}
@@ -100,7 +51,7 @@ def test_default_artifact_root_is_the_shared_claim_on_both_sides(render):
 
 def test_object_store_root_and_credentials_reach_both_sides(render, gpu_values):
     objects = render(gpu_values)
-    airflow, ray = _airflow_side(objects), _ray_side(objects)
+    airflow, ray = _airflow_side(objects), objects.ray_side()
     assert airflow["artifact_root"] == "s3://ml-artifacts/forgeline"
     assert ray["claims"] == set() and airflow["claim"] == ("", "")
     assert "forgeline-s3-credentials" in airflow["secret_refs"]
@@ -130,7 +81,7 @@ def test_existing_connection_secret_replaces_the_rendered_one(render):
 def test_names_follow_the_release(render):
     objects = render(release="forgeline")
     assert objects.one("RayCluster")["metadata"]["name"] == "forgeline-ray"
-    assert _airflow_side(objects)["ray_url"] == _ray_side(objects)["ray_url"]
+    assert _airflow_side(objects)["ray_url"] == objects.ray_side()["ray_url"]
 
 
 def test_ray_only_install_renders_without_airflow_wiring(render):
@@ -164,21 +115,6 @@ def test_airflow_values_that_disagree_are_refused_all_at_once(render, values, me
     for message in messages:
         assert message in str(caught.value)
 
-
-# Top-level keys of the official Airflow chart's values (chart 1.18+, Airflow 3) that the
-# forgeline chart sets. That chart validates its values strictly, so nothing else (not
-# even the dependency switch, which lives under install.*) may appear under airflow.*.
-AIRFLOW_CHART_KEYS = {
-    "airflowVersion", "defaultAirflowRepository", "defaultAirflowTag", "executor",
-    "extraEnvFrom", "volumes", "volumeMounts", "securityContexts", "apiServer", "scheduler",
-    "dagProcessor", "triggerer", "dags",
-}
-
-
-def test_only_airflow_chart_keys_reach_the_airflow_subchart(chart, gpu_values):
-    assert set(chart.values["airflow"]) == AIRFLOW_CHART_KEYS
-    assert set(chart.merge_values(gpu_values)["airflow"]) <= AIRFLOW_CHART_KEYS
-    assert chart.values["kuberay-operator"] == {}
 
 
 def test_an_airflow_image_digest_is_not_the_ray_image(render):
