@@ -28,7 +28,6 @@ from forgeline.search.memory import (
     host_offload_bytes,
     recompute_working_bytes,
 )
-from forgeline.search.pipeline import inflight_microbatches
 from forgeline.search.plan import (
     OFFLOAD_CODES,
     RECOMPUTE_CODES,
@@ -37,6 +36,7 @@ from forgeline.search.plan import (
     Plan,
     StepTimeBreakdown,
 )
+from forgeline.search.schedule import inflight_microbatches
 from forgeline.search.specs import DTYPE_BYTES, ClusterSpec, ModelSpec, TrainingSpec
 
 BUCKET_ELEMENTS = 50_000_000
@@ -109,8 +109,8 @@ def zero3_partitioned_tensors(model: ModelSpec, t: Any = 1, p: Any = 1) -> Any:
     return 4 * model.layers / np.asarray(p, dtype=float) + extra
 
 
-def zero_bookkeeping_s(zero: Any, params: Any, d: Any, m: Any, full: Any, param_bytes: int,
-                       grad_bytes: int, tensors: Any, cluster: ClusterSpec) -> Any:
+def zero_bookkeeping_s(zero: Any, params: Any, d: Any, m: Any, full: Any, cluster: ClusterSpec,
+                       *, param_bytes: int, grad_bytes: int, tensors: Any) -> Any:
     """Seconds per step DeepSpeed's ZeRO runtime spends outside kernels and collectives.
 
     ``passes x params x bytes / zero_copy_rate`` (:func:`zero_copy_passes`) plus, for
@@ -255,8 +255,9 @@ def evaluate(c: dict[str, np.ndarray], model: ModelSpec, cluster: ClusterSpec,
     # Device-side copies run on DeepSpeed's side streams and the host-side hooks run ahead
     # of the device's queue, so with overlap they hide behind the step's compute; on CPUs
     # (overlap 0) everything runs on the compute cores and all of it is exposed.
-    bookkeeping = zero_bookkeeping_s(zero, P, d, m, full, bp, bg,
-                                     zero3_partitioned_tensors(model, t, p), cluster)
+    bookkeeping = zero_bookkeeping_s(zero, P, d, m, full, cluster, param_bytes=bp,
+                                     grad_bytes=bg,
+                                     tensors=zero3_partitioned_tensors(model, t, p))
     framework_s = comm.exposed_s(bookkeeping, hide * (compute_s + recompute_s))
 
     # ---- optimizer step and offload ------------------------------------------------------
@@ -276,12 +277,15 @@ def evaluate(c: dict[str, np.ndarray], model: ModelSpec, cluster: ClusterSpec,
     P_first, P_last, _ = _stage_params(model, t, p)
     largest = model.largest_module_params / t
     act_kw = dict(act_bytes=e, dropout=model.dropout, flash_attention=flash)
-    act_layer = activation_bytes_per_layer(s, b, h, a, f, t, sp, rc, **act_kw)
-    working = recompute_working_bytes(s, b, h, a, f, t, sp, rc, **act_kw)
+    act_kw = dict(act_kw, sequence_parallel=sp, recompute=rc)
+    act_layer = activation_bytes_per_layer(s, b, h, a, f, t, **act_kw)
+    working = recompute_working_bytes(s, b, h, a, f, t, **act_kw)
     inflight = inflight_microbatches(p, m, v)
     logits_mem = (e + 4) * bs * V / t
-    states_first = deepspeed_model_state_bytes(P_first, d, zero, off, bp, bg, bo, largest)
-    states_last = deepspeed_model_state_bytes(P_last, d, zero, off, bp, bg, bo, largest)
+    state_kw = dict(param_bytes=bp, grad_bytes=bg, optimizer_bytes=bo,
+                    largest_module_params=largest)
+    states_first = deepspeed_model_state_bytes(P_first, d, zero, off, **state_kw)
+    states_last = deepspeed_model_state_bytes(P_last, d, zero, off, **state_kw)
     acts_first = inflight * per_stage * act_layer + working + np.where(p == 1, logits_mem, 0.0)
     acts_last = per_stage * act_layer + working + logits_mem
     first_total, last_total = states_first + acts_first, states_last + acts_last

@@ -54,7 +54,7 @@ def recompute_flops_per_iteration(batch: Any, s: Any, layers: Any, h: Any, recom
 
 
 def hardware_flops_per_iteration(batch: Any, s: Any, layers: Any, h: Any, vocab: Any,
-                                 recompute: str = "none", ffn: Any = None) -> Any:
+                                 recompute: str = "none", *, ffn: Any = None) -> Any:
     """Model FLOPs plus recomputation (Korthikanti's hardware FLOPs).
 
     With full recomputation and ffn = 4h this is Narayanan et al. eq. (3):

@@ -18,7 +18,7 @@ DEFAULT_SUB_GROUP_ELEMENTS = 1_000_000_000
 
 
 def activation_bytes_per_layer(s: Any, b: Any, h: Any, heads: Any, ffn: Any = None, t: Any = 1,
-                               sequence_parallel: Any = False, recompute: Any = "none",
+                               *, sequence_parallel: Any = False, recompute: Any = "none",
                                act_bytes: int = 2, dropout: bool = True,
                                flash_attention: bool = False) -> Any:
     """Activation bytes one layer keeps for backward, per tensor-parallel rank.
@@ -49,15 +49,15 @@ def activation_bytes_per_layer(s: Any, b: Any, h: Any, heads: Any, ffn: Any = No
 
 
 def recompute_working_bytes(s: Any, b: Any, h: Any, heads: Any, ffn: Any = None, t: Any = 1,
-                            sequence_parallel: Any = False, recompute: Any = "none",
+                            *, sequence_parallel: Any = False, recompute: Any = "none",
                             act_bytes: int = 2, dropout: bool = True,
                             flash_attention: bool = False) -> Any:
     """Extra bytes alive while one layer is recomputed during backward."""
     code = _recompute_code(recompute)
-    whole = activation_bytes_per_layer(s, b, h, heads, ffn, t, sequence_parallel, "none",
-                                       act_bytes, dropout, flash_attention)
-    without_core = activation_bytes_per_layer(s, b, h, heads, ffn, t, sequence_parallel,
-                                              "selective", act_bytes, dropout, flash_attention)
+    kw = dict(sequence_parallel=sequence_parallel, act_bytes=act_bytes, dropout=dropout,
+              flash_attention=flash_attention)
+    whole = activation_bytes_per_layer(s, b, h, heads, ffn, t, recompute="none", **kw)
+    without_core = activation_bytes_per_layer(s, b, h, heads, ffn, t, recompute="selective", **kw)
     return np.where(code == 2, whole, np.where(code == 1, whole - without_core, 0))
 
 
@@ -77,7 +77,7 @@ def zero_model_state_bytes(params: Any, dp: Any, stage: Any, param_bytes: int = 
     )
 
 
-def deepspeed_model_state_bytes(params: Any, dp: Any, stage: Any, offload: Any = 0,
+def deepspeed_model_state_bytes(params: Any, dp: Any, stage: Any, offload: Any = 0, *,
                                 param_bytes: int = 2, grad_bytes: int = 2,
                                 optimizer_bytes: int = 12, largest_module_params: Any = 0,
                                 sub_group_elements: int = DEFAULT_SUB_GROUP_ELEMENTS) -> Any:

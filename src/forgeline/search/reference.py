@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from forgeline.search.calibrate import Observation
+from forgeline.search.calibration import Observation
 from forgeline.search.plan import ParallelConfig
 from forgeline.search.specs import ModelSpec, TrainingSpec
 

@@ -6,11 +6,12 @@ with a pydantic error naming the field, or a :class:`forgeline.errors.ConfigErro
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from forgeline.errors import ConfigError
+from forgeline.search.presets import PRESET_NAMES, preset_fields
 
 if TYPE_CHECKING:
     from torch import nn
@@ -174,20 +175,18 @@ class ClusterSpec(BaseModel):
                               f"cluster {self.name!r} lists {sorted(self.peak_flops_per_s)}")
         return self.peak_flops_per_s[precision]
 
-    # presets live in presets.py; these classmethods are the public spelling
     @classmethod
-    def preset(cls, name: str, nodes: int = 1) -> ClusterSpec:
-        """``a100-40gb``, ``a100-80gb``, ``h100`` or ``h200`` DGX-style nodes of 8 devices."""
-        from forgeline.search.presets import cluster_preset
-
-        return cluster_preset(name, nodes)
-
-    @classmethod
-    def this_machine_cpu(cls, devices: int | None = None) -> ClusterSpec:
-        """This machine's CPUs as ``devices`` workers, rates measured now (about two seconds)."""
-        from forgeline.search.presets import this_machine_cpu
-
-        return this_machine_cpu(devices)
+    def preset(cls, preset: str, /, nodes: int = 1, **overrides: Any) -> ClusterSpec:
+        """A preset system (:data:`~forgeline.search.presets.PRESET_NAMES`) of ``nodes`` nodes,
+        with any field replaced by ``overrides``; the result is validated like any spec."""
+        try:
+            fields = preset_fields(preset, nodes)
+        except KeyError:
+            raise ConfigError("preset", preset,
+                              f"unknown preset; choose from {list(PRESET_NAMES)}") from None
+        if "devices_per_node" in overrides and "name" not in overrides:
+            fields["name"] = f"{preset}x{nodes * overrides['devices_per_node']}"
+        return cls(**{**fields, **overrides})
 
 
 class TrainingSpec(BaseModel):

@@ -14,9 +14,10 @@ from forgeline.search import (
     SearchResult,
     SearchSpace,
     TrainingSpec,
-    evaluate,
     search,
+    this_machine_cpu,
 )
+from forgeline.search.cost_model import evaluate
 
 GPT3 = ModelSpec(name="gpt3-175b", layers=96, hidden=12288, heads=96, seq_len=2048, vocab=51200)
 
@@ -121,7 +122,7 @@ def test_bad_arguments():
 def test_small_model_on_this_machine():
     model = ModelSpec(layers=4, hidden=128, heads=4, seq_len=128, vocab=512,
                       param_dtype="fp32", grad_dtype="fp32")
-    cpu = ClusterSpec.this_machine_cpu(devices=2)
+    cpu = this_machine_cpu(devices=2)
     result = search(model, cpu, TrainingSpec(global_batch_size=8, precision="fp32"), top_k=3)
     assert result.feasible
     assert all(p.devices_used <= 2 and p.fits for p in result.plans)
