@@ -126,12 +126,12 @@ def test_plan_is_json_serialisable():
     [
         ({"tensor_parallel": 5, "data_parallel": 1}, "tensor_parallel"),  # 96 heads % 5
         ({"micro_batch_size": 5}, "global_batch_size"),  # 1536 % (5 x 16)
-        ({"pipeline_parallel": 7, "data_parallel": 1}, "pipeline_parallel"),  # 96 layers % 7
+        ({"pipeline_parallel": 97, "data_parallel": 1}, "pipeline_parallel"),  # > 96 layers
         ({"data_parallel": 32}, "data_parallel"),  # 8 x 8 x 32 > 1024 devices
         ({"zero_stage": 2}, "zero_stage"),  # with pipeline parallelism
         ({"offload": "optimizer"}, "offload"),  # needs ZeRO >= 1
         ({"tensor_parallel": 1, "sequence_parallel": True}, "sequence_parallel"),
-        ({"virtual_stages": 5}, "pipeline_parallel"),  # 96 % (8 x 5)
+        ({"virtual_stages": 13}, "pipeline_parallel"),  # 8 x 13 chunks > 96 layers
     ],
 )
 def test_bad_configurations_name_the_field(changes, field):

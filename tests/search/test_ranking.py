@@ -66,9 +66,9 @@ def test_pruning_loses_nothing_against_exhaustive_evaluation():
             if (v > 1 and (p < 2 or m % p)) or (z >= 2 and p > 1) or (off == 1 and z == 0) \
                     or (off == 2 and z != 3) or (sp and t == 1):
                 continue
-            rows.append((t, p, d, v, b, z, rc, sp, off))
+            rows.append((t, p, d, v, b, z, rc, sp, off, 1))
     arr = np.asarray(rows)
-    names = ("tp", "pp", "dp", "vpp", "mb", "zero", "rc", "sp", "off")
+    names = ("tp", "pp", "dp", "vpp", "mb", "zero", "rc", "sp", "off", "cp")
     cand = {n: arr[:, i] for i, n in enumerate(names)}
     res = evaluate(cand, model, cluster, train)
     ok = np.nonzero(res["fits"])[0]

@@ -40,6 +40,14 @@ PRESET_NAMES: tuple[str, ...] = get_args(PresetName)
 GPU_MATMUL_EFFICIENCY = [(1e7, 0.1), (1e9, 0.6), (1.6e10, 0.9), (1.28e11, 0.95)]
 GPU_MEMORY_EFFICIENCY = [(1e4, 0.3), (1e6, 0.6), (1e7, 0.75), (1e8, 0.9)]
 
+# Fused attention kernels, achieved fraction of the 16-bit peak (forward + backward):
+# FlashAttention-2 (Dao 2023) reaches 50-73 % of A100 peak forward, backward lower: 0.55;
+# FlashAttention-3 (Shah et al. 2024) reports FlashAttention-2 at 35 % of H100 peak and
+# itself up to 75 % (forward, fp16): 0.35 and 0.6 (backward lower). Blackwell: the Hopper
+# fractions (assumed).
+_AMPERE_ATTENTION = {"flash2": 0.55}
+_HOPPER_ATTENTION = {"flash2": 0.35, "flash3": 0.6}
+
 _A100_PEAKS = {"fp32": 19.5e12, "tf32": 156e12, "bf16": 312e12, "fp16": 312e12}
 _HOPPER_PEAKS = {"fp32": 67e12, "tf32": 494.7e12, "bf16": 989.4e12, "fp16": 989.4e12,
                  "fp8": 1978.9e12}
@@ -57,28 +65,28 @@ PRESETS: dict[str, dict[str, Any]] = {
         device_memory_bytes=40 * GIB, hbm_bytes_per_s=1555e9, peak_flops_per_s=_A100_PEAKS,
         intra_node_bytes_per_s=300e9, inter_node_bytes_per_s=25e9,
         host_memory_bytes=1 * TIB, host_memory_bytes_per_s=409.6e9, host_link_bytes_per_s=25e9,
-        nvme_bytes_per_s=25e9, nvme_bytes=15 * 10**12,
+        nvme_bytes_per_s=25e9, nvme_bytes=15 * 10**12, attention_efficiency=_AMPERE_ATTENTION,
         notes="NVIDIA A100 datasheet; DGX A100 node (NVLink 3, 200 Gb/s HDR per GPU)",
     ),
     "a100-80gb": dict(
         device_memory_bytes=80 * GIB, hbm_bytes_per_s=2039e9, peak_flops_per_s=_A100_PEAKS,
         intra_node_bytes_per_s=300e9, inter_node_bytes_per_s=25e9,
         host_memory_bytes=2 * TIB, host_memory_bytes_per_s=409.6e9, host_link_bytes_per_s=25e9,
-        nvme_bytes_per_s=25e9, nvme_bytes=15 * 10**12,
+        nvme_bytes_per_s=25e9, nvme_bytes=15 * 10**12, attention_efficiency=_AMPERE_ATTENTION,
         notes="NVIDIA A100 datasheet; DGX A100 node (NVLink 3, 200 Gb/s HDR per GPU)",
     ),
     "h100": dict(
         device_memory_bytes=80 * GIB, hbm_bytes_per_s=3350e9, peak_flops_per_s=_HOPPER_PEAKS,
         intra_node_bytes_per_s=450e9, inter_node_bytes_per_s=50e9,
         host_memory_bytes=2 * TIB, host_memory_bytes_per_s=614e9, host_link_bytes_per_s=50e9,
-        nvme_bytes_per_s=50e9, nvme_bytes=30 * 10**12,
+        nvme_bytes_per_s=50e9, nvme_bytes=30 * 10**12, attention_efficiency=_HOPPER_ATTENTION,
         notes="NVIDIA H100 SXM datasheet; DGX H100 node (NVLink 4, 400 Gb/s NDR per GPU)",
     ),
     "h200": dict(
         device_memory_bytes=140 * GIB, hbm_bytes_per_s=4800e9, peak_flops_per_s=_HOPPER_PEAKS,
         intra_node_bytes_per_s=450e9, inter_node_bytes_per_s=50e9,
         host_memory_bytes=2 * TIB, host_memory_bytes_per_s=614e9, host_link_bytes_per_s=50e9,
-        nvme_bytes_per_s=50e9, nvme_bytes=30 * 10**12,
+        nvme_bytes_per_s=50e9, nvme_bytes=30 * 10**12, attention_efficiency=_HOPPER_ATTENTION,
         notes="NVIDIA H200 SXM datasheet; DGX H200 node (NVLink 4, 400 Gb/s NDR per GPU)",
     ),
     "b200": dict(
@@ -87,7 +95,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                           "fp8": 4.5e15},
         intra_node_bytes_per_s=900e9, inter_node_bytes_per_s=50e9,
         host_memory_bytes=2 * TIB, host_memory_bytes_per_s=614e9, host_link_bytes_per_s=50e9,
-        nvme_bytes_per_s=50e9, nvme_bytes=30 * 10**12,
+        nvme_bytes_per_s=50e9, nvme_bytes=30 * 10**12, attention_efficiency=_HOPPER_ATTENTION,
         notes="NVIDIA HGX B200 datasheet (180 GB = 167 GiB); DGX B200 node (NVLink 5, "
               "400 Gb/s per GPU)",
     ),
