@@ -130,7 +130,7 @@ def test_async_save_returns_before_persisting_and_bounds_memory(tmp_path):
 
 
 def test_background_failure_surfaces_on_next_call(tmp_path, monkeypatch):
-    from forgeline.checkpoint import store as store_module
+    from forgeline.checkpoint import writer as store_module
 
     def broken_put(fs, path, data):
         raise OSError("disk on fire")

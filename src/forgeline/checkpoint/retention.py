@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from forgeline import storage
 from forgeline.checkpoint.config import RetentionPolicy
 from forgeline.checkpoint.format import CHUNKS_DIR, STEPS_DIR, Manifest, parse_shard_name
-from forgeline.checkpoint.store import committed_steps
+from forgeline.checkpoint.reader import committed_steps
 
 
 class GCResult(BaseModel):
