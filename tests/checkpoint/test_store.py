@@ -132,11 +132,11 @@ def test_async_save_returns_before_persisting_and_bounds_memory(tmp_path):
 def test_background_failure_surfaces_on_next_call(tmp_path, monkeypatch):
     from forgeline.checkpoint import writer as store_module
 
-    def broken_put(fs, path, data):
+    def broken_put(fs, path, data, exclusive=False):
         raise OSError("disk on fire")
 
     with CheckpointStore(f"file://{tmp_path}/c", CheckpointConfig(chunk_bytes=256)) as store:
-        monkeypatch.setattr(store_module, "_put", broken_put)
+        monkeypatch.setattr(store_module, "publish", broken_put)
         store.save({"w": torch.randn(1000)}, 1)  # returns: the failure is in the background
         with pytest.raises(CheckpointWriteError, match="disk on fire"):
             store.save({"w": torch.randn(1000)}, 2)

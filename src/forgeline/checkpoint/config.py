@@ -116,3 +116,8 @@ class RetentionPolicy(BaseModel):
         600.0, ge=0,
         description="Unreferenced chunks younger than this are kept (in-flight writes).",
     )
+    gc_lease_s: float = Field(
+        300.0, gt=0,
+        description="Lifetime of the GC lease file: a collector that died longer ago than "
+        "this no longer blocks the next one.",
+    )

@@ -1,11 +1,14 @@
 """Read committed checkpoints: list steps, read manifests, restore, verify, reshard N→M.
 
 Needs no writer (no staging memory, no write threads): retention, export and resume use it
-directly; ``CheckpointStore`` inherits it to read its own checkpoints.
+directly; ``CheckpointStore`` inherits it to read its own checkpoints. Every manifest read is
+checked (:mod:`~forgeline.checkpoint.manifests`); restoring "the latest" skips a step whose
+manifests are damaged, with a warning, and uses the newest good one.
 """
 
 from __future__ import annotations
 
+import logging
 import posixpath
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +21,7 @@ import torch
 from forgeline import storage
 from forgeline.checkpoint import codecs
 from forgeline.checkpoint.chunking import content_hash, from_bytes
-from forgeline.checkpoint.errors import CheckpointNotFoundError
+from forgeline.checkpoint.errors import CheckpointCorruptError, CheckpointNotFoundError
 from forgeline.checkpoint.format import (
     STEPS_DIR,
     ChunkRef,
@@ -29,8 +32,11 @@ from forgeline.checkpoint.format import (
     shard_name,
     step_dir,
 )
+from forgeline.checkpoint.manifests import decode_manifest
 from forgeline.checkpoint.state import TensorLike, unflatten_state
 from forgeline.errors import ConfigError, IntegrityError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -63,10 +69,25 @@ def committed_steps(url: str) -> dict[int, int]:
     return found
 
 
+def manifest_path(root: str, step: int, rank: int, world_size: int) -> str:
+    return posixpath.join(step_dir(root, step), shard_name(rank, world_size))
+
+
 def read_manifest(url: str, step: int, rank: int, world_size: int) -> Manifest:
+    """The checked manifest of ``rank`` at ``step``; ``CheckpointCorruptError`` if damaged."""
     fs, root = storage.filesystem(url)
-    path = posixpath.join(step_dir(root, step), shard_name(rank, world_size))
-    return Manifest.model_validate_json(fs.cat_file(path))
+    path = manifest_path(root, step, rank, world_size)
+    return decode_manifest(fs.cat_file(path), path)
+
+
+def step_damage(url: str, step: int, world_size: int) -> CheckpointCorruptError | None:
+    """The error of the first damaged manifest of ``step``; None when every one is intact."""
+    try:
+        for rank in range(world_size):
+            read_manifest(url, step, rank, world_size)
+    except CheckpointCorruptError as exc:
+        return exc
+    return None
 
 
 class CheckpointReader:
@@ -86,12 +107,31 @@ class CheckpointReader:
         steps = self.steps()
         return steps[-1] if steps else None
 
+    def latest_good_step(self) -> int | None:
+        """The newest committed step whose manifests (all ranks) are intact; warns of skips."""
+        committed = committed_steps(self.url)
+        for step in sorted(committed, reverse=True):
+            try:
+                damage = step_damage(self.url, step, committed[step])
+            except FileNotFoundError:  # deleted by retention meanwhile
+                continue
+            if damage is not None:
+                log.warning("skipping a damaged checkpoint: %s", damage)
+                continue
+            if step != max(committed):
+                log.warning("using step %s, the newest intact checkpoint under %s (newest "
+                            "committed: %s)", step, self.url, max(committed))
+            return step
+        return None
+
     def manifest(self, step: int | None = None, rank: int | None = None) -> Manifest:
-        found = committed_steps(self.url)
+        """The checked manifest of ``rank`` at ``step`` (default: the newest intact step)."""
         if step is None:
-            if not found:
-                raise CheckpointNotFoundError(f"no committed checkpoint under {self.url}")
-            step = max(found)
+            step = self.latest_good_step()
+            if step is None:
+                raise CheckpointNotFoundError(
+                    f"no committed checkpoint under {self.url} (none, or all damaged)")
+        found = committed_steps(self.url)
         if step not in found:
             raise CheckpointNotFoundError(
                 f"step={step}: no committed checkpoint under {self.url} "
@@ -106,7 +146,7 @@ class CheckpointReader:
 
     def restore(self, step: int | None = None, rank: int | None = None,
                 names: Iterable[str] | None = None) -> Restored:
-        """Restore this rank's (or ``rank``'s) state at ``step`` (default: latest committed)."""
+        """Restore this rank's (or ``rank``'s) state at ``step`` (default: newest intact)."""
         manifest = self.manifest(step, rank)
         wanted = set(names) if names is not None else None
         tensors = self._read_tensors(
@@ -163,12 +203,13 @@ class CheckpointReader:
                 for name, (buf, entry) in result.items()}
 
     def verify(self, step: int | None = None) -> int:
-        """Read back and checksum every chunk of every rank at ``step``; return the chunk count."""
+        """Read back and checksum every chunk of every rank at ``step`` (whatever
+        ``verify_on_restore`` says) and check every manifest; return the chunk count."""
         manifest = self.manifest(step)
         chunks = 0
         for rank in range(manifest.world_size):
             shard = self.manifest(manifest.step, rank)
-            self._read_tensors(shard.tensors, shard.hash, self.verify_on_restore)
+            self._read_tensors(shard.tensors, shard.hash, verify=True)
             chunks += sum(len(e.chunks) for e in shard.tensors)
         return chunks
 

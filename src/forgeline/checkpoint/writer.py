@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import posixpath
 import threading
 import time
+import uuid
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from forgeline import storage
 from forgeline.checkpoint.chunking import (
     DEFAULT_HASH,
     chunk_spans,
@@ -40,16 +39,11 @@ from forgeline.checkpoint.encoding import (
     lossless_key,
 )
 from forgeline.checkpoint.errors import CheckpointWriteError
-from forgeline.checkpoint.format import (
-    ChunkRef,
-    Manifest,
-    TensorEntry,
-    chunk_path,
-    shard_name,
-    step_dir,
-)
+from forgeline.checkpoint.format import ChunkRef, Manifest, TensorEntry, chunk_path
 from forgeline.checkpoint.guard import guard_optimizer_steps
-from forgeline.checkpoint.reader import CheckpointReader
+from forgeline.checkpoint.manifests import encode_manifest
+from forgeline.checkpoint.publish import publish
+from forgeline.checkpoint.reader import CheckpointReader, manifest_path
 from forgeline.checkpoint.snapshot import ChunkJob, Snapshot
 from forgeline.checkpoint.staging import StagingPool
 from forgeline.checkpoint.state import flatten_state
@@ -102,14 +96,6 @@ class _Dedup:
     new_index: dict[str, ChunkRef]
 
 
-def _put(fs: Any, path: str, data: bytes) -> None:
-    """Write a chunk so a reader never sees part of it (rename locally; object PUTs are whole)."""
-    if storage.is_local(fs):
-        storage.write_bytes_atomic(f"file://{path}", data)
-    else:
-        fs.pipe_file(path, data)
-
-
 class CheckpointStore(CheckpointReader):
     """Chunked, deduplicated, compressed, async checkpoints of one rank under ``url``."""
 
@@ -120,6 +106,7 @@ class CheckpointStore(CheckpointReader):
         self.config = config or CheckpointConfig()
         super().__init__(url, rank, self.config.verify_on_restore, self.config.write_threads)
         self.world_size = world_size
+        self.writer_id = uuid.uuid4().hex[:16]
         self._staging = StagingPool(self.config.max_staging_bytes, self.config.chunk_bytes)
         self._workers = ThreadPoolExecutor(self.config.write_threads, "forgeline-ckpt-write")
         self._committer = ThreadPoolExecutor(1, "forgeline-ckpt-commit")
@@ -179,6 +166,7 @@ class CheckpointStore(CheckpointReader):
         if self._last_step is not None and step <= self._last_step:
             raise ConfigError("step", step,
                               f"must be greater than the last saved step {self._last_step}")
+        self._refuse_taken(step)
         self.wait_snapshot()  # counted in the previous save's waited_s
         started = time.perf_counter()
         cfg = self.config
@@ -293,10 +281,8 @@ class CheckpointStore(CheckpointReader):
             else:
                 ref, blob, recon = encode_lossy(cfg, job.kind, buf, digest, base)
                 known = self._known(dedup, ref.key)
-            if known is not None:
-                ref = known.model_copy(update={"stored_bytes": 0})
-            else:
-                _put(self.fs, chunk_path(self.root, ref.key), blob)
+            if known is not None or not publish(self.fs, chunk_path(self.root, ref.key), blob):
+                ref = (known or ref).model_copy(update={"stored_bytes": 0})  # already stored
             with self._lock:
                 dedup.new_index[ref.key] = ref
             return EncodedChunk(ref, recon, digest)
@@ -329,16 +315,30 @@ class CheckpointStore(CheckpointReader):
                 created_unix_s=time.time(), chunk_bytes=self.config.chunk_bytes,
                 hash=DEFAULT_HASH, parent_step=save.parent, keyframe=save.keyframe,
                 skeleton=save.skeleton, tensors=tensors, metadata=save.metadata, stats=stats,
+                writer=self.writer_id,
             )
-            url = storage.join(self.url, posixpath.relpath(step_dir(self.root, save.step),
-                                                           self.root),
-                               shard_name(self.rank, self.world_size))
-            storage.write_bytes_atomic(url, manifest.model_dump_json().encode())
+            path = manifest_path(self.root, save.step, self.rank, self.world_size)
+            try:
+                publish(self.fs, path, encode_manifest(manifest), exclusive=True)
+            except FileExistsError:
+                raise self._taken_error(save.step, path) from None
             self.last_stats = stats
             return manifest
         except BaseException as exc:
             self._record_error(exc)
             raise
+
+    def _taken_error(self, step: int, path: str) -> CheckpointWriteError:
+        return CheckpointWriteError(
+            f"step {step} rank {self.rank}: {path} already holds a manifest written by another "
+            f"writer; two writers on one step are refused (this one is {self.writer_id}) — "
+            "resume from the newest step, or save to another URL")
+
+    def _refuse_taken(self, step: int) -> None:
+        """Fail before any work when another writer already committed ``step`` for this rank."""
+        path = manifest_path(self.root, step, self.rank, self.world_size)
+        if self.fs.exists(path):
+            raise self._taken_error(step, path)
 
     def _raise_background_error(self) -> None:
         if self._error is not None:
