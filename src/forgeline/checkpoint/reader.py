@@ -47,17 +47,20 @@ class Restored:
     manifest: Manifest
 
 
-def committed_steps(url: str) -> dict[int, int]:
-    """``{step: world_size}`` of every committed checkpoint under ``url`` (all ranks present)."""
-    fs, root = storage.filesystem(url)
+def step_folders(fs: Any, root: str) -> dict[int, str]:
+    """``{step: folder}`` of every step folder under ``root``, committed or not."""
     steps_root = posixpath.join(root, STEPS_DIR)
     if not fs.exists(steps_root):
         return {}
+    names = {posixpath.basename(p.rstrip("/")): p for p in fs.ls(steps_root, detail=False)}
+    return {int(name): path for name, path in names.items() if name.isdigit()}
+
+
+def committed_steps(url: str) -> dict[int, int]:
+    """``{step: world_size}`` of every committed checkpoint under ``url`` (all ranks present)."""
+    fs, root = storage.filesystem(url)
     found: dict[int, int] = {}
-    for entry in fs.ls(steps_root, detail=False):
-        name = posixpath.basename(entry.rstrip("/"))
-        if not name.isdigit():
-            continue
+    for step, entry in step_folders(fs, root).items():
         shards: dict[int, set[int]] = {}
         for shard in fs.ls(entry, detail=False):
             parsed = parse_shard_name(posixpath.basename(shard))
@@ -65,7 +68,7 @@ def committed_steps(url: str) -> dict[int, int]:
                 shards.setdefault(parsed[1], set()).add(parsed[0])
         for world, ranks in shards.items():
             if len(ranks) == world:
-                found[int(name)] = world
+                found[step] = world
     return found
 
 

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import posixpath
 import time
+import uuid
 
 from pydantic import BaseModel, Field
 
@@ -25,9 +26,10 @@ from forgeline.checkpoint.format import CHUNKS_DIR, STEPS_DIR, parse_shard_name,
 from forgeline.checkpoint.lease import Lease
 from forgeline.checkpoint.manifests import decode_manifest
 from forgeline.checkpoint.publish import mtime_unix_s
-from forgeline.checkpoint.reader import committed_steps, step_damage
+from forgeline.checkpoint.reader import committed_steps, step_damage, step_folders
 
 log = logging.getLogger(__name__)
+ABANDONED_DIR = "abandoned"
 
 
 class GCResult(BaseModel):
@@ -83,6 +85,28 @@ def _retire(url: str, policy: RetentionPolicy) -> tuple[list[int], list[int]]:
         with contextlib.suppress(OSError, NotImplementedError):
             fs.rmdir(folder)
     return doomed, damaged
+
+
+def abandon_steps_after(url: str, step: int) -> list[int]:
+    """Move the manifests of steps after ``step`` (a dead run's partial or damaged saves) to
+    ``{url}/abandoned/``, so a resumed run can save those steps again; returns them."""
+    url = storage.normalize_root(url)
+    fs, root = storage.filesystem(url)
+    later = sorted(s for s in step_folders(fs, root) if s > step)
+    for later_step in later:
+        folder = step_dir(root, later_step)
+        aside = posixpath.join(root, ABANDONED_DIR, f"{later_step:012d}-{uuid.uuid4().hex[:8]}")
+        shards = fs.ls(folder, detail=False)
+        if shards:
+            fs.makedirs(aside, exist_ok=True)
+            log.warning("step %s under %s was not (intactly) committed: moving it aside to %s",
+                        later_step, url, aside)
+        for shard in shards:
+            with contextlib.suppress(FileNotFoundError):
+                fs.mv(shard, posixpath.join(aside, posixpath.basename(shard)))
+        with contextlib.suppress(OSError, NotImplementedError):
+            fs.rmdir(folder)
+    return later
 
 
 def _mark(fs, root: str) -> tuple[set[str], bool]:

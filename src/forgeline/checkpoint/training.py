@@ -36,7 +36,8 @@ class TrainCheckpointing(BaseModel):
     keep_every_steps: int | None = Field(None, ge=1, description="Also keep multiples of n.")
     codec: str = Field("shuffle-zstd", description="raw, zstd or shuffle-zstd.")
     async_save: bool = Field(True, description="Persist in the background.")
-    resume: bool = Field(True, description="Resume from Ray's latest reported checkpoint.")
+    resume: bool = Field(True, description="Resume from the newest committed "
+                         "checkpoint on storage (Ray's pointer may lag).")
     url: str | None = Field(None, description="Store URL; default {output_url}/checkpoints.")
 
     @field_validator("codec")
