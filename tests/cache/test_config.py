@@ -30,8 +30,19 @@ def test_capacity_above_available_memory_is_refused():
 
 def test_train_options_carry_the_cache_into_the_train_config():
     cache = CacheConfig(capacity_bytes=2**20, substitution_ratio=0.1)
-    config = TrainOptions(cache=cache).to_config("file:///data/manifest.json")
+    config = TrainOptions(cache_mode="on", cache_capacity_bytes=2**20,
+                          cache_substitution_ratio=0.1).to_config("file:///data/manifest.json")
     assert config.cache == cache
     assert TrainOptions().to_config("file:///m.json").cache is None
     round_trip = type(config).model_validate(config.model_dump(mode="json"))
     assert round_trip.cache == cache
+
+
+def test_the_options_model_imports_neither_torch_nor_ray():
+    import subprocess
+    import sys
+
+    code = ("import sys, forgeline.cache.config as c; c.CacheConfig(capacity_bytes=1024); "
+            "heavy = sorted({'torch', 'ray'} & set(sys.modules)); "
+            "assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True)
