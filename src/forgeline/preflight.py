@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from forgeline import storage
 from forgeline.datasets.config import BUILTIN_CORPUS
-from forgeline.errors import ForgelineError
+from forgeline.errors import ConfigError, ForgelineError
 from forgeline.options import flat_fields, unflatten
 from forgeline.pipeline import PIPELINE_ORDER, PipelineParams
 from forgeline.runs import default_artifact_root
@@ -52,7 +52,13 @@ def _validation_problems(exc: ValidationError) -> list[str]:
     problems = []
     for error in exc.errors():
         name = _flat_name(tuple(error["loc"]))
-        if error["type"] == "extra_forbidden":
+        cause = (error.get("ctx") or {}).get("error")
+        if isinstance(cause, ConfigError):  # raised inside a section: name its own field
+            field = cause.field.replace(".", "_")
+            full = name if name.endswith(field) else (
+                field if name == "params" else f"{name}_{field}")
+            problems.append(f"{full}={cause.value!r}: {cause.reason}")
+        elif error["type"] == "extra_forbidden":
             problems.append(f"{name}: unknown option (misspelt? see the DAG's Params)")
         else:
             message = error["msg"].removeprefix("Value error, ")

@@ -133,7 +133,7 @@ def _env(home: Path, api_port: int, ray_address: str, artifacts: Path) -> dict[s
         AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{api_port}/execution/",
         AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin",
         AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(home / "passwords.json"),
-        AIRFLOW__API_AUTH__JWT_SECRET="forgeline-deployment-test-secret",
+        AIRFLOW__API_AUTH__JWT_SECRET="forgeline-deployment-test-" + "0123456789abcdef" * 3,
         AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
         AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL="600",
         AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT="120",

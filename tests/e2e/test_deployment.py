@@ -11,7 +11,7 @@ from datetime import datetime
 import psutil
 import pytest
 
-from forgeline.checkpoint.store import committed_steps
+from forgeline.checkpoint import committed_steps
 from forgeline.operators import run_name
 from forgeline.ray.jobs import StageJob
 from forgeline.runs import RunLayout
@@ -57,11 +57,12 @@ def _ancestors(pid: int) -> set[int]:
 
 
 def test_bad_conf_fails_fast_naming_every_bad_field(deployment):
-    # a value outside a Param's schema is refused at trigger time by Airflow itself
-    refused = deployment.trigger({"train_model_size": "huge"})
-    assert refused.status_code == 400 and "train_model_size" in refused.text
+    # a value outside a Param's schema (an enum, a bound) is refused by Airflow at trigger
+    for field, value in (("train_model_size", "huge"), ("quantize_scheme", "int3_magic")):
+        refused = deployment.trigger({field: value})
+        assert refused.status_code == 400 and field in refused.text
     # the rest is caught by the validate task, all at once, before any stage runs
-    bad = {"stepz": 3, "quantize_scheme": "int3_magic", "data_source": "/nonexistent/*.txt",
+    bad = {"stepz": 3, "quantize_schem": "int4_rtn", "data_source": "/nonexistent/*.txt",
            "artifact_root": "/proc/forgeline-cannot-write"}
     run_id = _trigger(deployment, bad)
     assert deployment.wait_run(run_id, 120) == "failed"
@@ -74,7 +75,7 @@ def test_bad_conf_fails_fast_naming_every_bad_field(deployment):
     assert states["validate"] == "failed"
     assert states["prepare"] == "upstream_failed" and states["train"] == "upstream_failed"
     log = deployment.task_log(run_id, "validate")
-    for field in ("stepz", "quantize_scheme", "data_source", "artifact_root"):
+    for field in bad:
         assert re.search(rf"invalid: {field}\b", log), field
 
 

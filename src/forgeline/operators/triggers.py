@@ -1,8 +1,9 @@
 """``RayJobTrigger``: follow a Ray job from Airflow's triggerer until it ends.
 
 Polls the job's status asynchronously, tails its logs into the task's log (ANSI colour
-codes stripped; a line's level is the one it names, else INFO), and fires one event with the final status. A user action on the deferred
-task ("mark failed", clear) stops the job (``on_kill``).
+codes stripped; a line's level is the one it names, else INFO), and fires one event with
+the final status. A user action on the deferred task ("mark failed", clear) stops the job
+(``on_kill``).
 """
 
 from __future__ import annotations
