@@ -116,11 +116,13 @@ class RayHead:
                "--metrics-export-port", str(metrics), "--runtime-env-agent-port", str(runtime),
                "--min-worker-port", str(worker_lo), "--max-worker-port", str(worker_lo + 99),
                "--num-cpus", "4", "--temp-dir", str(self.temp_dir), "--disable-usage-stats"]
-        try:
-            subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=180)
-        except BaseException:
+        tries = 3  # Ray waits only 30 s for its raylet to register: retry on a busy machine
+        for _ in range(tries):
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+            if done.returncode == 0:
+                return
             self.stop()
-            raise
+        raise RuntimeError(f"ray start failed {tries} times: {done.stderr[-2000:]}")
 
     @property
     def address(self) -> str:

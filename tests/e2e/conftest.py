@@ -180,7 +180,7 @@ def start(base: Path, ray: Any, free_ports: Callable[[int], list[int]],
 def _ready(deployment: Deployment) -> None:
     home = deployment.home
     wait_for("the API server", lambda: httpx.get(f"{deployment.api}/api/v2/monitor/health",
-                                                 timeout=5).status_code == 200, 180)
+                                                 timeout=5).status_code == 200, 600)
     password = json.loads((home / "passwords.json").read_text())["admin"]
     response = httpx.post(f"{deployment.api}/auth/token",
                           json={"username": "admin", "password": password}, timeout=30)
