@@ -100,8 +100,9 @@ def test_deferred_train_on_ray_resumes_after_a_kill_and_the_run_publishes(deploy
     _wait_deferred_and_running(deployment, client, run_id, first)
 
     # the job's driver runs under Ray, not under an Airflow process
-    driver = client.get_job_info(first).driver_info
-    assert driver is not None and driver.pid
+    driver = deployment.wait_for("the job's driver", lambda: client.get_job_info(first)
+                                 .driver_info, 120, every_s=1)
+    assert driver.pid
     airflow_pids = set().union(*(deployment.pids(n) for n in deployment.processes))
     assert int(driver.pid) not in airflow_pids
     assert not _ancestors(int(driver.pid)) & airflow_pids

@@ -78,7 +78,8 @@ def test_trigger_form_has_sections_and_dropdowns_and_triggers_a_run(deployment, 
     browser.get(f"{deployment.api}/dags/forgeline_end_to_end")
     _wait_text(browser, "forgeline_end_to_end")
     _click_button(browser, "Trigger")
-    _wait_text(browser, "Run Parameters")
+    browser.save_screenshot(str(tmp_path / "trigger-clicked.png"))
+    _wait_text(browser, "Model & training")  # the first sections of the form
     text = browser.find_element("tag name", "body").text
     browser.save_screenshot(str(tmp_path / "trigger-form.png"))
     for section in SECTIONS:
