@@ -42,30 +42,16 @@ async def _first_event(trigger: RayJobTrigger):
     return None
 
 
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
 @pytest.mark.slow
-def test_fires_once_with_the_final_status_and_tails_the_logs(ray_job_cluster, ray_conn):
+def test_fires_once_with_the_final_status_and_tails_the_logs(ray_job_cluster, ray_conn,
+                                                             capfd):
     client = ray_job_cluster.client()
     sid = client.submit_job(entrypoint="echo forgeline-hello; sleep 5; exit 3")
-    trigger = RayJobTrigger(ray_conn, sid, poll_interval_s=0.5)
-    records = _Records()
-    trigger.log.addHandler(records)
-    trigger.log.setLevel(logging.INFO)
-    try:
-        event = asyncio.run(_first_event(trigger))
-    finally:
-        trigger.log.removeHandler(records)
+    event = asyncio.run(_first_event(RayJobTrigger(ray_conn, sid, poll_interval_s=0.5)))
     assert event["status"] == "FAILED" and event["submission_id"] == sid
     assert event["message"]  # Ray's reason (the entrypoint's exit code)
-    assert any("[ray job] forgeline-hello" in m for m in records.messages), records.messages
+    logged = "".join(capfd.readouterr())  # the trigger's (structlog) log output
+    assert "[ray job] forgeline-hello" in logged
 
 
 @pytest.mark.slow
