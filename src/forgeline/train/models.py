@@ -235,6 +235,20 @@ def describe_model(config: TrainConfig, output_url: str | None = None) -> dict[s
     return out
 
 
+def _unshared(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Contiguous tensors, a copy for each that shares memory with an earlier one (tied
+    weights): safetensors stores every name separately."""
+    seen: set[int] = set()
+    out = {}
+    for key, value in state.items():
+        value = value.detach().contiguous()
+        if value.data_ptr() in seen:
+            value = value.clone()
+        seen.add(value.data_ptr())
+        out[key] = value
+    return out
+
+
 def save_hf_folder(state: Mapping[str, torch.Tensor], hf_config: dict[str, Any], url: str,
                    tokenizer_json: bytes | None = None) -> str:
     """A Hugging Face model folder (config.json, model.safetensors, tokenizer.json) that
@@ -242,8 +256,8 @@ def save_hf_folder(state: Mapping[str, torch.Tensor], hf_config: dict[str, Any],
     the transformers model's weights (no ``HFCausalLM`` prefix)."""
     from safetensors.torch import save
 
-    weights = {k: v.detach().contiguous().clone() for k, v in state.items()}
-    storage.write_bytes_atomic(storage.join(url, MODEL_FILE), save(weights, {"format": "pt"}))
+    storage.write_bytes_atomic(storage.join(url, MODEL_FILE),
+                               save(_unshared(state), {"format": "pt"}))
     if tokenizer_json is not None:
         storage.write_bytes_atomic(storage.join(url, "tokenizer.json"), tokenizer_json)
     storage.write_json_atomic(storage.join(url, HF_CONFIG_FILE), hf_config)  # last: complete
@@ -267,7 +281,7 @@ def save_trained_model(state: Mapping[str, torch.Tensor], config: TrainConfig,
     from safetensors.torch import save
 
     url = storage.join(output_url, MODEL_FILE)
-    storage.write_bytes_atomic(url, save({k: v.contiguous() for k, v in state.items()}))
+    storage.write_bytes_atomic(url, save(_unshared(state)))
     config = _normalized(config)
     described = describe_model(config, output_url)
     if "hf_config" in described:
