@@ -50,6 +50,10 @@ def test_an_hf_config_builds_a_transformers_model_under_the_contract():
     model = build_model(config)
     assert isinstance(model, HFCausalLM) and type(model.model).__name__ == "GPT2LMHeadModel"
     assert model(torch.zeros(3, 32, dtype=torch.long)).shape == (3, 32, 300)
+    recompute = build_model(config.model_copy(update={"activation_checkpointing": True}))
+    assert recompute.model.is_gradient_checkpointing and not model.model.is_gradient_checkpointing
+    recompute.train()(torch.zeros(2, 32, dtype=torch.long)).sum().backward()
+    assert recompute.model.transformer.wte.weight.grad is not None
 
 
 def test_hf_config_url_and_field_overrides(tmp_path):
