@@ -24,7 +24,8 @@ TINY = {"data_max_source_bytes": 200_000, "data_window_tokens": 64,
         "data_tokenizer_kind": "bpe", "data_tokenizer_vocab_size": 1024,
         "data_split_by": "document", "train_model_kind": "hf_config",
         "train_model_hf_config": GPT2, "train_steps": 20, "train_micro_batch_size": 8,
-        "train_eval_samples": 64, "train_lr": 3e-3, "quantize_eval_samples": 32,
+        "train_eval_samples": 64, "train_lr": 3e-3, "train_checkpoint_every_steps": 10,
+        "quantize_eval_samples": 32,
         "quantize_calibration_samples": 16}
 
 
@@ -65,6 +66,7 @@ def test_gpt2_from_a_config_with_a_trained_bpe_tokenizer_through_the_dag(gpt2_ru
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in
                                                                       hf.iterdir()}
     assert "gpt2" in (run_dir / "report" / "report.html").read_text()
+    assert list((run_dir / "train" / "checkpoints").rglob("*"))  # forgeline's store took it
 
 
 def _write_jsonl(path: Path, documents: int) -> None:
@@ -104,9 +106,10 @@ def test_fine_tune_the_saved_folder_through_the_cli_on_jsonl(gpt2_run, tmp_path)
     started = time.perf_counter()
     assert main(["train", *root, "--model-kind", "pretrained", "--model-pretrained-url", hf,
                  "--steps", "15", "--micro-batch-size", "8", "--eval-samples", "64",
-                 "--lr", "1e-3", "--zero-stage", "2"]) == 0
+                 "--lr", "1e-3", "--zero-stage", "3"]) == 0
     print(f"fine-tune CLI: {time.perf_counter() - started:.1f} s")
     train = json.loads(run_json.read_text())["stages"]["train"]
+    assert train["zero_stage"] == 3 and train["architecture"]["kind"] == "pretrained"
     saved = _saved_model_loss(run_dir / "train", manifest_url, 64)
     assert train["val_loss_before"] == pytest.approx(saved, abs=1e-4)  # started from it
     assert train["val_loss_after"] < train["val_loss_before"]
@@ -114,22 +117,33 @@ def test_fine_tune_the_saved_folder_through_the_cli_on_jsonl(gpt2_run, tmp_path)
           f"{train['val_ppl_after']:.1f}")
 
 
-def test_a_custom_factory_model_trains_with_zero3_and_recompute(ray_cluster, tiny_dataset,
-                                                                 tmp_path):
-    from forgeline import stages
-    from forgeline.runs import RunLayout
+def test_a_custom_factory_model_trains_through_the_cache_on_bpe_tokens(ray_cluster, tmp_path):
+    import uuid
 
-    layout = RunLayout(str(tmp_path), "factory")
-    layout.record("prepare", tiny_dataset.model_dump(mode="json"))
-    options = {"model_kind": "factory", "model_factory": "byo_factory:gru_lm",
-               "model_factory_kwargs": {"hidden": 48}, "zero_stage": 3,
-               "activation_checkpointing": True, "steps": 20, "micro_batch_size": 8,
-               "eval_samples": 64, "lr": 3e-3}
-    result = _timed("factory train", lambda: stages.run_stage("train", layout, options))
-    assert result.zero_stage == 3 and result.architecture["factory"] == "byo_factory:gru_lm"
-    assert result.val_loss_after < result.val_loss_before
-    print(f"factory val ppl {result.val_ppl_before:.1f} → {result.val_ppl_after:.1f}")
+    from forgeline import stages, storage
+    from forgeline.cache import shutdown
+    from forgeline.runs import RunLayout
     from forgeline.train import build_saved_model
 
+    layout = RunLayout(str(tmp_path), "factory")
+    stages.run_stage("prepare", layout, {"max_source_bytes": 100_000, "window_tokens": 32,
+                                         "tokenizer_kind": "bpe",
+                                         "tokenizer_vocab_size": 512})
+    options = stages.STAGES["train"].options.model_validate({
+        "model_kind": "factory", "model_factory": "byo_factory:gru_lm",
+        "model_factory_kwargs": {"hidden": 48}, "zero_stage": 1,
+        "activation_checkpointing": True, "steps": 20, "micro_batch_size": 8,
+        "eval_samples": 64, "lr": 3e-3, "cache_mode": "on",
+        "cache_server_name": f"byo-{uuid.uuid4().hex[:8]}", "cache_capacity_bytes": 2**20})
+    try:
+        result = _timed("factory train", lambda: stages.run_stage("train", layout, options))
+    finally:
+        shutdown(options.cache.engine_config(layout.root))
+    assert result.architecture["factory"] == "byo_factory:gru_lm"
+    assert result.val_loss_after < result.val_loss_before
+    print(f"factory val ppl {result.val_ppl_before:.1f} → {result.val_ppl_after:.1f}")
+    stats = storage.read_json(storage.join(layout.stage_url("train"),
+                                           "cache_stats.json"))["latest"]
+    assert stats["workers"] == 2 and stats["cache_hits"] + stats["cache_misses"] > 0
     rebuilt = build_saved_model(result.model_config_url)
-    assert type(rebuilt).__name__ == "GRULM" and rebuilt.embed.num_embeddings == 256
+    assert type(rebuilt).__name__ == "GRULM" and rebuilt.embed.num_embeddings == 512

@@ -152,3 +152,17 @@ def test_run_training_refuses_a_bad_model_before_starting_ray(tiny_dataset, tmp_
     with pytest.raises(ConfigError, match="model.hf_config.vocab_size=64"):
         run_training(config, f"file://{tmp_path}/out")
     assert not (tmp_path / "out").exists() and not ray.is_initialized()
+
+
+def test_the_search_reads_the_shape_of_each_kind_without_weights(tmp_path):
+    from forgeline.train.models import trained_model_spec
+
+    spec = trained_model_spec({"kind": "hf_config", "hf_config": {**GPT2, "n_layer": 3}}, 64,
+                              "bf16")
+    assert (spec.layers, spec.hidden, spec.heads, spec.vocab) == (3, 32, 2, 300)
+    assert spec.param_dtype == "bf16" and spec.name == "hf:gpt2"
+    (tmp_path / "config.json").write_text(json.dumps(GPT2))  # no weights: not needed
+    spec = trained_model_spec({"kind": "pretrained", "pretrained_url": str(tmp_path)}, 64,
+                              "fp32")
+    assert spec.layers == 1 and spec.name.startswith("pretrained:")
+    assert trained_model_spec({"kind": "preset", "preset": "base"}, 64, "fp32").layers == 6

@@ -322,14 +322,15 @@ def trained_model_spec(model: ModelOptions | Mapping[str, Any], seq_len: int,
     from forgeline.search.specs import ModelSpec
 
     options = model if isinstance(model, ModelOptions) else ModelOptions.model_validate(model)
+    name = options.name
+    if options.kind == "pretrained":  # the shapes of its config.json; no weights read
+        options = ModelOptions(kind="hf_config", hf_config=hf_config_of(options).to_dict())
     config = TrainConfig(manifest_url="", model=options, seq_len=seq_len)
     if options.kind == "preset":
         config = config.model_copy(update={"shape": ModelConfig.preset(options.preset,
                                                                        seq_len=seq_len)})
     with torch.device("meta"):
-        module = build_model(config.model_copy(update={"model": options.model_copy(
-            update={"kind": "hf_config", "hf_config": hf_config_of(options).to_dict()})})
-        ) if options.kind == "pretrained" else build_model(config)
+        module = build_model(config)
     dtype = "fp32" if precision == "fp32" else "bf16"
-    spec = ModelSpec.from_module(module, seq_len=seq_len, name=options.name)
+    spec = ModelSpec.from_module(module, seq_len=seq_len, name=name)
     return spec.model_copy(update={"param_dtype": dtype, "grad_dtype": dtype})
