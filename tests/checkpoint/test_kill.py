@@ -1,5 +1,7 @@
 """Crash safety: SIGKILL the writing process at random points, then check that the latest
-committed checkpoint always restores, verifies and holds exactly what was saved.
+committed checkpoint always restores, verifies and holds exactly what was saved — on a local
+folder and through throttled:// (the object-store imitation: no folders made for the writer,
+a latency per request).
 
 A "zygote" subprocess imports everything once and forks one writer per trial, so the ≥ 50
 trials cost milliseconds each instead of an interpreter start-up each.
@@ -15,8 +17,10 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from forgeline.checkpoint import CheckpointStore
+from forgeline.throttled import throttled_url
 
 TRIALS = 51
 
@@ -73,7 +77,8 @@ def _wait_dead(pid: int) -> None:
         time.sleep(0.01)
 
 
-def test_sigkill_at_random_points_never_breaks_the_latest_checkpoint(tmp_path):
+@pytest.mark.parametrize("url_kind", ["file", "throttled"])
+def test_sigkill_at_random_points_never_breaks_the_latest_checkpoint(tmp_path, url_kind):
     zygote = subprocess.Popen([sys.executable, "-c", ZYGOTE], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
     try:
@@ -83,10 +88,13 @@ def test_sigkill_at_random_points_never_breaks_the_latest_checkpoint(tmp_path):
         for trial in range(TRIALS):
             mode = ("async", "sync-gc", "delta")[trial % 3]
             url = f"file://{tmp_path}/{mode}"
+            if url_kind == "throttled":
+                url = throttled_url(url, latency_s=0.0002, bandwidth_bytes_per_s=1e9,
+                                    bucket=f"kill-{os.getpid()}")
             zygote.stdin.write(f"{url} {mode}\n")
             zygote.stdin.flush()
             pid = int(zygote.stdout.readline())
-            time.sleep(rng.uniform(0.02, 0.3))
+            time.sleep(rng.uniform(0.02, 0.3) * (2.0 if url_kind == "throttled" else 1.0))
             os.kill(pid, signal.SIGKILL)
             _wait_dead(pid)
             store = CheckpointStore(url)
@@ -114,7 +122,7 @@ def test_sigkill_at_random_points_never_breaks_the_latest_checkpoint(tmp_path):
     finally:
         zygote.stdin.close()
         zygote.wait(timeout=30)
-    print(f"\nSIGKILL trials: {TRIALS}, failures: {len(failures)}, trials that committed new "
-          f"checkpoints before the kill: {progressed}, latest steps: {latest_seen}")
+    print(f"\n{url_kind}: SIGKILL trials: {TRIALS}, failures: {len(failures)}, trials that "
+          f"committed new checkpoints before the kill: {progressed}, latest steps: {latest_seen}")
     assert not failures, failures
     assert progressed >= TRIALS // 3  # the kills really landed during saving, not before it
