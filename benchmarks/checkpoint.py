@@ -296,7 +296,7 @@ def run_sequence(label: str, engine: Any, task: Callable, systems: Systems, chec
                       file=sys.stderr)
 
 
-def train_with_checkpoints(system: str, engine: Any, task: Callable, root: Path, rep: int,
+def train_with_checkpoints(system: str, engine: Any, task: Callable, root: Path, rep: int, *,
                            chunk_bytes: int, staging_bytes: int, first_batch: int
                            ) -> dict[str, Any]:
     """OVERHEAD_STEPS training steps with a ``system`` checkpoint every STEPS_BETWEEN steps."""
@@ -429,8 +429,9 @@ def main() -> int:
         order = overhead_systems if rep % 2 == 0 else overhead_systems[::-1]
         for k, name in enumerate(order):
             try:
-                row = train_with_checkpoints(name, engine, task, workdir, rep, chunk_bytes,
-                                             staging, 5000 + 1000 * rep + 100 * k)
+                row = train_with_checkpoints(name, engine, task, workdir, rep,
+                                             chunk_bytes=chunk_bytes, staging_bytes=staging,
+                                             first_batch=5000 + 1000 * rep + 100 * k)
             except Exception as exc:  # noqa: BLE001 - a peer that cannot run is reported
                 traceback.print_exc()
                 row = {"kind": "overhead", "system": name, "rep": rep,
