@@ -137,7 +137,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if restored is not None:
         start_step = restore_training_state(
             restored.state, engine, scheduler, source, config.zero_stage,
-            restored.manifest.world_size, world,
+            saved_world_size=restored.manifest.world_size, world_size=world,
         )
         extra = restored.state.get("extra") or {}
         log.info("rank %d resumed from forgeline checkpoint step %d", rank, start_step)
