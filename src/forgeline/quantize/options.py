@@ -31,6 +31,9 @@ class QuantizeOptions(BaseModel):
     max_rel_ppl_increase: float = Field(
         0.01, ge=0.0, description="Tolerable relative validation-perplexity increase."
     )
+    latency_objective: Literal["not_slower", "off"] = Field(
+        "not_slower", description="not_slower: layers whose quantized kernel is slower than "
+        "float here move to a faster scheme or stay float; off: accuracy and size only.")
     sensitivity: bool = Field(True, description="Measure per-layer sensitivity (table + plot).")
     calibration_samples: int = Field(64, ge=1, description="Validation windows to calibrate on.")
     eval_samples: int = Field(128, ge=1, description="Other validation windows to score on.")
