@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
-import numbers
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -40,6 +38,7 @@ from forgeline.quantize.sensitivity import (
     Divergence,
     LayerBank,
     OutputDivergence,
+    as_metric,
     choose_mixed_precision,
     measure_sensitivity,
     rel_metric_loss,
@@ -75,19 +74,6 @@ def load_float_state(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -
             f"does not match {type(model).__name__}: " + "; ".join(problems),
         )
     model.load_state_dict(state_dict, strict=True)
-
-
-def as_metric(value: Any, field_name: str = "eval_fn") -> float:
-    """``value`` as a float, or a ``ConfigError`` naming ``field_name``: the evaluator
-    contract is a real, finite number (a Python number or a one-element tensor)."""
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ConfigError(field_name, value, "must return a real number (float), e.g. "
-                          "accuracy or perplexity; got " + type(value).__name__)
-    if not math.isfinite(float(value)):
-        raise ConfigError(field_name, value, "returned a non-finite number")
-    return float(value)
 
 
 class _Clock:
@@ -255,7 +241,7 @@ def _choose_for_accuracy(outcome: _Outcome, clock: _Clock,
     if sens.kl_batches and outcome.batches:
         div = OutputDivergence(outcome.model, outcome.batches[: sens.kl_batches], divergence_fn)
         outcome.divergence_name = div.name if div.usable else None
-        divergence = lambda m: _checked_divergence(clock.run(div, m))  # noqa: E731
+        divergence = lambda m: clock.run(div, m)  # noqa: E731
     schemes = list(dict.fromkeys((sens.schemes if sens.enabled else [])
                                  + ([s for s in mp.ladder if s != "fp32"] if mp.enabled else [])))
     outcome.sensitivity = measure_sensitivity(
@@ -266,10 +252,6 @@ def _choose_for_accuracy(outcome: _Outcome, clock: _Clock,
             bank, names, mp.ladder, outcome.sensitivity, lambda: clock.metric(bank.work),
             outcome.metric_float, config.metric_higher_is_better, mp.max_rel_metric_loss)
         outcome.assignment = dict(outcome.mixed.assignment)
-
-
-def _checked_divergence(value: Any) -> float | None:
-    return None if value is None else as_metric(value, "divergence_fn")
 
 
 def _choose_for_latency(outcome: _Outcome, clock: _Clock, stats: dict[str, LayerStats],

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from forgeline.errors import ConfigError
 from forgeline.quantize.calibrate import Batch, run_model
 from forgeline.quantize.config import QuantizeConfig
 from forgeline.quantize.report import (
@@ -34,6 +36,19 @@ from forgeline.quantize.runtime.qmodules import QuantModule
 from forgeline.quantize.schemes import LayerStats, build_layer
 
 log = logging.getLogger(__name__)
+
+
+def as_metric(value: Any, field_name: str = "eval_fn") -> float:
+    """``value`` as a float, or a ``ConfigError`` naming ``field_name``: the evaluator
+    contract is a real, finite number (a Python number or a one-element tensor)."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(field_name, value, "must return a real number (float), e.g. "
+                          "accuracy or perplexity; got " + type(value).__name__)
+    if not math.isfinite(float(value)):
+        raise ConfigError(field_name, value, "returned a non-finite number")
+    return float(value)
 
 
 def rel_metric_loss(metric: float, base: float, higher_is_better: bool) -> float:
@@ -129,7 +144,10 @@ class OutputDivergence:
             return None
         values = [self.fn(ref, run_model(model, b))
                   for b, ref in zip(self.batches, self.ref, strict=True)]
-        return float(sum(values) / len(values)) if None not in values else None
+        if self.fn is kl_divergence and None in values:
+            return None
+        values = [as_metric(v, "divergence_fn") for v in values]
+        return sum(values) / len(values)
 
 
 def measure_sensitivity(
