@@ -69,5 +69,13 @@ class QuantizeResult(BaseModel):
     size_ratio: float
     linear_size_ratio: float | None
     latency_ms: dict[str, float]
+    backend: str = Field("", description="Kernels that really run, e.g. 'dequant×5 + ...'.")
+    latency_met: bool | None = Field(
+        None, description="Not slower than float at batch 1 and 32 (None: not checked).")
+    latency_changes: dict[str, str] = Field(
+        default_factory=dict, description="Layers the latency objective moved, and why.")
+    skipped_layers: dict[str, str] = Field(
+        default_factory=dict, description="Weight layers left float, and why.")
+    resident_bytes: int | None = Field(None, description="Quantized model's bytes after a forward.")
     quantize_s: float
     wall_s: float

@@ -138,6 +138,11 @@ def quantize_stage(
         size_ratio=report.size_ratio,
         linear_size_ratio=report.linear_size_ratio,
         latency_ms={k: round(v, 3) for k, v in latency.items()},
+        backend=report.backend,
+        latency_met=report.latency.met if report.latency else None,
+        latency_changes=report.latency.changes if report.latency else {},
+        skipped_layers=report.skipped,
+        resident_bytes=qmodel.resident_bytes(),
         quantize_s=report.quantize_s,
         wall_s=round(time.perf_counter() - started, 3),
     )
