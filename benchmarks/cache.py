@@ -79,7 +79,8 @@ class _NoCache:
     def put_many(self, ns: str, items: list[tuple[int, bytes]]) -> int:
         return 0
 
-    def substitutes(self, ns: str, n: int, exclude: list[int]) -> dict[int, bytes]:
+    def substitutes(self, ns: str, n: int, exclude: list[int],
+                    seed: int | None = None) -> dict[int, bytes]:
         return {}
 
     def feedback(self, ns: str, indices: list[int], losses: list[float]) -> None:

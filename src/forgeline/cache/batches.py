@@ -54,9 +54,7 @@ class CachedBatches:
                 continue  # the epoch's last partial batch is dropped
             batch.append(index)
             if len(batch) == self.micro_batch:
-                extra = {i: self.sampler.substituted.pop(i) for i in batch
-                         if i in self.sampler.substituted}
-                tokens = self.dataset.get_many(batch, extra)
+                tokens = self.dataset.get_many(batch)
                 indices = torch.tensor(batch, dtype=torch.int64)
                 batch = []
                 yield indices, torch.from_numpy(tokens).long()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import sys
 import threading
 from typing import Any
@@ -105,12 +106,16 @@ class CacheServer:
     def put_many(self, ns: str, items: list[tuple[int, bytes]]) -> int:
         return self.store.put_many(((ns, int(i)), data) for i, data in items)
 
-    def substitutes(self, ns: str, n: int, exclude: list[int]) -> dict[int, bytes]:
-        """Up to ``n`` cached low-importance samples of ``ns`` not in ``exclude``, with data."""
+    def substitutes(self, ns: str, n: int, exclude: list[int],
+                    seed: int | None = None) -> list[int]:
+        """Up to ``n`` cached low-importance samples of ``ns`` not in ``exclude``, pinned
+        until read (the caller reads them with its batch, like planned hits); the random
+        choice is seeded by ``seed``, so the same cache contents give the same answer."""
+        rng = random.Random(seed) if seed is not None else None
         keys = self.store.substitutes(n, {(ns, int(i)) for i in exclude}, match=ns,
-                                      below=self._low_threshold(ns))
-        found = self.store.get_many(keys)
-        return {key[1]: data for key, data in found.items()}
+                                      below=self._low_threshold(ns), rng=rng)
+        self.store.pin(keys)
+        return [key[1] for key in keys]
 
     def feedback(self, ns: str, indices: list[int], losses: list[float]) -> None:
         table = self._table(ns)
@@ -159,8 +164,9 @@ class CacheClient:
     def put_many(self, ns: str, items: list[tuple[int, bytes]]) -> int:
         return self._call("put_many", ns, items)
 
-    def substitutes(self, ns: str, n: int, exclude: list[int]) -> dict[int, bytes]:
-        return self._call("substitutes", ns, n, exclude)
+    def substitutes(self, ns: str, n: int, exclude: list[int],
+                    seed: int | None = None) -> list[int]:
+        return self._call("substitutes", ns, n, exclude, seed)
 
     def feedback(self, ns: str, indices: list[int], losses: list[float]) -> None:
         """Fire-and-forget on Ray: the loop never waits for importance bookkeeping."""

@@ -91,7 +91,6 @@ def _client_loop(handle: Any, spec: StressSpec, seed: int, deadline: float) -> d
                     ray.get(handle.lookup.remote(NAMESPACE, keys))
                 elif op == "substitutes":
                     subs = ray.get(handle.substitutes.remote(NAMESPACE, 4, keys))
-                    wrong += sum(v != value_of(k) for k, v in subs.items())
                     wrong += sum(k in keys for k in subs)
                 elif op == "feedback":
                     handle.feedback.remote(NAMESPACE, keys, [rng.random() for _ in keys])
