@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from forgeline.cache.config import CacheConfig
+from forgeline.cache.config import CacheConfig, available_memory_bytes
 from forgeline.cache.importance import ImportanceTable
 from forgeline.cache.store import CacheStore
 from forgeline.errors import ConfigError
@@ -42,7 +42,11 @@ class CacheServer:
     """Store + per-namespace importance; every method takes and returns plain data."""
 
     def __init__(self, capacity_bytes: int, policy: str = "importance",
-                 h_fraction: float = 0.9) -> None:
+                 h_fraction: float = 0.9, check_memory: bool = False) -> None:
+        if check_memory and capacity_bytes > (available := available_memory_bytes()):
+            raise ConfigError("capacity_bytes", capacity_bytes,
+                              f"above the memory available on node {_node_id()} "
+                              f"({available} bytes)")
         self.store = CacheStore(capacity_bytes, policy, h_fraction)
         self.tables: dict[str, ImportanceTable] = {}
         self.quantiles: dict[str, float] = {}
@@ -148,6 +152,10 @@ class CacheClient:
 
         return ray.get(getattr(self.server, method).remote(*args))
 
+    def ping(self) -> dict[str, Any]:
+        """The server's settings, process id and node id (where it really runs)."""
+        return self._call("ping")
+
     def register(self, ns: str, size: int, **kwargs: Any) -> bool:
         if not self.remote:
             return self.server.register(ns, size, **kwargs)
@@ -190,8 +198,14 @@ def actor_name(config: CacheConfig, node_id: str) -> str:
 
 
 def connect(config: CacheConfig, node_id: str | None = None) -> CacheClient:
-    """A client of this node's cache server: the shared Ray actor (created on first use) or,
-    for ``server="local"``, a fresh in-process store."""
+    """A client of this node's cache server: the shared Ray actor or, for
+    ``server="local"``, a fresh in-process store.
+
+    Under Ray there is one named, detached server per node (``actor_name``), pinned there by
+    node affinity and found from the caller's own node id: the first caller on a node creates
+    it (its capacity checked against that node's memory), every later worker and job on that
+    node joins it. A dead node's server dies with it; a new node gets a new, empty one.
+    """
     if config.server == "local":
         return CacheClient(CacheServer(config.capacity_bytes, config.policy, config.h_fraction))
     import ray
@@ -200,21 +214,28 @@ def connect(config: CacheConfig, node_id: str | None = None) -> CacheClient:
     if not ray.is_initialized():
         ray.init()
     node_id = node_id or ray.get_runtime_context().get_node_id()
+    name = actor_name(config, node_id)
     handle = (
         ray.remote(CacheServer)
         .options(
-            name=actor_name(config, node_id), namespace=ACTOR_NAMESPACE, get_if_exists=True,
+            name=name, namespace=ACTOR_NAMESPACE, get_if_exists=True,
             lifetime="detached", num_cpus=0, max_concurrency=config.server_concurrency,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
         )
-        .remote(config.capacity_bytes, config.policy, config.h_fraction)
+        .remote(config.capacity_bytes, config.policy, config.h_fraction, True)
     )
     client = CacheClient(handle)
-    info = client._call("ping")
+    try:
+        info = client.ping()
+    except ray.exceptions.RayActorError as exc:
+        cause = getattr(exc, "cause", None) or exc
+        if isinstance(cause, ConfigError) or "ConfigError" in str(exc):
+            raise ConfigError("capacity_bytes", config.capacity_bytes,
+                              f"the cache server {name} did not start: {cause}") from exc
+        raise
     if info["capacity_bytes"] != config.capacity_bytes or info["policy"] != config.policy:
         log.warning("joined the running cache server %s (%s); its settings win over %s",
-                    actor_name(config, node_id), info, config.model_dump(
-                        include={"capacity_bytes", "policy"}))
+                    name, info, config.model_dump(include={"capacity_bytes", "policy"}))
     return client
 
 
