@@ -80,6 +80,9 @@ class _NoCache:
     def lookup(self, ns: str, indices: list[int]) -> tuple[list[bool], list[bool]]:
         return [False] * len(indices), [False] * len(indices)
 
+    def new_epoch(self, ns: str, epoch: int) -> None:
+        return None
+
     def get_many(self, ns: str, indices: list[int]) -> dict[int, bytes]:
         return {}
 
@@ -305,6 +308,8 @@ def main() -> None:
     ap.add_argument("--no-shared", action="store_true", help="skip the two-jobs measurement")
     ap.add_argument("--stress-s", type=float, help="server stress seconds; 20, quick 6")
     ap.add_argument("--server-concurrency", type=int, default=1, help="cache server threads")
+    ap.add_argument("--h-keep-unread", action="store_true",
+                    help="epoch-aware H part (CacheConfig.h_keep_unread)")
     ap.add_argument("--from-json", help="recompute the metrics of a saved run, write to --out")
     args = ap.parse_args()
     if args.from_json:
@@ -361,6 +366,7 @@ def main() -> None:
             cache = CacheConfig(capacity_bytes=int(fraction * data_bytes),
                                 policy=policy[system],
                                 server_concurrency=args.server_concurrency,
+                                h_keep_unread=args.h_keep_unread,
                                 server_name=cache_name or f"bench-{uuid.uuid4().hex[:8]}")
         spec = {"system": system, "seed": seed, "epochs": epochs, "url": url,
                 "blockcache_url": blockcache_url, "local_url": built.manifest_url,
@@ -409,7 +415,8 @@ def main() -> None:
         spec_name = name + "-both"
         refs = []
         cache = CacheConfig(capacity_bytes=int(0.2 * data_bytes), server_name=spec_name,
-                            server_concurrency=args.server_concurrency)
+                            server_concurrency=args.server_concurrency,
+                            h_keep_unread=args.h_keep_unread)
         connect(cache)
         for k in range(2):
             spec = {"system": "forgeline", "seed": seed + k, "epochs": epochs, "url": url,
@@ -442,6 +449,7 @@ def main() -> None:
             "epochs": epochs, "seeds": seeds, "cache_fractions": fractions,
             "forgeline_substitution_ratio": args.substitution_ratio,
             "server_concurrency": args.server_concurrency,
+            "h_keep_unread": args.h_keep_unread,
             "warmup": "none excluded inside a run: epoch 1 (cold cache, shard footers) is "
                       "reported as first_epoch_s, metrics use steady epochs 2..E",
             "page_cache": "every read goes through the throttled filesystem (20 ms per request "

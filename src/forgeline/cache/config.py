@@ -41,6 +41,11 @@ class CacheConfig(BaseModel):
         0.9, description="Share of the capacity managed by importance (H part); the rest (L "
         "part) keeps low-importance samples for substitution."
     )
+    h_keep_unread: bool = Field(
+        False, description="Epoch-aware H part: never evict a sample not yet read this epoch "
+        "for one already read (ranks' shares are disjoint, so a read sample is not asked for "
+        "again until the next epoch)."
+    )
     substitution_ratio: float = Field(
         0.0, description="Share of an epoch's samples that may be replaced by cached "
         "low-importance ones when they miss; 0 = exact epochs."

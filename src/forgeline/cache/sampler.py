@@ -133,6 +133,8 @@ class ImportanceSampler(Sampler[int]):
             # the planned ones and their substitutes, as ``_plan`` collected them
             busy = set(order[: self._planned_upto]) | set(
                 self.share()[: self._planned_upto].tolist())
+            if self.dataset is not None:
+                self.dataset.client.new_epoch(self.dataset.namespace, self.epoch)
             if self._planned_upto == 0:
                 budget = self._plan(order, 0, budget, busy)
             else:

@@ -42,12 +42,13 @@ class CacheServer:
     """Store + per-namespace importance; every method takes and returns plain data."""
 
     def __init__(self, capacity_bytes: int, policy: str = "importance",
-                 h_fraction: float = 0.9, check_memory: bool = False) -> None:
+                 h_fraction: float = 0.9, check_memory: bool = False,
+                 keep_unread: bool = False) -> None:
         if check_memory and capacity_bytes > (available := available_memory_bytes()):
             raise ConfigError("capacity_bytes", capacity_bytes,
                               f"above the memory available on node {_node_id()} "
                               f"({available} bytes)")
-        self.store = CacheStore(capacity_bytes, policy, h_fraction)
+        self.store = CacheStore(capacity_bytes, policy, h_fraction, keep_unread)
         self.tables: dict[str, ImportanceTable] = {}
         self.quantiles: dict[str, float] = {}
         self._thresholds: dict[str, tuple[int, float]] = {}
@@ -102,6 +103,10 @@ class CacheServer:
         cached = [k in self.store for k in keys]
         self.store.pin(k for k, c in zip(keys, cached, strict=True) if c)
         return cached, low.tolist()
+
+    def new_epoch(self, ns: str, epoch: int) -> None:
+        """A reader of ``ns`` started ``epoch`` (for the H part's ``keep_unread``)."""
+        self.store.set_epoch(ns, epoch)
 
     def get_many(self, ns: str, indices: list[int]) -> dict[int, bytes]:
         found = self.store.get_many((ns, int(i)) for i in indices)
@@ -166,6 +171,9 @@ class CacheClient:
     def lookup(self, ns: str, indices: list[int]) -> tuple[list[bool], list[bool]]:
         return self._call("lookup", ns, indices)
 
+    def new_epoch(self, ns: str, epoch: int) -> None:
+        self._call("new_epoch", ns, epoch)
+
     def get_many(self, ns: str, indices: list[int]) -> dict[int, bytes]:
         return self._call("get_many", ns, indices)
 
@@ -207,7 +215,8 @@ def connect(config: CacheConfig, node_id: str | None = None) -> CacheClient:
     node joins it. A dead node's server dies with it; a new node gets a new, empty one.
     """
     if config.server == "local":
-        return CacheClient(CacheServer(config.capacity_bytes, config.policy, config.h_fraction))
+        return CacheClient(CacheServer(config.capacity_bytes, config.policy, config.h_fraction,
+                                       False, config.h_keep_unread))
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -222,7 +231,8 @@ def connect(config: CacheConfig, node_id: str | None = None) -> CacheClient:
             lifetime="detached", num_cpus=0, max_concurrency=config.server_concurrency,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
         )
-        .remote(config.capacity_bytes, config.policy, config.h_fraction, True)
+        .remote(config.capacity_bytes, config.policy, config.h_fraction, True,
+                config.h_keep_unread)
     )
     client = CacheClient(handle)
     try:
