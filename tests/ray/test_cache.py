@@ -86,7 +86,7 @@ def test_threaded_server_survives_concurrent_clients_evictions_and_large_values(
     result = stress_server(StressSpec(seconds=4.0, kill_rounds=1))
     assert result.crashes == 0, result.log_findings
     assert result.client_errors == [] and result.wrong_values == 0 and result.accounting_ok
-    assert result.servers == 2 and result.calls > 100
+    assert result.servers == 2 and result.calls >= 6 * 4 * 10  # the unkilled round's floor
 
 
 @pytest.mark.slow
