@@ -211,12 +211,13 @@ def _merge(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _summary(epochs: list[dict[str, Any]]) -> dict[str, Any]:
     steady = epochs[1:]
-    served = sum(e["hits"] + e["substitutions"] for e in steady)
+    # substitutes are read from the cache with their batch, so "hits" includes them
+    served = sum(e["hits"] for e in steady)
     samples = sum(e["samples"] for e in steady)
     return {
         "first_epoch_s": epochs[0]["epoch_s"],
         "steady_epoch_s": statistics.median(e["epoch_s"] for e in steady),
-        "steady_hit_rate": sum(e["hits"] for e in steady) / samples,
+        "steady_hit_rate": sum(e["hits"] - e["substitutions"] for e in steady) / samples,
         "steady_substitution_rate": sum(e["substitutions"] for e in steady) / samples,
         "steady_served_from_cache_rate": served / samples,
         "steady_remote_bytes_per_epoch": statistics.median(e["remote_bytes"] for e in steady),

@@ -157,3 +157,17 @@ def test_keep_unread_evicts_only_samples_already_read_this_epoch():
     assert store._entries[keys[16]].part == "H"
     assert all(store._entries[k].part == "H" for k in keys[:9] if k != keys[3])
     assert store.check_accounting()
+
+
+def test_a_sample_pinned_by_two_readers_stays_until_both_read_it():
+    store = CacheStore(300, "lru")  # room for 3 x 100 B
+    for key in range(3):
+        store.put(key, _payload(key))
+    store.pin([0])
+    store.pin([0])  # a second rank planned it too
+    assert store.get(0) is not None  # the first reader
+    store.put(3, _payload(3))  # evicts the oldest unpinned entry, not 0
+    assert 0 in store and 1 not in store
+    assert store._pinned(store._entries[0])
+    assert store.get(0) is not None  # the second reader; now it may go
+    assert not store._pinned(store._entries[0]) and store.check_accounting()

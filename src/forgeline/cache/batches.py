@@ -77,11 +77,11 @@ class CachedBatches:
 
     def stats(self) -> dict[str, float]:
         c = self.dataset.counters
-        served = c["hits"] + self.sampler.substitutions
+        served = c["hits"]  # substitutes are read from the cache with their batch: hits too
         requested = max(1.0, served + c["misses"])
         return {
             "epoch": float(self.sampler.epoch),
-            "cache_hits": float(c["hits"]),
+            "cache_hits": float(c["hits"] - self.sampler.substitutions),
             "cache_substitutions": float(self.sampler.substitutions),
             "cache_misses": float(c["misses"]),
             "cache_remote_bytes": float(c["remote_bytes"]),

@@ -34,7 +34,8 @@ class _Entry:
     crc: int
     part: str  # "H", "L" or "A" (the single part of lru / never_evict)
     version: int
-    pinned_at: int = -1  # put clock when a reader announced it will read it; -1: not pinned
+    pinned_at: int = -1  # put clock of the latest pin; -1: not pinned
+    pins: int = 0  # readers that announced they will read it (each read ends one)
     read_epoch: int = -1  # the namespace's epoch in which it was last read (or read in)
 
 
@@ -130,16 +131,17 @@ class CacheStore:
     def pin(self, keys: Iterable[Key]) -> None:
         """Keep these cached samples until they are read: a reader has planned them as hits
         (evicting one in between would put a read on the training loop's critical path).
-        A pin ends at the read, or after ``PIN_TURNOVERS`` x as many puts as the cache holds
-        entries (a reader that went away)."""
+        Pins count: two readers (ranks, jobs) that both planned a sample keep it until both
+        read it. A pin ends at its read, or all pins after ``PIN_TURNOVERS`` x as many puts
+        as the cache holds entries (a reader that went away)."""
         with self._lock:
             for key in keys:
                 entry = self._entries.get(key)
                 if entry is not None:
-                    entry.pinned_at = self._clock
+                    entry.pinned_at, entry.pins = self._clock, entry.pins + 1
 
     def _pinned(self, entry: _Entry) -> bool:
-        return (entry.pinned_at >= 0
+        return (entry.pins > 0
                 and self._clock - entry.pinned_at <= PIN_TURNOVERS * len(self._entries))
 
     # --- epochs -----------------------------------------------------------------------
@@ -254,7 +256,9 @@ class CacheStore:
                 return None
             if self.policy == "lru":
                 self._lru.move_to_end(key)
-            entry.pinned_at = -1
+            entry.pins = max(0, entry.pins - 1)  # one reader done; others may still come
+            if not entry.pins:
+                entry.pinned_at = -1
             entry.read_epoch = self._epoch_of(key)
             self.counters["hits"] += 1
             return entry.data
