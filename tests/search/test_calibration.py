@@ -27,10 +27,17 @@ A100 = ClusterSpec.preset("a100-80gb", nodes=1)
 
 def test_scaled_cluster_caps_at_one():
     fast = scaled_cluster(A100, 2.0, 2.0)
-    assert max(e for _, e in fast.matmul_efficiency) == 1.0
+    # the preset's matmul ceiling is a measured fraction (MAMF): that is what scales
+    assert fast.matmul_peak_fraction == {"bf16": 1.0, "fp16": 1.0}
+    assert fast.matmul_efficiency == A100.matmul_efficiency
+    assert max(e for _, e in fast.memory_efficiency) == 1.0
     assert fast.intra_node_efficiency == 1.0 and fast.inter_node_efficiency == 1.0
     slow = scaled_cluster(A100, 0.5, 1.0)
-    assert slow.matmul_efficiency[-1][1] == pytest.approx(A100.matmul_efficiency[-1][1] / 2)
+    assert slow.matmul_scale("bf16") == pytest.approx(A100.matmul_scale("bf16") / 2)
+    bare = A100.model_copy(update={"matmul_peak_fraction": {}})
+    assert max(e for _, e in scaled_cluster(bare, 2.0).matmul_efficiency) == 1.0
+    assert scaled_cluster(bare, 0.5).matmul_efficiency[-1][1] == pytest.approx(
+        bare.matmul_efficiency[-1][1] / 2)
     with pytest.raises(ConfigError):
         scaled_cluster(A100, 0.0)
 

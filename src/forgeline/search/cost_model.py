@@ -63,15 +63,16 @@ def _curve(x: Any, points: list[tuple[float, float]]) -> Any:
 class _Kernels:
     """Time of one matmul / memory-bound kernel on one device (arrays in, arrays out)."""
 
-    def __init__(self, cluster: ClusterSpec, peak_flops: float) -> None:
-        self.cluster, self.peak = cluster, peak_flops
+    def __init__(self, cluster: ClusterSpec, precision: str) -> None:
+        self.cluster, self.peak = cluster, cluster.peak_for(precision)
+        self.scale = cluster.matmul_scale(precision)
 
     def mem(self, nbytes: Any) -> Any:
         eff = _curve(nbytes, self.cluster.memory_efficiency)
         return nbytes / (self.cluster.hbm_bytes_per_s * eff)
 
     def mm(self, flops: Any, nbytes: Any) -> Any:
-        eff = _curve(flops, self.cluster.matmul_efficiency)
+        eff = _curve(flops, self.cluster.matmul_efficiency) * self.scale
         return flops / (self.peak * eff) + self.mem(nbytes)
 
     def gemm(self, m: Any, k: Any, n: Any, e: int) -> Any:
@@ -181,8 +182,8 @@ def evaluate(c: dict[str, np.ndarray], model: ModelSpec, cluster: ClusterSpec,
     flash = training.flash_attention
     bp, bg = DTYPE_BYTES[model.param_dtype], DTYPE_BYTES[model.grad_dtype]
     bo = training.optimizer_bytes_per_param(model)
-    k = _Kernels(cluster, cluster.peak_for(training.gemm_precision))
-    k16 = _Kernels(cluster, cluster.peak_for(training.attention_precision))
+    k = _Kernels(cluster, training.gemm_precision)
+    k16 = _Kernels(cluster, training.attention_precision)
     m = B / (d * b)
     tok = b * s / cp  # tokens of one micro-batch on one device
     full, selective = rc == 2, rc == 1
