@@ -90,14 +90,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         intra_node_bytes_per_s=450e9, inter_node_bytes_per_s=50e9,
         host_memory_bytes=2 * TIB, host_memory_bytes_per_s=614e9, host_link_bytes_per_s=50e9,
         nvme_bytes_per_s=50e9, nvme_bytes=30 * 10**12, attention_efficiency=_HOPPER_ATTENTION,
-        matmul_peak_fraction=_H100_MAMF, notes="NVIDIA H100 SXM datasheet; DGX H100 node (NVLink 4, 400 Gb/s NDR per GPU)",
+        matmul_peak_fraction=_H100_MAMF,
+        notes="NVIDIA H100 SXM datasheet; DGX H100 node (NVLink 4, 400 Gb/s NDR per GPU)",
     ),
     "h200": dict(
         device_memory_bytes=140 * GIB, hbm_bytes_per_s=4800e9, peak_flops_per_s=_HOPPER_PEAKS,
         intra_node_bytes_per_s=450e9, inter_node_bytes_per_s=50e9,
         host_memory_bytes=2 * TIB, host_memory_bytes_per_s=614e9, host_link_bytes_per_s=50e9,
         nvme_bytes_per_s=50e9, nvme_bytes=30 * 10**12, attention_efficiency=_HOPPER_ATTENTION,
-        matmul_peak_fraction=_H200_MAMF, notes="NVIDIA H200 SXM datasheet; DGX H200 node (NVLink 4, 400 Gb/s NDR per GPU)",
+        matmul_peak_fraction=_H200_MAMF,
+        notes="NVIDIA H200 SXM datasheet; DGX H200 node (NVLink 4, 400 Gb/s NDR per GPU)",
     ),
     "b200": dict(
         device_memory_bytes=167 * GIB, hbm_bytes_per_s=7.7e12,
@@ -106,7 +108,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         intra_node_bytes_per_s=900e9, inter_node_bytes_per_s=50e9,
         host_memory_bytes=2 * TIB, host_memory_bytes_per_s=614e9, host_link_bytes_per_s=50e9,
         nvme_bytes_per_s=50e9, nvme_bytes=30 * 10**12, attention_efficiency=_HOPPER_ATTENTION,
-        matmul_peak_fraction=_B200_MAMF, notes="NVIDIA HGX B200 datasheet (180 GB = 167 GiB); DGX B200 node (NVLink 5, "
+        matmul_peak_fraction=_B200_MAMF,
+        notes="NVIDIA HGX B200 datasheet (180 GB = 167 GiB); DGX B200 node (NVLink 5, "
               "400 Gb/s per GPU)",
     ),
 }
