@@ -105,7 +105,8 @@ _TITAN_ASSUME = ("the source says the 500 W part's peak lies between H100 SXM (9
                  "1,978.9 TFLOP/s bf16 / fp8) and NVL (835.5 / 1,670.5) and is unknown: the "
                  "midpoint is assumed (912.5 / 1,824.7); FSDP2 = ZeRO-3; 'selective op' AC "
                  "recomputes only cheap ops and is modelled as no recompute; seq_len 8192 "
-                 "from the run's llama3 toml; 405B: micro-batch picked by the search, interleaved = 2 stages per rank (assumed)")
+                 "from the run's llama3 toml; 405B: micro-batch picked by the search, "
+                 "interleaved = 2 stages per rank (assumed)")
 _LLAMA3 = ("Llama 3 Herd of Models (Dubey et al. 2024) §3.3.2 Table 4, 405B pre-training "
            "stages; GPUs/TP/CP/PP/tokens per batch/TFLOPs also on Balaji, SC'24 talk")
 _LLAMA3_ASSUME = ("H100 80 GB (DGX-class node, 400 Gb/s RoCE per GPU); sequence 8,192 in "
