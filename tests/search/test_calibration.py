@@ -112,3 +112,15 @@ def test_recovers_a_known_framework_factor():
     # a factor nothing depends on stays 1
     only_zero0 = calibrate(obs[:1], cpu, fit_comm=False)
     assert only_zero0.framework_scale == 1.0
+
+
+def test_calibration_applies_to_other_node_counts_and_presets():
+    fit = calibrate(korthikanti_observations(), A100, fit_comm=False)
+    bigger = fit.apply(nodes=16)
+    assert bigger.total_devices == 128
+    assert bigger.matmul_peak_fraction == fit.cluster.matmul_peak_fraction
+    h100 = fit.apply(ClusterSpec.preset("h100"), nodes=4)
+    assert h100.total_devices == 32
+    assert h100.matmul_peak_fraction["fp8"] == pytest.approx(0.709 * fit.compute_scale)
+    with pytest.raises(ConfigError, match="nodes=0"):
+        fit.apply(nodes=0)
