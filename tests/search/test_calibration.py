@@ -38,8 +38,10 @@ def test_scaled_cluster_caps_at_one():
     assert max(e for _, e in scaled_cluster(bare, 2.0).matmul_efficiency) == 1.0
     assert scaled_cluster(bare, 0.5).matmul_efficiency[-1][1] == pytest.approx(
         bare.matmul_efficiency[-1][1] / 2)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="compute_scale=0.0"):
         scaled_cluster(A100, 0.0)
+    with pytest.raises(ConfigError, match="framework_scale=-1"):
+        scaled_cluster(A100, 1.0, 1.0, -1)
 
 
 def test_recovers_a_known_compute_factor():

@@ -75,9 +75,10 @@ def scaled_cluster(cluster: ClusterSpec, compute_scale: float = 1.0,
     """``cluster`` with its efficiency curves (or, where set, its measured matmul peak
     fractions) and link fractions multiplied (capped at 1) and its ZeRO bookkeeping time
     multiplied by ``framework_scale``."""
-    if compute_scale <= 0 or comm_scale <= 0 or framework_scale <= 0:
-        raise ConfigError("scale", (compute_scale, comm_scale, framework_scale),
-                          "must be positive")
+    for name, value in (("compute_scale", compute_scale), ("comm_scale", comm_scale),
+                        ("framework_scale", framework_scale)):
+        if value <= 0:
+            raise ConfigError(name, value, "must be positive")
     fractions = cluster.matmul_peak_fraction
     return cluster.model_copy(update={
         # where the curve's ceiling is a measured fraction per precision, that is scaled

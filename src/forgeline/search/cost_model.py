@@ -1,13 +1,24 @@
 """Analytical step time and memory of a configuration, evaluated on whole arrays at once.
 
 Every kernel takes ``flops / (peak * eff(flops)) + bytes / (hbm * eff(bytes))`` (Calculon's
-no-overlap mode), with the achieved-fraction curves of the :class:`ClusterSpec`. A layer
-is its six GEMMs, the attention core and the memory-bound kernels (LayerNorm, softmax,
-dropout, GeLU, residual). Backward is twice the forward GEMMs and memory traffic. The
-pipeline runs ``m + (p-1)/v`` stage-times per step. Communication comes from
-:mod:`forgeline.search.comm`, memory from :mod:`forgeline.search.memory`. DeepSpeed's
-ZeRO bookkeeping (buffer and shard copies, ZeRO-3 hooks) is its own term, hidden behind
-compute as far as the cluster's ``overlap_efficiency`` allows (all of it on GPUs, none on CPUs).
+no-overlap mode), with the achieved-fraction curves of the :class:`ClusterSpec` (the matmul
+curve topped by the GPU's measured matmul ceiling per precision). A layer is its GEMMs
+(grouped-query K/V, gated MLPs), the attention core and the memory-bound kernels (norms,
+softmax, dropout, activation, residual). FP8 runs only the GEMMs in FP8: attention and the
+memory-bound kernels stay 16-bit, and every GEMM operand pays a cast (plus an amax pass
+under dynamic scaling). Backward is twice the forward GEMMs and memory traffic. The
+pipeline runs ``m + (p-1)/v`` stage-times per step on the busiest stage (``ceil(L/p)``
+layers: uneven stages allowed). Context parallelism splits each sequence over ``c`` ranks
+and passes K/V round a ring behind the attention blocks.
+
+Overlap is computed, not assumed: a collective that the framework overlaps (its
+:class:`~forgeline.search.profiles.FrameworkProfile`) hides behind the compute that runs
+alongside it, except its last bucket or chunk (:func:`forgeline.search.comm.overlapped_s`):
+the data-parallel reduce behind one micro-batch's backward, parameter gathers behind
+forward, tensor-parallel collectives behind the layer's GEMMs. Communication comes from
+:mod:`forgeline.search.comm`, memory from :mod:`forgeline.search.memory`. DeepSpeed's ZeRO
+bookkeeping (buffer and shard copies, ZeRO-3 hooks) is its own term, hidden behind compute
+as far as the cluster's ``overlap_efficiency`` allows (GPUs: all of it, CPUs: none).
 """
 
 from __future__ import annotations

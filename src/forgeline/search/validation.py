@@ -112,7 +112,7 @@ def plan_for(run: PublishedRun, cluster: ClusterSpec) -> Plan:
                            "device_memory_bytes": 2 * cluster.device_memory_bytes})
     again = search(run.model, roomy, training_for(run), top_k=1, space=space)
     if not again.feasible:
-        raise ConfigError("published_run", run.name, f"its layout does not fit: {found.reason}")
+        raise ConfigError("runs", run.name, f"its published layout does not fit: {found.reason}")
     return again.best.model_copy(update={"fits": False})
 
 
