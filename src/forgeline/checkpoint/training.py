@@ -18,12 +18,12 @@ optimizer's moments restart from zero. ZeRO-3 is not supported for checkpointing
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from forgeline.checkpoint.state import capture_rng, restore_rng, unflatten_state
 from forgeline.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 # Keys of DeepSpeed's ZeRO optimizer state_dict that hold Python objects, not data:
 # the loss scaler (rebuilt from the DeepSpeed config) and fragment address maps.
@@ -48,6 +48,8 @@ def zero_param_shapes(engine: Any) -> list[list[Any]]:
 def capture_training_state(engine: Any, scheduler: Any, source: Any, step: int,
                            zero_stage: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """This rank's full training state (tensors are views; the store snapshots them)."""
+    from forgeline.checkpoint.state import capture_rng
+
     if zero_stage == 3:
         raise ConfigError("zero_stage", 3, "checkpointing supports ZeRO stages 0–2")
     return {
@@ -72,6 +74,8 @@ def restore_training_state(state: dict[str, Any], engine: Any, scheduler: Any, s
     ``load_optimizer=False`` restores everything but the optimizer (weights-only resume).
     A state saved by another world size must come through ``load_training_state``.
     """
+    from forgeline.checkpoint.state import restore_rng
+
     if zero_stage == 3:
         raise ConfigError("zero_stage", 3, "checkpointing supports ZeRO stages 0–2")
     if load_optimizer and zero_stage in (1, 2) and saved_world_size != world_size:
@@ -104,6 +108,8 @@ _FALLBACK = "resume weights-only with checkpoint.resume_optimizer=False (load_op
 
 def _check_optimizer_fits(state: dict[str, Any], engine: Any, zero_stage: int) -> None:
     """A clear error, before DeepSpeed's own, when the saved optimizer state cannot load."""
+    import torch
+
     saved_stage = int(state.get("zero", {}).get("stage", zero_stage))
     if (saved_stage == 0) != (zero_stage == 0):
         raise ConfigError("zero_stage", zero_stage,
@@ -164,6 +170,8 @@ def reshard_zero_partition(parts: dict[int, torch.Tensor], saved_size: int, flat
     """Rank ``rank`` of ``world_size``'s partition of a flat group saved as equal partitions
     of ``saved_size`` elements (``parts``: saved rank → partition, at least those that overlap
     this rank's range); elements past ``flat_numel`` (the padding) are zero."""
+    import torch
+
     size = zero_partition_size(flat_numel, world_size)
     out = torch.zeros(size, dtype=next(iter(parts.values())).dtype)
     lo, hi = rank * size, min((rank + 1) * size, flat_numel)
@@ -185,6 +193,10 @@ def _reshard_zero_optimizer(store: Any, step: int, state: dict[str, Any], saved_
     """The ZeRO-1/2 optimizer state of ``rank`` of ``world_size`` from ``saved_world``
     partitions. In each group's base-optimizer state, tensors of the partition's size (Adam's
     moments) are partitioned; the rest (the step count) is the same on every rank."""
+    import torch
+
+    from forgeline.checkpoint.state import unflatten_state
+
     optimizer = dict(state["optimizer"])
     base = optimizer["base_optimizer_state"]
     if not isinstance(base, dict) or "state" not in base:
