@@ -33,8 +33,9 @@ def require_train_v2() -> None:
         raise ConfigError(FLAG, os.environ[FLAG],
                           "forgeline's Ray pieces use the Ray Train V2 API; unset it or set 1")
     import ray.train
+    from ray.train.v2.api.config import RunConfig
 
-    if not ray.train.RunConfig.__module__.startswith("ray.train.v2"):
+    if ray.train.RunConfig is not RunConfig:
         raise ConfigError(FLAG, os.environ[FLAG],
                           "ray.train was imported with Train V1 before forgeline; set "
                           f"{FLAG}=1 in the environment before starting Python")
