@@ -96,6 +96,9 @@ def restore_training_state(state: dict[str, Any], engine: Any, scheduler: Any, s
             engine.optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state.get("scheduler") is not None:
         scheduler.load_state_dict(state["scheduler"])
+        if not load_optimizer:  # a fresh optimizer: give it the schedule's current LR
+            for group, lr in zip(engine.optimizer.param_groups, scheduler.get_lr(), strict=True):
+                group["lr"] = lr
     for key, value in state["engine"].items():
         setattr(engine, key, int(value))
     source.load_state_dict(state["data"])
