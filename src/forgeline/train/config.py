@@ -101,6 +101,10 @@ class TrainConfig(BaseModel):
     ray_address: str | None = Field(
         None, description="Ray cluster address; None starts or joins a local one."
     )
+    run_name: str | None = Field(
+        None, description="The forgeline run id: Ray Train's run name, so a restarted driver "
+        "or a retried task resumes the run; None: one fixed name per output URL."
+    )
     checkpoint: TrainCheckpointing = Field(
         default_factory=TrainCheckpointing, description="forgeline checkpoints and resume."
     )

@@ -14,7 +14,11 @@ import torch
 import torch.distributed as dist
 
 from forgeline import storage
-from forgeline.checkpoint.training import capture_training_state, restore_training_state
+from forgeline.checkpoint.training import (
+    capture_training_state,
+    load_training_state,
+    restore_training_state,
+)
 from forgeline.datasets import TokenDataset
 from forgeline.train.batches import BatchSource, ShuffledBatches
 from forgeline.train.config import TrainConfig
@@ -133,13 +137,13 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if checkpointer is not None:
         checkpointer.protect(engine)
     start_step, extra = 0, {}
-    restored = checkpointer.restore() if checkpointer and config.checkpoint.resume else None
-    if restored is not None:
-        start_step = restore_training_state(
-            restored.state, engine, scheduler, source, config.zero_stage,
-            saved_world_size=restored.manifest.world_size, world_size=world,
-        )
-        extra = restored.state.get("extra") or {}
+    resume = checkpointer.resume_step() if checkpointer and config.checkpoint.resume else None
+    if resume is not None:  # saved by any worker count: ZeRO optimizer partitions resharded
+        optimizer = config.checkpoint.resume_optimizer
+        state = load_training_state(checkpointer.store, resume, rank, world, optimizer)
+        start_step = restore_training_state(state, engine, scheduler, source, config.zero_stage,
+                                            world, world, load_optimizer=optimizer)
+        extra = state.get("extra") or {}
         log.info("rank %d resumed from forgeline checkpoint step %d", rank, start_step)
     batches = iter(source)
     tokens_per_step = world * micro * config.grad_accum_steps * config.model.seq_len

@@ -9,13 +9,12 @@ import time
 from typing import Any
 
 import ray
-from ray.train import FailureConfig, RunConfig, ScalingConfig
-from ray.train.torch import TorchTrainer
 
 from forgeline import storage
 from forgeline.datasets import load_manifest
 from forgeline.errors import ConfigError
 from forgeline.ray import CheckpointRetention, FailureStatistics, MetricsLogger
+from forgeline.runs import safe_run_id
 from forgeline.train.config import TrainConfig, TrainResult
 from forgeline.train.loop import MODEL_CONFIG_FILE, MODEL_FILE, SUMMARY_FILE, train_loop_per_worker
 
@@ -29,9 +28,29 @@ def _ensure_ray(address: str | None) -> bool:
     return address is None and not os.environ.get("RAY_ADDRESS")
 
 
-def _ray_storage_path(output_url: str) -> str | None:
-    fs, path = storage.filesystem(output_url)
-    return storage.join(path, "ray") if storage.is_local(fs) else None
+RAY_STORAGE_DIR = "ray"
+
+
+def ray_storage(output_url: str) -> tuple[str, Any]:
+    """Ray Train's ``(storage_path, storage_filesystem)``: ``{output_url}/ray`` on the output's
+    own filesystem (any fsspec URL, through pyarrow's ``FSSpecHandler``), so Ray's run state
+    lives beside forgeline's artifacts where every node, a restarted driver or a retried task
+    finds it, never in the driver's ``~/ray_results``."""
+    fs, path = storage.filesystem(output_url, "output_url")
+    path = storage.join(path, RAY_STORAGE_DIR)
+    if storage.is_local(fs):
+        return path, None
+    import pyarrow.fs
+
+    return path, pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
+
+
+def ray_run_name(config: TrainConfig) -> str:
+    """Ray Train's run name: the same for every attempt of a forgeline run, so Ray hands the
+    latest checkpoint back to a restarted driver or a retried task (Train V2 restores a run
+    from its storage by name). Without a run id the name is fixed: the storage path is
+    already per output."""
+    return safe_run_id(f"forgeline-{config.run_name}") if config.run_name else "forgeline-train"
 
 
 def _checkpoint_callbacks(config: TrainConfig, output_url: str) -> list[Any]:
@@ -64,14 +83,19 @@ def run_training(
     storage.ensure_writable(output_url, "output_url")
     started = time.perf_counter()
     owns_ray = _ensure_ray(config.ray_address)
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    storage_path, storage_filesystem = ray_storage(output_url)
     try:
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={"train": config.model_dump(mode="json"), "output_url": output_url},
             scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu),
             run_config=RunConfig(
-                name=f"forgeline-train-{int(time.time())}",
-                storage_path=_ray_storage_path(output_url),
+                name=ray_run_name(config),
+                storage_path=storage_path,
+                storage_filesystem=storage_filesystem,
                 callbacks=([MetricsLogger(metrics_url)] if metrics_url else [])
                 + _checkpoint_callbacks(config, output_url) + (callbacks or []),
                 failure_config=FailureConfig(max_failures=config.max_failures),
