@@ -4,6 +4,7 @@ from forgeline.operators.base import StageOperator, run_name
 from forgeline.operators.params import params_from, pipeline_params, pipeline_params_from
 from forgeline.operators.stages import (
     STAGE_OPERATORS,
+    ExportOperator,
     PrepareDatasetOperator,
     QuantizeOperator,
     ReportOperator,
@@ -14,6 +15,7 @@ from forgeline.operators.stages import (
 
 __all__ = [
     "STAGE_OPERATORS",
+    "ExportOperator",
     "PrepareDatasetOperator",
     "QuantizeOperator",
     "ReportOperator",

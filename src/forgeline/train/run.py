@@ -34,11 +34,18 @@ def _ray_storage_path(output_url: str) -> str | None:
     return storage.join(path, "ray") if storage.is_local(fs) else None
 
 
+def _checkpoint_url(config: TrainConfig, output_url: str) -> str | None:
+    """The run's checkpoint store (None when checkpointing is off)."""
+    if config.checkpoint.every_steps is None:
+        return None
+    return config.checkpoint.url or storage.join(output_url, "checkpoints")
+
+
 def _checkpoint_callbacks(config: TrainConfig, output_url: str) -> list[Any]:
     """Controller-side retention/GC and failure statistics for the training checkpoints."""
-    if config.checkpoint.every_steps is None:
+    url = _checkpoint_url(config, output_url)
+    if url is None:
         return []
-    url = config.checkpoint.url or storage.join(output_url, "checkpoints")
     return [CheckpointRetention(url, config.checkpoint.retention()), FailureStatistics(url)]
 
 
@@ -100,4 +107,9 @@ def run_training(
         val_ppl_after=math.exp(summary["val_loss_after"]),
         tokens_per_s=summary["tokens_per_s"],
         wall_s=round(time.perf_counter() - started, 3),
+        step_s=summary.get("step_s"),
+        peak_rss_bytes=summary.get("peak_rss_bytes"),
+        checkpoint_url=_checkpoint_url(config, output_url),
+        resumed_from_step=summary.get("resumed_from_step"),
+        restore_s=summary.get("restore_s"),
     )
