@@ -39,22 +39,24 @@ from pathlib import Path
 import numpy as np
 
 from forgeline.search import (
-    KORTHIKANTI_2022,
-    NARAYANAN_TABLE1,
     ClusterSpec,
     ModelSpec,
     SearchSpace,
     TrainingSpec,
     calibrate,
-    enumerate_space,
     estimate,
-    korthikanti_observations,
-    megatron_model,
-    megatron_training,
-    narayanan_flops_per_iteration,
     search,
 )
 from forgeline.search.cost_model import config_from_row
+from forgeline.search.flops import narayanan_flops_per_iteration
+from forgeline.search.reference import (
+    KORTHIKANTI_2022,
+    NARAYANAN_TABLE1,
+    korthikanti_observations,
+    megatron_model,
+    megatron_training,
+)
+from forgeline.search.space import enumerate_space
 
 GPT3 = ModelSpec(name="gpt3-175b", layers=96, hidden=12288, heads=96, seq_len=2048,
                  vocab=51200)
@@ -224,13 +226,14 @@ def _cpu_trials(quick: bool, runs: list) -> tuple[dict, str]:
     """Real DeepSpeed trials through Ray Train on this machine; leave-one-out calibration."""
     import ray
 
-    from forgeline.search import Observation, run_trial, this_machine_cpu
+    from forgeline.search import Observation, this_machine_cpu
     from forgeline.search.trials import (
         MEMORY_METHOD_CPU,
         describe,
         memory_factors,
         model_spec_for,
         predicted_trial_memory_bytes,
+        run_trial,
         with_headroom,
     )
 

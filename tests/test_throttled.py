@@ -84,3 +84,34 @@ def test_bad_settings_are_refused():
         ThrottledFileSystem("memory", bandwidth_bytes_per_s=0, bucket="x")
     with pytest.raises(ConfigError, match="latency_s=-1.0"):
         ThrottledFileSystem("memory", latency_s=-1, bucket="y")
+
+
+_RESOLVE = ("import sys, fsspec; fs, p = fsspec.core.url_to_fs({url!r}); "
+            "assert type(fs).__name__ == 'ThrottledFileSystem'; data = fs.cat_file(p)")
+
+
+def test_entry_point_registers_the_protocol_in_a_fresh_process(tmp_path):
+    """No import of forgeline.throttled first: the fsspec.specs entry point is the one path."""
+    import subprocess
+    import sys
+
+    (tmp_path / "b.bin").write_bytes(b"y" * 100)
+    url = throttled_url(f"file://{tmp_path}/b.bin", 0.0, 1e9, uuid.uuid4().hex)
+    code = _RESOLVE.format(url=url) + "; assert data == b'y' * 100"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_entry_point_registers_the_protocol_in_ray_workers(ray_cluster, tmp_path):
+    (tmp_path / "b.bin").write_bytes(b"z" * 100)
+    url = throttled_url(f"file://{tmp_path}/b.bin", 0.0, 1e9, uuid.uuid4().hex)
+
+    @ray_cluster.remote(num_cpus=0, max_calls=1)  # a fresh worker process
+    def resolve() -> tuple[bool, int]:
+        import sys
+
+        already = "forgeline.throttled" in sys.modules
+        exec(_RESOLVE.format(url=url), {})
+        return already, len(fsspec.core.url_to_fs(url)[0].cat_file(url))
+
+    already, size = ray_cluster.get(resolve.remote())
+    assert not already and size == 100

@@ -15,9 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from forgeline.datasets.config import DatasetConfig
 from forgeline.options import Options
-from forgeline.quantize.stage import QuantizeOptions
+from forgeline.quantize.options import QuantizeOptions
 from forgeline.runs import RunLayout, default_artifact_root, new_run_id
-from forgeline.search.stage import StrategyOptions
+from forgeline.search.options import StrategyOptions
 from forgeline.stages import STAGES, NoOptions
 from forgeline.train.config import TrainOptions
 

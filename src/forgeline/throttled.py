@@ -5,7 +5,8 @@ all bytes moved share one ``bandwidth_bytes_per_s`` budget — a token bucket ke
 file under a ``fcntl`` lock, so threads *and* processes (Ray workers) on one machine share it.
 Requests and bytes are counted in the same shared file.
 
-Two URL forms, both registered under the ``throttled`` protocol when this module is imported:
+Two URL forms of the ``throttled`` protocol, which the ``fsspec.specs`` entry point registers in
+every process (Ray workers too) without importing this module first:
 
 - self-describing (works in any process, e.g. Ray workers)::
 
@@ -241,7 +242,5 @@ class _ThrottledFile(AbstractBufferedFile):
     def _fetch_range(self, start: int, end: int) -> bytes:
         return self.fs.cat_file(self.path, start=start, end=end)
 
-
-fsspec.register_implementation(PROTOCOL, ThrottledFileSystem, clobber=True)
 
 __all__ = ["PROTOCOL", "ThrottledFileSystem", "throttled_url"]

@@ -35,3 +35,13 @@ def test_train_options_carry_the_cache_into_the_train_config():
     assert TrainOptions().to_config("file:///m.json").cache is None
     round_trip = type(config).model_validate(config.model_dump(mode="json"))
     assert round_trip.cache == cache
+
+
+def test_the_options_model_imports_neither_torch_nor_ray():
+    import subprocess
+    import sys
+
+    code = ("import sys, forgeline.cache.config as c; c.CacheConfig(capacity_bytes=1024); "
+            "heavy = sorted({'torch', 'ray'} & set(sys.modules)); "
+            "assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True)

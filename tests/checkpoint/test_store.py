@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -130,13 +132,13 @@ def test_async_save_returns_before_persisting_and_bounds_memory(tmp_path):
 
 
 def test_background_failure_surfaces_on_next_call(tmp_path, monkeypatch):
-    from forgeline.checkpoint import store as store_module
+    from forgeline.checkpoint import writer as store_module
 
-    def broken_put(fs, path, data):
+    def broken_put(fs, path, data, exclusive=False):
         raise OSError("disk on fire")
 
     with CheckpointStore(f"file://{tmp_path}/c", CheckpointConfig(chunk_bytes=256)) as store:
-        monkeypatch.setattr(store_module, "_put", broken_put)
+        monkeypatch.setattr(store_module, "publish", broken_put)
         store.save({"w": torch.randn(1000)}, 1)  # returns: the failure is in the background
         with pytest.raises(CheckpointWriteError, match="disk on fire"):
             store.save({"w": torch.randn(1000)}, 2)
@@ -196,3 +198,51 @@ def test_flatten_keeps_structure():
     json.dumps(skeleton)
     assert set(tensors) == {"3/0", "3/1/b"}
     assert _equal(unflatten_state(skeleton, tensors), state)
+
+
+def test_verify_checksums_every_chunk_even_when_restore_does_not(tmp_path):
+    url = f"file://{tmp_path}/c"
+    config = CheckpointConfig(chunk_bytes=512, codec="raw", verify_on_restore=False)
+    with CheckpointStore(url, config) as store:
+        store.save({"w": torch.randn(300)}, 1)
+    store = CheckpointStore(url, config)
+    ref = store.manifest(1).tensors[0].chunks[1]
+    blob = tmp_path / "c" / "chunks" / ref.key[:2] / ref.key
+    data = bytearray(blob.read_bytes())
+    data[-5] ^= 0x01  # one flipped bit in the payload: decodes fine, wrong values
+    blob.write_bytes(bytes(data))
+    store.restore(1)  # verify_on_restore=False: not checked here, by choice
+    with pytest.raises(IntegrityError, match=r"tensor 'w' chunk 1/3 .*blake3 mismatch"):
+        store.verify(1)
+
+
+@pytest.mark.parametrize("url_kind", ["file", "throttled"])
+def test_two_writers_on_one_step_the_second_fails_clearly(tmp_path, url_kind):
+    from forgeline.throttled import throttled_url
+
+    url = f"file://{tmp_path}/c"
+    if url_kind == "throttled":
+        url = throttled_url(url, latency_s=0.0, bandwidth_bytes_per_s=1e9)
+    states = [{"w": torch.full((200_000,), float(i))} for i in (1, 2)]
+    config = CheckpointConfig(chunk_bytes=1 << 16, codec="zstd", zstd_level=9)
+    a, b = CheckpointStore(url, config), CheckpointStore(url, config)
+    outcomes = []
+    for store, state in ((a, states[0]), (b, states[1])):  # b usually starts before a commits
+        try:
+            store.save(state, 1)
+            outcomes.append(None)
+        except CheckpointWriteError as exc:
+            outcomes.append(exc)
+    for i, store in enumerate((a, b)):
+        try:
+            store.close()
+        except CheckpointWriteError as exc:
+            outcomes[i] = exc
+    failed = [i for i, exc in enumerate(outcomes) if exc is not None]
+    assert len(failed) == 1, outcomes
+    assert re.search(r"step 1 rank 0: .*already holds a manifest written by another writer",
+                     str(outcomes[failed[0]]))
+    winner = 1 - failed[0]
+    assert torch.equal(CheckpointStore(url).restore(1).state["w"], states[winner]["w"])
+    with pytest.raises(CheckpointWriteError, match="two writers on one step are refused"):
+        CheckpointStore(url).save(states[0], 1)  # and a later one is refused before any work

@@ -10,11 +10,8 @@ import torch
 import torch.distributed as dist
 
 from forgeline.checkpoint import CheckpointConfig, CheckpointStore, export_safetensors
-from forgeline.checkpoint.training import (
-    TrainCheckpointing,
-    capture_training_state,
-    restore_training_state,
-)
+from forgeline.checkpoint.config import TrainCheckpointing
+from forgeline.checkpoint.training import capture_training_state, restore_training_state
 from forgeline.errors import ConfigError
 from forgeline.train import ModelConfig, ShuffledBatches, default_deepspeed_config
 from forgeline.train.model import DecoderLM, lm_loss

@@ -1,6 +1,6 @@
 from forgeline.operators import params_from, pipeline_params, pipeline_params_from
 from forgeline.pipeline import PipelineParams
-from forgeline.search.stage import StrategyOptions
+from forgeline.search.options import StrategyOptions
 
 
 def test_params_mirror_the_options_model():

@@ -6,6 +6,7 @@ import uuid
 import pytest
 
 from forgeline.cache import CacheConfig, CachedDataset, connect, shutdown
+from forgeline.cache.stress import StressSpec, stress_server
 from forgeline.ray import CacheStatsCallback, aggregate_cache_stats, read_metrics
 from forgeline.throttled import throttled_url
 
@@ -76,3 +77,13 @@ def test_training_through_the_cache_on_throttled_storage(ray_cluster, tiny_datas
     totals = json.loads((tmp_path / "cache_stats.json").read_text())["latest"]
     assert totals["workers"] == 2 and totals["cache_remote_bytes"] > 0
     assert list((tmp_path / "imp").glob("*.importance.npz"))  # saved for the next run
+
+
+def test_threaded_server_survives_concurrent_clients_evictions_and_large_values(ray_cluster):
+    """6 clients x 4 threads on a 16-thread server under PYTHONMALLOC=debug, values up to
+    1 MiB in a 24 MiB store, then the server killed with calls in flight (before the fix it
+    aborted with "double free or corruption" within seconds)."""
+    result = stress_server(StressSpec(seconds=4.0, kill_rounds=1))
+    assert result.crashes == 0, result.log_findings
+    assert result.client_errors == [] and result.wrong_values == 0 and result.accounting_ok
+    assert result.servers == 2 and result.calls > 100

@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from forgeline.search import (
-    ClusterSpec,
+from forgeline.search import ClusterSpec
+from forgeline.search.comm import (
     collective_s,
+    exposed_s,
     host_transfer_s,
     members_per_node,
     p2p_s,
     ring_all_reduce_s,
 )
-from forgeline.search.comm import exposed_s
 
 # a100-80gb preset: NVLink 300 GB/s x 0.75 = 225 GB/s, 2 us; IB 25 GB/s x 0.9 = 22.5 GB/s, 5 us
 A100 = ClusterSpec.preset("a100-80gb", nodes=4)

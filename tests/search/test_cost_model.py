@@ -6,23 +6,15 @@ import numpy as np
 import pytest
 
 from forgeline.errors import ConfigError
-from forgeline.search import (
-    ClusterSpec,
-    ModelSpec,
-    ParallelConfig,
-    Plan,
-    TrainingSpec,
-    estimate,
-    evaluate,
-    hardware_flops_per_iteration,
-    model_flops_per_iteration,
-)
+from forgeline.search import ClusterSpec, ModelSpec, ParallelConfig, Plan, TrainingSpec, estimate
 from forgeline.search.cost_model import (
     candidates_from_configs,
+    evaluate,
     zero3_partitioned_tensors,
     zero_bookkeeping_s,
     zero_copy_passes,
 )
+from forgeline.search.flops import hardware_flops_per_iteration, model_flops_per_iteration
 
 GPT3 = ModelSpec(name="gpt3-175b", layers=96, hidden=12288, heads=96, seq_len=2048, vocab=51200)
 A100 = ClusterSpec.preset("a100-80gb", nodes=128)
@@ -134,12 +126,12 @@ def test_plan_is_json_serialisable():
     [
         ({"tensor_parallel": 5, "data_parallel": 1}, "tensor_parallel"),  # 96 heads % 5
         ({"micro_batch_size": 5}, "global_batch_size"),  # 1536 % (5 x 16)
-        ({"pipeline_parallel": 7, "data_parallel": 1}, "pipeline_parallel"),  # 96 layers % 7
+        ({"pipeline_parallel": 97, "data_parallel": 1}, "pipeline_parallel"),  # > 96 layers
         ({"data_parallel": 32}, "data_parallel"),  # 8 x 8 x 32 > 1024 devices
         ({"zero_stage": 2}, "zero_stage"),  # with pipeline parallelism
         ({"offload": "optimizer"}, "offload"),  # needs ZeRO >= 1
         ({"tensor_parallel": 1, "sequence_parallel": True}, "sequence_parallel"),
-        ({"virtual_stages": 5}, "pipeline_parallel"),  # 96 % (8 x 5)
+        ({"virtual_stages": 13}, "pipeline_parallel"),  # 8 x 13 chunks > 96 layers
     ],
 )
 def test_bad_configurations_name_the_field(changes, field):
@@ -198,11 +190,12 @@ def test_bookkeeping_seconds_by_hand():
     # ZeRO-3, 1e6 fp32 parameters, one rank, 2 micro-steps, 10 partitioned tensors:
     # passes 2 x (3 + 1) + 1 = 9 of 4 MB at 1 GB/s = 0.036 s;
     # hooks 2 micro-steps x 2 (fetch, release) x 2 (fwd, bwd) x 10 x 1 ms = 0.08 s.
-    s = zero_bookkeeping_s(3, 1e6, 1, 2, False, 4, 4, 10, CPU)
+    s = zero_bookkeeping_s(3, 1e6, 1, 2, False, CPU, param_bytes=4, grad_bytes=4, tensors=10)
     assert float(s) == pytest.approx(0.036 + 0.08)
     # ZeRO-2 has no hooks: (2 x (1 + 1/2) + 1) x 4 MB / 1 GB/s = 0.016 s
-    assert float(zero_bookkeeping_s(2, 1e6, 2, 2, False, 4, 4, 10, CPU)) == pytest.approx(0.016)
-    assert float(zero_bookkeeping_s(0, 1e6, 2, 2, False, 4, 4, 10, CPU)) == 0.0
+    kw = dict(param_bytes=4, grad_bytes=4, tensors=10)
+    assert float(zero_bookkeeping_s(2, 1e6, 2, 2, False, CPU, **kw)) == pytest.approx(0.016)
+    assert float(zero_bookkeeping_s(0, 1e6, 2, 2, False, CPU, **kw)) == 0.0
 
 
 def test_default_copy_rate_is_half_the_memory_bandwidth():
@@ -214,8 +207,8 @@ def test_default_copy_rate_is_half_the_memory_bandwidth():
 def test_exposed_on_cpu_hidden_on_gpu():
     cfg = ParallelConfig(data_parallel=1, micro_batch_size=2, zero_stage=3)
     plan = estimate(cfg, SMALL, CPU, FP32)
-    expected = zero_bookkeeping_s(3, SMALL.total_params, 1, 2, False, 4, 4,
-                                  zero3_partitioned_tensors(SMALL), CPU)
+    expected = zero_bookkeeping_s(3, SMALL.total_params, 1, 2, False, CPU, param_bytes=4,
+                                  grad_bytes=4, tensors=zero3_partitioned_tensors(SMALL))
     assert plan.time.framework_s == pytest.approx(float(expected))
     assert plan.step_time_s == pytest.approx(plan.time.total_s)
     # the same copies behind compute when collectives run on their own engines

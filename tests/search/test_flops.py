@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from forgeline.search import (
+from forgeline.search.flops import (
     attention_core_forward_flops,
     hardware_flops_per_iteration,
     layer_forward_flops,

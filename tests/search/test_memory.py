@@ -6,16 +6,15 @@ import re
 
 import pytest
 
-from forgeline.search import (
-    ModelSpec,
+from forgeline.search import ModelSpec
+from forgeline.search.memory import (
     activation_bytes_per_layer,
-    bubble_fraction,
     deepspeed_model_state_bytes,
     host_offload_bytes,
-    inflight_microbatches,
     recompute_working_bytes,
     zero_model_state_bytes,
 )
+from forgeline.search.schedule import bubble_fraction, inflight_microbatches
 
 # GPT-3 175B layer, micro-batch 1, t = 8: sbh = 2048*1*12288 = 25,165,824; 5as/h = 80.
 S, BATCH, H, A, T = 2048, 1, 12288, 96, 8
@@ -35,7 +34,8 @@ SBH = 25_165_824
     ],
 )
 def test_korthikanti_table2(t, sp, recompute, expected):
-    got = activation_bytes_per_layer(S, BATCH, H, A, 4 * H, t, sp, recompute)
+    got = activation_bytes_per_layer(S, BATCH, H, A, 4 * H, t, sequence_parallel=sp,
+                                     recompute=recompute)
     assert float(got) == expected
 
 
@@ -46,18 +46,25 @@ def test_generalised_layer_by_hand():
     a s^2 b / t = 64*4/2 = 128. Total 2176; with SP the replicated part halves (1664);
     selective drops the 128; full keeps the input only (64*4 = 256)."""
     kw = dict(act_bytes=4, dropout=False)
-    assert float(activation_bytes_per_layer(4, 2, 8, 2, 16, 2, False, "none", **kw)) == 2176
-    assert float(activation_bytes_per_layer(4, 2, 8, 2, 16, 2, True, "none", **kw)) == 1664
-    assert float(activation_bytes_per_layer(4, 2, 8, 2, 16, 2, False, "selective", **kw)) == 2048
-    assert float(activation_bytes_per_layer(4, 2, 8, 2, 16, 2, False, "full", **kw)) == 256
+    shape = (4, 2, 8, 2, 16, 2)
+    assert float(activation_bytes_per_layer(*shape, sequence_parallel=False, recompute="none",
+                                            **kw)) == 2176
+    assert float(activation_bytes_per_layer(*shape, sequence_parallel=True, recompute="none",
+                                            **kw)) == 1664
+    assert float(activation_bytes_per_layer(*shape, sequence_parallel=False, recompute="selective",
+                                            **kw)) == 2048
+    assert float(activation_bytes_per_layer(*shape, sequence_parallel=False, recompute="full",
+                                            **kw)) == 256
     # Recomputing a layer materialises its full activations once (the working set).
-    assert float(recompute_working_bytes(4, 2, 8, 2, 16, 2, False, "full", **kw)) == 2176
-    assert float(recompute_working_bytes(4, 2, 8, 2, 16, 2, False, "selective", **kw)) == 128
+    assert float(recompute_working_bytes(*shape, sequence_parallel=False, recompute="full",
+                                         **kw)) == 2176
+    assert float(recompute_working_bytes(*shape, sequence_parallel=False, recompute="selective",
+                                         **kw)) == 128
 
 
 def test_flash_attention_drops_the_quadratic_term():
-    plain = activation_bytes_per_layer(S, BATCH, H, A, 4 * H, T, True, "none")
-    fused = activation_bytes_per_layer(S, BATCH, H, A, 4 * H, T, True, "none",
+    plain = activation_bytes_per_layer(S, BATCH, H, A, 4 * H, T, sequence_parallel=True)
+    fused = activation_bytes_per_layer(S, BATCH, H, A, 4 * H, T, sequence_parallel=True,
                                        flash_attention=True)
     # what remains: 34 sbh / t plus an fp32 log-sum-exp per (head, token)
     assert float(fused) == SBH * 34 / 8 + A * S * BATCH * 4 / 8

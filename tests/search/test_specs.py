@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from forgeline.errors import ConfigError
-from forgeline.search import PRESET_NAMES, ClusterSpec, ModelSpec, TrainingSpec
+from forgeline.search import PRESET_NAMES, ClusterSpec, ModelSpec, TrainingSpec, this_machine_cpu
 
 
 class _Block(nn.Module):
@@ -87,7 +87,7 @@ def test_cluster_rejects_zero_devices():
 
 
 def test_presets():
-    assert set(PRESET_NAMES) == {"a100-40gb", "a100-80gb", "h100", "h200"}
+    assert set(PRESET_NAMES) == {"v100-32gb", "a100-40gb", "a100-80gb", "h100", "h200", "b200"}
     a100 = ClusterSpec.preset("a100-80gb", nodes=128)
     assert a100.total_devices == 1024
     assert a100.device_memory_bytes == 80 * 2**30 and a100.peak_for("bf16") == 312e12
@@ -95,14 +95,14 @@ def test_presets():
     h100, h200 = ClusterSpec.preset("h100"), ClusterSpec.preset("h200")
     assert h100.peak_for("fp8") == pytest.approx(2 * h100.peak_for("bf16"), rel=1e-3)
     assert h200.hbm_bytes_per_s > h100.hbm_bytes_per_s
-    with pytest.raises(ConfigError, match="cluster='tpu'"):
+    with pytest.raises(ConfigError, match="preset='tpu'"):
         ClusterSpec.preset("tpu")
     with pytest.raises(ConfigError, match="precision='fp8'"):
         a100.peak_for("fp8")
 
 
 def test_this_machine_is_measured():
-    cpu = ClusterSpec.this_machine_cpu(devices=2)
+    cpu = this_machine_cpu(devices=2)
     total = psutil.virtual_memory().total
     assert cpu.devices_per_node == 2 and cpu.host_memory_bytes == total
     assert cpu.device_memory_bytes == total // 2
@@ -126,3 +126,18 @@ def test_training_spec():
         model) == 8
     fp32 = model.model_copy(update={"param_dtype": "fp32"})
     assert TrainingSpec(global_batch_size=8).optimizer_bytes_per_param(fp32) == 8
+
+
+def test_preset_overrides_are_validated():
+    custom = ClusterSpec.preset("h100", nodes=2, devices_per_node=4, inter_node_bytes_per_s=25e9)
+    assert custom.total_devices == 8 and custom.inter_node_bytes_per_s == 25e9
+    assert custom.name == "h100x8"
+    with pytest.raises(ValidationError, match="inter_node_bytes_per_s"):
+        ClusterSpec.preset("h100", inter_node_bytes_per_s=-1)
+    with pytest.raises(ValidationError, match="no_such_field"):
+        ClusterSpec.preset("h100", no_such_field=1)
+    v100, b200 = ClusterSpec.preset("v100-32gb"), ClusterSpec.preset("b200")
+    assert v100.devices_per_node == 16 and v100.peak_for("fp16") == 125e12
+    with pytest.raises(ConfigError, match="precision='bf16'"):
+        v100.peak_for("bf16")  # Volta has no bf16 tensor cores
+    assert b200.peak_for("bf16") == 2.25e15 and b200.peak_for("fp8") == 4.5e15

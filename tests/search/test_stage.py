@@ -1,6 +1,7 @@
 """The strategy-search pipeline stage (plans the training stage can run as is)."""
 
 import pytest
+from pydantic import ValidationError
 
 from forgeline import storage
 from forgeline.errors import ConfigError
@@ -32,10 +33,16 @@ def test_presets_and_unconstrained_zero(tmp_path):
     assert "torch_adam" not in result.deepspeed_config["optimizer"]["params"]
 
 
+@pytest.mark.parametrize(("field", "value"), [("cluster", "tpu-v9"), ("zero_stages", [4]),
+                                             ("micro_batch_sizes", [0]), ("zero_stages", [])])
+def test_bad_options_fail_at_construction(field, value):
+    with pytest.raises(ValidationError, match=field):
+        StrategyOptions(**{field: value})
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"cluster": "tpu-v9"}, "cluster='tpu-v9': unknown"),
         ({"nodes": 2}, "nodes=2: 'this-machine' is one node"),
         ({"seq_len": None}, "seq_len=None: needed"),
         ({"global_batch_size": 3, "workers": 2}, "cluster='this-machine': no plan fits"),

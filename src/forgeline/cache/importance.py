@@ -23,7 +23,13 @@ def importance_file(importance_url: str, fingerprint: str) -> str:
 
 
 class ImportanceTable:
-    """Scores of ``size`` samples; unseen samples score the mean of the seen ones."""
+    """Scores of ``size`` samples; unseen samples score the mean of the seen ones.
+
+    Thread-safe: every read of ``scores``/``seen`` holds the lock, as every write does. NumPy
+    is not safe against a concurrent write: ``scores[seen]`` counts the mask's True values,
+    allocates that many, then copies with the GIL released, so a ``seen[i] = True`` landing
+    in between writes past the allocation (glibc: "double free or corruption").
+    """
 
     def __init__(self, size: int, mode: str = "latest", ema_decay: float = 0.9,
                  rank_normalize: bool = False) -> None:
@@ -36,7 +42,7 @@ class ImportanceTable:
         self.scores = np.zeros(size, dtype=np.float64)
         self.seen = np.zeros(size, dtype=bool)
         self.updates = 0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     def update(self, indices: np.ndarray, losses: np.ndarray) -> np.ndarray:
         """Fold one minibatch's losses in; return the new scores of ``indices``."""
@@ -60,20 +66,36 @@ class ImportanceTable:
 
     @property
     def default_score(self) -> float:
-        return float(self.scores[self.seen].mean()) if self.seen.any() else 0.0
+        with self._lock:
+            return float(self.scores[self.seen].mean()) if self.seen.any() else 0.0
+
+    @property
+    def seen_count(self) -> int:
+        with self._lock:
+            return int(self.seen.sum())
 
     def get(self, indices: np.ndarray) -> np.ndarray:
         indices = np.asarray(indices, dtype=np.int64)
-        return np.where(self.seen[indices], self.scores[indices], self.default_score)
+        with self._lock:
+            return np.where(self.seen[indices], self.scores[indices], self.default_score)
 
     def low_threshold(self, quantile: float) -> float:
         """Scores below this are 'low importance' (−inf while nothing has been seen)."""
-        return float(np.quantile(self.scores[self.seen], quantile)) if self.seen.any() else -np.inf
+        with self._lock:
+            if not self.seen.any():
+                return -np.inf
+            return float(np.quantile(self.scores[self.seen], quantile))
+
+    def seen_scores(self) -> tuple[np.ndarray, np.ndarray]:
+        """(indices, scores) of the seen samples: a consistent copy."""
+        with self._lock:
+            seen = np.flatnonzero(self.seen)
+            return seen, self.scores[seen]
 
     def top(self, k: int) -> np.ndarray:
         """The ``k`` seen samples of highest importance, best first."""
-        seen = np.flatnonzero(self.seen)
-        order = np.argsort(-self.scores[seen], kind="stable")
+        seen, scores = self.seen_scores()
+        order = np.argsort(-scores, kind="stable")
         return seen[order[:k]]
 
     # --- persistence ------------------------------------------------------------------

@@ -1,15 +1,20 @@
 """The cache server: one store + importance tables, shared by workers and concurrent jobs.
 
-``CacheServer`` is a plain thread-safe object. In-process it is used directly; under Ray the
-same class runs as a named, detached actor, one per node (``connect``), with ``num_cpus=0`` so
-it never takes a training worker's slot. Every method is batched (many samples per call) so
-actor round trips are amortised. Samples of different datasets (and splits) live in separate
-namespaces of one byte budget; two jobs over the same data share entries.
+``CacheServer`` is a plain thread-safe object (the store and every importance table hold
+their own locks; no numpy array is read while another thread writes it). In-process it is
+used directly; under Ray the same class runs as a named, detached actor, one per node
+(``connect``), with ``num_cpus=0`` so it never takes a training worker's slot. Every method
+is batched (many samples per call) so actor round trips are amortised. Samples of different
+datasets (and splits) live in separate namespaces of one byte budget; two jobs over the same
+data share entries.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
+import threading
 from typing import Any
 
 import numpy as np
@@ -24,6 +29,14 @@ log = logging.getLogger(__name__)
 ACTOR_NAMESPACE = "forgeline"
 
 
+def _node_id() -> str | None:
+    """The Ray node this process runs on; None outside Ray."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return None
+    return ray.get_runtime_context().get_node_id()
+
+
 class CacheServer:
     """Store + per-namespace importance; every method takes and returns plain data."""
 
@@ -33,24 +46,33 @@ class CacheServer:
         self.tables: dict[str, ImportanceTable] = {}
         self.quantiles: dict[str, float] = {}
         self._thresholds: dict[str, tuple[int, float]] = {}
+        self._register_lock = threading.Lock()
 
     def ping(self) -> dict[str, Any]:
-        return {"capacity_bytes": self.store.capacity_bytes, "policy": self.store.policy}
+        """Settings and whereabouts: capacity, policy, process id and (under Ray) node id."""
+        return {"capacity_bytes": self.store.capacity_bytes, "policy": self.store.policy,
+                "pid": os.getpid(), "node_id": _node_id()}
+
+    def check_accounting(self) -> bool:
+        return self.store.check_accounting()
 
     def register(self, ns: str, size: int, mode: str = "latest", ema_decay: float = 0.9,
                  rank_normalize: bool = False, low_quantile: float = 0.5,
                  importance_url: str | None = None, fingerprint: str | None = None) -> bool:
         """Make namespace ``ns`` of ``size`` samples known; True if it starts warm (importance
         read back from ``importance_url``, or already live on this server)."""
-        if ns in self.tables:
-            return bool(self.tables[ns].seen.any())
-        table = ImportanceTable(size, mode, ema_decay, rank_normalize)
-        warm = bool(importance_url and fingerprint and table.load(importance_url, fingerprint))
-        self.tables[ns], self.quantiles[ns] = table, low_quantile
-        if warm:
-            seen = np.flatnonzero(table.seen)
-            self.store.set_scores(((ns, int(i)), float(table.scores[i])) for i in seen)
-            self.store.default_score = table.default_score
+        with self._register_lock:  # two jobs registering at once share one table
+            if ns in self.tables:
+                return self.tables[ns].seen_count > 0
+            table = ImportanceTable(size, mode, ema_decay, rank_normalize)
+            warm = bool(importance_url and fingerprint
+                        and table.load(importance_url, fingerprint))
+            if warm:
+                seen, scores = table.seen_scores()
+                self.store.set_scores(((ns, int(i)), float(v)) for i, v in zip(seen, scores,
+                                                                              strict=True))
+                self.store.default_score = table.default_score
+            self.tables[ns], self.quantiles[ns] = table, low_quantile
         return warm
 
     def _table(self, ns: str) -> ImportanceTable:

@@ -85,6 +85,17 @@ class CacheStore:
                     "capacity_bytes": self.capacity_bytes, "h_bytes": self._used["H"],
                     "l_bytes": self._used["L"] + self._used["A"]}
 
+    def check_accounting(self) -> bool:
+        """True if every part's byte count is the exact sum of its payloads and the FIFO/LRU
+        order holds exactly the entries outside H."""
+        with self._lock:
+            used = {"H": 0, "L": 0, "A": 0}
+            for entry in self._entries.values():
+                used[entry.part] += len(entry.data)
+            outside_h = {k for k, e in self._entries.items() if e.part != "H"}
+            return used == self._used and outside_h == set(self._lru) and (
+                self.used_bytes <= self.capacity_bytes)
+
     # --- scores -----------------------------------------------------------------------
     def score(self, key: Key) -> float:
         return self._scores.get(key, self.default_score)

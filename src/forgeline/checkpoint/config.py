@@ -116,6 +116,11 @@ class RetentionPolicy(BaseModel):
         600.0, ge=0,
         description="Unreferenced chunks younger than this are kept (in-flight writes).",
     )
+    gc_lease_s: float = Field(
+        300.0, gt=0,
+        description="Lifetime of the GC lease file: a collector that died longer ago than "
+        "this no longer blocks the next one.",
+    )
 
 
 class TrainCheckpointing(BaseModel):
@@ -131,7 +136,8 @@ class TrainCheckpointing(BaseModel):
     codec: Codec = Field("shuffle-zstd", description="Lossless chunk codec: raw, zstd or "
                          "shuffle-zstd (byte grouping + zstd).")
     async_save: bool = Field(True, description="Persist in the background.")
-    resume: bool = Field(True, description="Resume from Ray's latest reported checkpoint.")
+    resume: bool = Field(True, description="Resume from the newest committed "
+                         "checkpoint on storage (Ray's pointer may lag).")
     url: str | None = Field(None, description="Store URL; default {output_url}/checkpoints.")
 
     @field_validator("codec", mode="before")

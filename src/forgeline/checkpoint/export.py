@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from forgeline import storage
-from forgeline.checkpoint.store import CheckpointStore
+from forgeline.checkpoint.reader import CheckpointReader
 from forgeline.errors import IntegrityError
 
 _FP32_GROUPS = "optimizer/single_partition_of_fp32_groups/"
@@ -38,7 +38,7 @@ def consolidate_zero_fp32(partitions: list[list[torch.Tensor]],
     return out
 
 
-def _zero_fp32_params(store: CheckpointStore, step: int) -> dict[str, torch.Tensor] | None:
+def _zero_fp32_params(store: CheckpointReader, step: int) -> dict[str, torch.Tensor] | None:
     first = store.manifest(step, 0)
     zero = first.skeleton.get("zero") if isinstance(first.skeleton, dict) else None
     shapes = zero.get("param_shapes") if isinstance(zero, dict) else None
@@ -56,7 +56,7 @@ def _zero_fp32_params(store: CheckpointStore, step: int) -> dict[str, torch.Tens
     return consolidate_zero_fp32(partitions, shapes)
 
 
-def consolidated_fp32(store: CheckpointStore, step: int | None = None,
+def consolidated_fp32(store: CheckpointReader, step: int | None = None,
                       prefix: str = "model/") -> dict[str, torch.Tensor]:
     """The whole model at ``step``, names without ``prefix``, floating tensors as float32."""
     step = store.manifest(step, 0).step
@@ -72,10 +72,6 @@ def export_safetensors(store_url: str, out_url: str, step: int | None = None,
     """Write ``consolidated_fp32`` of ``step`` (default: latest) to ``out_url`` atomically."""
     from safetensors.torch import save
 
-    store = CheckpointStore(store_url)
-    try:
-        state = consolidated_fp32(store, step, prefix)
-    finally:
-        store.close()
+    state = consolidated_fp32(CheckpointReader(store_url), step, prefix)
     storage.write_bytes_atomic(out_url, save(state))
     return out_url

@@ -2,7 +2,8 @@
 
 ``{url}/chunks/{key[:2]}/{key}``   content-addressed chunk blobs (codec header + payload)
 ``{url}/steps/{step:012d}/rank-{r:05d}-of-{w:05d}.json``   one manifest per rank, written last
-and atomically. A step is *committed* once all ``w`` rank manifests exist.
+and atomically, never over an existing one. A step is *committed* once all ``w`` rank manifests
+exist; ``{url}/gc.lease`` is held by a running garbage collector.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 CHUNKS_DIR = "chunks"
 STEPS_DIR = "steps"
 _SHARD_RE = re.compile(r"rank-(\d{5})-of-(\d{5})\.json$")
@@ -60,6 +61,9 @@ class Manifest(BaseModel):
     tensors: list[TensorEntry]
     metadata: dict[str, Any] = Field(default_factory=dict)
     stats: dict[str, float] = Field(default_factory=dict)
+    writer: str = Field("", description="Id of the store instance that wrote it.")
+    checksum: str | None = Field(None, description="blake3 of the canonical JSON without it "
+                                 "(forgeline.checkpoint.manifests).")
 
     def referenced_keys(self) -> set[str]:
         keys: set[str] = set()

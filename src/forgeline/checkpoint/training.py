@@ -14,9 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
-from forgeline.checkpoint.state import capture_rng, restore_rng
 from forgeline.errors import ConfigError
 
 # Keys of DeepSpeed's ZeRO optimizer state_dict that hold Python objects, not data:
@@ -42,6 +39,8 @@ def zero_param_shapes(engine: Any) -> list[list[Any]]:
 def capture_training_state(engine: Any, scheduler: Any, source: Any, step: int,
                            zero_stage: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """This rank's full training state (tensors are views; the store snapshots them)."""
+    from forgeline.checkpoint.state import capture_rng
+
     if zero_stage == 3:
         raise ConfigError("zero_stage", 3, "checkpointing supports ZeRO stages 0–2")
     return {
@@ -62,6 +61,10 @@ def restore_training_state(state: dict[str, Any], engine: Any, scheduler: Any, s
                            zero_stage: int, saved_world_size: int, world_size: int,
                            load_optimizer: bool = True) -> int:
     """Put ``state`` back into the engine, scheduler, batch source and RNGs; return the step."""
+    import torch
+
+    from forgeline.checkpoint.state import restore_rng
+
     if zero_stage == 3:
         raise ConfigError("zero_stage", 3, "checkpointing supports ZeRO stages 0–2")
     if load_optimizer and zero_stage in (1, 2) and saved_world_size != world_size:

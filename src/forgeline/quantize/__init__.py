@@ -12,6 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     "quantize_model": "api",
+    "QuantizeOptions": "options",
+    "QuantizeResult": "options",
+    "SchemeName": "options",
+    "quantize_stage": "stage",
     "load_float_state": "api",
     "QuantizeConfig": "config",
     "ActivationConfig": "config",
@@ -33,15 +37,19 @@ __all__ = [
     "LayerReport",
     "MixedPrecisionConfig",
     "QuantizeConfig",
+    "QuantizeOptions",
     "QuantizeReport",
+    "QuantizeResult",
     "QuantizedModel",
     "SCHEMES",
+    "SchemeName",
     "SensitivityConfig",
     "available_backends",
     "load_float_state",
     "load_quantized",
     "plot_sensitivity",
     "quantize_model",
+    "quantize_stage",
     "read_map",
     "save_quantized",
 ]
@@ -57,10 +65,12 @@ if TYPE_CHECKING:
     )
     from forgeline.quantize.export import save_quantized
     from forgeline.quantize.loader import load_quantized, read_map
+    from forgeline.quantize.options import QuantizeOptions, QuantizeResult, SchemeName
     from forgeline.quantize.qmodel import QuantizedModel
     from forgeline.quantize.report import LayerReport, QuantizeReport
     from forgeline.quantize.runtime import available_backends
     from forgeline.quantize.sensitivity import plot_sensitivity
+    from forgeline.quantize.stage import quantize_stage
 
 
 def __getattr__(name: str) -> Any:

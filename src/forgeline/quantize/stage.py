@@ -15,7 +15,6 @@ import time
 from collections import Counter
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load as load_safetensors
 
 from forgeline import storage
@@ -24,56 +23,13 @@ from forgeline.errors import ConfigError
 from forgeline.quantize.api import quantize_model
 from forgeline.quantize.config import MixedPrecisionConfig, QuantizeConfig, SensitivityConfig
 from forgeline.quantize.export import save_quantized
+from forgeline.quantize.options import QuantizeOptions, QuantizeResult
 from forgeline.quantize.sensitivity import plot_sensitivity
 
 REPORT_FILE = "quantize_report.json"
 PLOT_FILE = "sensitivity.png"
 
-
-class QuantizeOptions(BaseModel):
-    """How to quantize the run's trained model."""
-
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-    model_url: str | None = Field(None, description="model.safetensors; default: the run's.")
-    manifest_url: str | None = Field(None, description="Calibration/eval data; default: run's.")
-    scheme: str = Field("int8_wo", description="int8_wo, int4_rtn, int4_gptq, w8a8 or fp32.")
-    group_size: int = Field(64, ge=2, description="int4 group size (must divide layer inputs).")
-    mixed_precision: bool = Field(
-        True, description="Keep the most sensitive layers at higher precision to meet the budget."
-    )
-    max_rel_ppl_increase: float = Field(
-        0.01, ge=0.0, description="Tolerable relative validation-perplexity increase."
-    )
-    sensitivity: bool = Field(True, description="Measure per-layer sensitivity (table + plot).")
-    calibration_samples: int = Field(64, ge=1, description="Validation windows to calibrate on.")
-    eval_samples: int = Field(128, ge=1, description="Other validation windows to score on.")
-    batch_size: int = Field(32, ge=1)
-
-
-class QuantizeResult(BaseModel):
-    """The small result of the quantize stage (XCom-sized)."""
-
-    model_config = ConfigDict(protected_namespaces=())
-
-    model_url: str
-    map_url: str
-    report_url: str
-    sensitivity_plot_url: str | None
-    scheme: str
-    assignment: dict[str, str]
-    scheme_counts: dict[str, int] = Field(description="Layers per scheme in the final model.")
-    budget_met: bool | None
-    val_ppl_float: float
-    val_ppl_quantized: float
-    rel_ppl_increase: float
-    float_bytes: int
-    stored_bytes: int
-    size_ratio: float
-    linear_size_ratio: float | None
-    latency_ms: dict[str, float]
-    quantize_s: float
-    wall_s: float
+__all__ = ["QuantizeOptions", "QuantizeResult", "quantize_stage"]
 
 
 def _windows(dataset: TokenDataset, start: int, count: int) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """Worker-side ``Checkpointer``: save through forgeline's store, report a small pointer
-``ray.train.Checkpoint`` so that Ray's own resume (``ray.train.get_checkpoint()``) hands the
-forgeline checkpoint back after a worker failure.
+``ray.train.Checkpoint`` to Ray. On resume the newest intact committed step *on storage* is
+used, whether or not Ray's controller registered its pointer yet (under load it lags the
+workers by many seconds); the log says which step was used and what Ray's pointer said.
 
 Usable from any plain Ray Train ``train_func``::
 
@@ -27,11 +28,12 @@ from typing import Any
 from forgeline import storage
 from forgeline.checkpoint import (
     CheckpointConfig,
+    CheckpointReader,
     CheckpointStore,
     Restored,
     SaveInfo,
-    committed_steps,
 )
+from forgeline.checkpoint.retention import abandon_steps_after
 from forgeline.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -82,26 +84,23 @@ class Checkpointer:
 
     # ------------------------------------------------------------------ resume
     def resume_step(self) -> int | None:
-        """The committed step to resume from: Ray's pointer, or None on a fresh start.
-
-        An async save reported just before a failure may not have committed; then the
-        newest committed step not after the pointer's is used.
-        """
+        """The step to resume from: the newest intact committed step under ``url`` (None on a
+        fresh start), whatever Ray's pointer says; logs both. Rank 0 then moves the manifests
+        of later, uncommitted or damaged steps aside, so that they can be saved again."""
         import ray.train
 
         checkpoint = ray.train.get_checkpoint()
-        if checkpoint is None:
-            return None
-        pointer = read_pointer(checkpoint)
-        found = [s for s in committed_steps(pointer["url"]) if s <= int(pointer["step"])]
-        if not found:
-            log.warning("Ray handed back step %s but no committed checkpoint is at or before "
-                        "it under %s; starting fresh", pointer["step"], pointer["url"])
-            return None
-        if max(found) != int(pointer["step"]):
-            log.warning("step %s was reported but not committed; resuming from step %s",
-                        pointer["step"], max(found))
-        return max(found)
+        pointer = read_pointer(checkpoint) if checkpoint is not None else None
+        said = f"Ray's pointer: step {pointer['step']}" if pointer else "Ray registered none"
+        step = CheckpointReader(self.url).latest_good_step()
+        if step is None:
+            log.info("no committed checkpoint under %s (%s): starting fresh", self.url, said)
+        else:
+            log.warning("resuming from step %s, the newest committed checkpoint under %s (%s)",
+                        step, self.url, said)
+        if self.rank == 0:
+            abandon_steps_after(self.url, -1 if step is None else step)
+        return step
 
     def restore(self) -> Restored | None:
         """This rank's state from the step Ray resumes from (None on a fresh start)."""

@@ -75,3 +75,12 @@ def host_transfer_s(size_bytes: Any, cluster: ClusterSpec, nvme: Any = False) ->
 def exposed_s(comm_s: Any, overlap_window_s: Any) -> Any:
     """What overlap leaves on the critical path: ``max(0, comm - window)``."""
     return np.maximum(comm_s - overlap_window_s, 0.0)
+
+
+def overlapped_s(comm_s: Any, window_s: Any, chunks: Any) -> Any:
+    """Exposed time of communication split into ``chunks`` that overlap ``window_s`` of
+    compute: ``max(comm - window, comm / chunks)`` (the last chunk can only start once the
+    compute that produces it is done, so it never hides); all of it with no window."""
+    comm_s, window_s = np.asarray(comm_s, dtype=float), np.asarray(window_s, dtype=float)
+    hidden = np.maximum(comm_s - window_s, comm_s / np.maximum(chunks, 1.0))
+    return np.where(window_s > 0, hidden, comm_s)

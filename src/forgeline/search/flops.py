@@ -14,9 +14,17 @@ RECOMPUTE_MODES = ("none", "selective", "full")
 """Activation recomputation: nothing, the attention core only, or the whole layer."""
 
 
-def layer_forward_flops(b: Any, s: Any, h: Any, ffn: Any, t: Any = 1) -> Any:
-    """Forward FLOPs of one transformer layer per tensor-parallel rank."""
-    return (2 * b * s * (4 * h * h + 2 * h * ffn) + 4 * b * s * s * h) / t
+def layer_forward_flops(b: Any, s: Any, h: Any, ffn: Any, t: Any = 1, *, kv: Any = None,
+                        mlp_matrices: int = 2) -> Any:
+    """Forward FLOPs of one transformer layer per tensor-parallel rank.
+
+    ``kv`` is the key/value width (kv_heads x head_dim; ``None`` = h, multi-head);
+    grouped-query attention shrinks the K and V projections only. ``mlp_matrices`` is 3
+    for a gated (SwiGLU) MLP. With kv = h and two matrices: ``2bs(4h^2 + 2hf) + 4bs^2h``.
+    """
+    kv = h if kv is None else kv
+    proj = 2 * h * h + 2 * h * kv + mlp_matrices * h * ffn
+    return (2 * b * s * proj + 4 * b * s * s * h) / t
 
 
 def attention_core_forward_flops(b: Any, s: Any, h: Any, t: Any = 1) -> Any:
@@ -30,14 +38,21 @@ def logits_forward_flops(b: Any, s: Any, h: Any, vocab: Any, t: Any = 1) -> Any:
 
 
 def model_flops_per_iteration(batch: Any, s: Any, layers: Any, h: Any, vocab: Any,
-                              ffn: Any = None) -> Any:
+                              ffn: Any = None, *, kv: Any = None, mlp_matrices: int = 2) -> Any:
     """Model FLOPs of one step (forward + backward, no recomputation).
 
     With ffn = 4h this equals ``72 B s l h^2 (1 + s/(6h) + V/(12 l h))`` (Korthikanti).
     """
     ffn = 4 * h if ffn is None else ffn
-    return 3 * (layers * layer_forward_flops(batch, s, h, ffn) +
-                logits_forward_flops(batch, s, h, vocab))
+    layer = layer_forward_flops(batch, s, h, ffn, kv=kv, mlp_matrices=mlp_matrices)
+    return 3 * (layers * layer + logits_forward_flops(batch, s, h, vocab))
+
+
+def spec_model_flops(model: Any, batch: Any) -> Any:
+    """:func:`model_flops_per_iteration` of a :class:`ModelSpec` for ``batch`` sequences."""
+    return model_flops_per_iteration(batch, model.seq_len, model.layers, model.hidden,
+                                     model.vocab, model.ffn_hidden, kv=model.kv_hidden,
+                                     mlp_matrices=model.mlp_matrices)
 
 
 def recompute_flops_per_iteration(batch: Any, s: Any, layers: Any, h: Any, recompute: str,
@@ -54,7 +69,7 @@ def recompute_flops_per_iteration(batch: Any, s: Any, layers: Any, h: Any, recom
 
 
 def hardware_flops_per_iteration(batch: Any, s: Any, layers: Any, h: Any, vocab: Any,
-                                 recompute: str = "none", ffn: Any = None) -> Any:
+                                 recompute: str = "none", *, ffn: Any = None) -> Any:
     """Model FLOPs plus recomputation (Korthikanti's hardware FLOPs).
 
     With full recomputation and ffn = 4h this is Narayanan et al. eq. (3):

@@ -18,9 +18,10 @@ DEFAULT_SUB_GROUP_ELEMENTS = 1_000_000_000
 
 
 def activation_bytes_per_layer(s: Any, b: Any, h: Any, heads: Any, ffn: Any = None, t: Any = 1,
-                               sequence_parallel: Any = False, recompute: Any = "none",
+                               *, sequence_parallel: Any = False, recompute: Any = "none",
                                act_bytes: int = 2, dropout: bool = True,
-                               flash_attention: bool = False) -> Any:
+                               flash_attention: bool = False, kv: Any = None,
+                               gated: bool = False) -> Any:
     """Activation bytes one layer keeps for backward, per tensor-parallel rank.
 
     Korthikanti et al. Table 2 with f = 4h, 16-bit activations and 1-byte dropout masks:
@@ -37,8 +38,10 @@ def activation_bytes_per_layer(s: Any, b: Any, h: Any, heads: Any, ffn: Any = No
     sp_div = np.where(sequence_parallel, t, 1)
     # LayerNorm inputs, QKV input, FC1 input, two dropout masks: not split by TP alone.
     replicated = sbh * (4 * e + 2 * mask)
-    # Q, K, V, projection input, GeLU input and output: split by TP.
-    split = sbh * 4 * e + sbf * 2 * e
+    # Q, K, V, projection input, GeLU input and output: split by TP. Grouped-query
+    # attention narrows K and V to kv; a gated MLP keeps gate, up and their product.
+    kv_ratio = 1.0 if kv is None else kv / h
+    split = sbh * (2 + 2 * kv_ratio) * e + sbf * (3 if gated else 2) * e
     # softmax output, dropout mask and output; fused attention keeps only an fp32
     # log-sum-exp per row (no s x s matrix)
     core = heads * s * b * 4 if flash_attention else att * (e * (2 if dropout else 1) + mask)
@@ -49,15 +52,16 @@ def activation_bytes_per_layer(s: Any, b: Any, h: Any, heads: Any, ffn: Any = No
 
 
 def recompute_working_bytes(s: Any, b: Any, h: Any, heads: Any, ffn: Any = None, t: Any = 1,
-                            sequence_parallel: Any = False, recompute: Any = "none",
+                            *, sequence_parallel: Any = False, recompute: Any = "none",
                             act_bytes: int = 2, dropout: bool = True,
-                            flash_attention: bool = False) -> Any:
+                            flash_attention: bool = False, kv: Any = None,
+                            gated: bool = False) -> Any:
     """Extra bytes alive while one layer is recomputed during backward."""
     code = _recompute_code(recompute)
-    whole = activation_bytes_per_layer(s, b, h, heads, ffn, t, sequence_parallel, "none",
-                                       act_bytes, dropout, flash_attention)
-    without_core = activation_bytes_per_layer(s, b, h, heads, ffn, t, sequence_parallel,
-                                              "selective", act_bytes, dropout, flash_attention)
+    kw = dict(sequence_parallel=sequence_parallel, act_bytes=act_bytes, dropout=dropout,
+              flash_attention=flash_attention, kv=kv, gated=gated)
+    whole = activation_bytes_per_layer(s, b, h, heads, ffn, t, recompute="none", **kw)
+    without_core = activation_bytes_per_layer(s, b, h, heads, ffn, t, recompute="selective", **kw)
     return np.where(code == 2, whole, np.where(code == 1, whole - without_core, 0))
 
 
@@ -77,7 +81,7 @@ def zero_model_state_bytes(params: Any, dp: Any, stage: Any, param_bytes: int = 
     )
 
 
-def deepspeed_model_state_bytes(params: Any, dp: Any, stage: Any, offload: Any = 0,
+def deepspeed_model_state_bytes(params: Any, dp: Any, stage: Any, offload: Any = 0, *,
                                 param_bytes: int = 2, grad_bytes: int = 2,
                                 optimizer_bytes: int = 12, largest_module_params: Any = 0,
                                 sub_group_elements: int = DEFAULT_SUB_GROUP_ELEMENTS) -> Any:

@@ -25,6 +25,8 @@ class ParallelConfig(BaseModel):
     tensor_parallel: int = Field(1, gt=0, description="TP degree t (Megatron column/row split)")
     pipeline_parallel: int = Field(1, gt=0, description="PP stages p")
     data_parallel: int = Field(1, gt=0, description="DP replicas d (ZeRO shards over these)")
+    context_parallel: int = Field(1, gt=0, description="CP degree c: the sequence split over "
+                                  "c ranks (ring attention); gradients reduce over d x c")
     virtual_stages: int = Field(1, gt=0, description="model chunks per device (interleaving) v")
     micro_batch_size: int = Field(1, gt=0, description="sequences per device per micro-step")
     zero_stage: int = Field(0, ge=0, le=3, description="ZeRO stage 0-3")
@@ -34,7 +36,13 @@ class ParallelConfig(BaseModel):
 
     @property
     def devices(self) -> int:
-        return self.tensor_parallel * self.pipeline_parallel * self.data_parallel
+        return (self.tensor_parallel * self.pipeline_parallel * self.data_parallel
+                * self.context_parallel)
+
+    def stage_layers(self, model: ModelSpec) -> int:
+        """Layers on the most loaded pipeline stage: ``ceil(layers / p)`` (uneven stages as
+        Megatron allows; the others hold fewer)."""
+        return -(-model.layers // self.pipeline_parallel)
 
     def gradient_accumulation_steps(self, training: TrainingSpec) -> int:
         return training.global_batch_size // (self.micro_batch_size * self.data_parallel)
@@ -48,11 +56,18 @@ class ParallelConfig(BaseModel):
         if model.ffn_hidden % t:
             raise ConfigError("tensor_parallel", t,
                               f"ffn_hidden={model.ffn_hidden} is not divisible by it")
-        if model.layers % (p * v):
-            raise ConfigError("pipeline_parallel", p,
-                              f"layers={model.layers} is not divisible by stages x chunks={p * v}")
+        c = self.context_parallel
+        if model.layers < p * v:
+            raise ConfigError("pipeline_parallel", p, f"layers={model.layers} is fewer than "
+                              f"pipeline_parallel x virtual_stages = {p * v}")
+        if model.seq_len % c:
+            raise ConfigError("context_parallel", c,
+                              f"seq_len={model.seq_len} is not divisible by it")
+        if c > 1 and not training.flash_attention:
+            raise ConfigError("context_parallel", c, "needs training.flash_attention "
+                              "(ring attention runs on fused attention kernels)")
         if self.devices > cluster.total_devices:
-            raise ConfigError("data_parallel", d, f"t*p*d={self.devices} exceeds the "
+            raise ConfigError("data_parallel", d, f"t*p*d*c={self.devices} exceeds the "
                               f"cluster's {cluster.total_devices} devices")
         per_step = self.micro_batch_size * d
         if training.global_batch_size % per_step:
@@ -61,10 +76,11 @@ class ParallelConfig(BaseModel):
         m = training.global_batch_size // per_step
         if v > 1 and (p < 2 or m % p):
             raise ConfigError("virtual_stages", v, "interleaving needs pipeline_parallel >= 2 "
-                              f"and micro-batches per step ({m}) divisible by it")
-        if self.zero_stage >= 2 and p > 1:
-            raise ConfigError("zero_stage", self.zero_stage,
-                              "ZeRO-2/3 do not combine with pipeline parallelism (DeepSpeed)")
+                              f"and micro-batches per step ({m}) divisible by "
+                              f"pipeline_parallel={p}")
+        if self.zero_stage >= 2 and p > 1 and not training.profile.zero_with_pipeline:
+            raise ConfigError("zero_stage", self.zero_stage, "ZeRO-2/3 do not combine with "
+                              f"pipeline parallelism in framework={training.framework!r}")
         if self.offload == "optimizer" and self.zero_stage == 0:
             raise ConfigError("offload", self.offload, "optimizer offload needs zero_stage >= 1")
         if self.offload == "parameters" and self.zero_stage != 3:
@@ -78,7 +94,8 @@ class StepTimeBreakdown(BaseModel):
 
     compute_s: float = Field(description="forward + backward kernels (GEMMs and memory-bound)")
     recompute_s: float = Field(description="re-running forward for dropped activations")
-    tp_comm_s: float = Field(description="tensor/sequence-parallel collectives (not overlapped)")
+    tp_comm_s: float = Field(description="tensor/sequence/context-parallel communication "
+                             "left exposed after overlap")
     pp_comm_s: float = Field(description="pipeline point-to-point sends")
     bubble_s: float = Field(description="pipeline fill and drain, (p-1)/v stage-times")
     dp_comm_s: float = Field(description="data-parallel / ZeRO collectives left after overlap")
@@ -126,7 +143,8 @@ class Plan(BaseModel):
 
     def summary(self) -> str:
         c = self.config
-        return (f"t={c.tensor_parallel} p={c.pipeline_parallel} d={c.data_parallel} "
+        cp = f"c={c.context_parallel} " if c.context_parallel > 1 else ""
+        return (f"t={c.tensor_parallel} p={c.pipeline_parallel} d={c.data_parallel} {cp}"
                 f"v={c.virtual_stages} mb={c.micro_batch_size} "
                 f"ga={self.gradient_accumulation_steps} zero={c.zero_stage} rc={c.recompute} "
                 f"sp={int(c.sequence_parallel)} "

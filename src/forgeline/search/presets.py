@@ -1,217 +1,118 @@
-"""Cluster presets (DGX-style nodes of 8 GPUs) and this machine's CPUs measured at run time.
+"""Cluster presets as data: one node of each GPU system, its rates and where they come from.
 
-Vendor numbers: dense peak FLOP/s, HBM bandwidth and NVLink per direction from the NVIDIA
-A100/H100/H200 datasheets; one 200 Gb/s (A100) or 400 Gb/s (H100/H200) NIC per GPU as in
-DGX A100 / DGX H100. Achieved-fraction curves are those of Calculon's published A100/H100
-system files (Isaev et al., SC'23): matmul 0.6 at 1 GFLOP, 0.9 at 16, 0.95 at 128 GFLOP;
-memory 0.6 at 1 MB, 0.75 at 10 MB, 0.9 at 100 MB. NCCL link fractions: 0.75 of NVLink
-(nccl-tests all-reduce bus bandwidth on DGX A100) and 0.9 of InfiniBand.
+No imports beyond the standard library, so the preset names can type a form field
+(:data:`PresetName`) without loading the cost model. :meth:`ClusterSpec.preset` builds and
+validates a spec from these fields.
+
+Sources (per device unless stated; bandwidths one direction):
+* V100-32GB: NVIDIA V100 datasheet (SXM, 125 TFLOP/s fp16 tensor, 15.7 fp32, 900 GB/s HBM2)
+  in a DGX-2 (16 GPUs on NVSwitch, 300 GB/s NVLink bidirectional, 8 x 100 Gb/s InfiniBand
+  for 16 GPUs, 1.5 TB host memory, 30 TB NVMe); no bf16.
+* A100-40GB / 80GB: NVIDIA A100 datasheet (312 TFLOP/s bf16/fp16 dense, 1,555 / 2,039 GB/s)
+  in a DGX A100 (NVLink 600 GB/s bidirectional, one 200 Gb/s HDR NIC per GPU, 1 / 2 TB host
+  memory, 15 TB NVMe).
+* H100 / H200: NVIDIA H100 and H200 SXM datasheets (989.4 TFLOP/s bf16 dense, 1,978.9 fp8;
+  3.35 / 4.8 TB/s) in a DGX H100/H200 (NVLink 900 GB/s bidirectional, one 400 Gb/s NIC per
+  GPU, 2 TB host memory, 30 TB NVMe). H200: 141 GB on the datasheet, about 140 GiB usable.
+* B200: NVIDIA HGX B200 datasheet (2.25 PFLOP/s bf16 dense, 4.5 fp8 dense, 75 TFLOP/s fp32,
+  180 GB, 7.7 TB/s) in a DGX B200 (NVLink 5 1.8 TB/s bidirectional, one 400 Gb/s NIC per
+  GPU, 2 TB host memory, 30 TB NVMe).
+Assumed, not from a datasheet: PCIe rates (the usable part of Gen3/4/5 x16), host memory
+bandwidth (the sockets' DDR channels), NVMe bandwidth (about 3 GB/s per drive, all drives
+striped), 2 GiB per device reserved for the runtime. Achieved-fraction curves are those of
+Calculon's published A100/H100 system files (Isaev et al., SC'23): matmul 0.6 at 1 GFLOP,
+0.9 at 16, 0.95 at 128 GFLOP; memory 0.6 at 1 MB, 0.75 at 10 MB, 0.9 at 100 MB. NCCL link
+fractions 0.75 of NVLink (nccl-tests bus bandwidth on DGX A100) and 0.9 of InfiniBand.
 """
 
 from __future__ import annotations
 
-import time
-
-from forgeline.errors import ConfigError
-from forgeline.search.specs import ClusterSpec
+from typing import Any, Literal, get_args
 
 GIB = 1024**3
 TIB = 1024**4
 
-_GPU_MATMUL = [(1e7, 0.1), (1e9, 0.6), (1.6e10, 0.9), (1.28e11, 0.95)]
-_GPU_MEMORY = [(1e4, 0.3), (1e6, 0.6), (1e7, 0.75), (1e8, 0.9)]
+PresetName = Literal["v100-32gb", "a100-40gb", "a100-80gb", "h100", "h200", "b200"]
+"""Names :meth:`ClusterSpec.preset` accepts."""
 
-_PRESETS: dict[str, dict] = {
+PRESET_NAMES: tuple[str, ...] = get_args(PresetName)
+
+GPU_MATMUL_EFFICIENCY = [(1e7, 0.1), (1e9, 0.6), (1.6e10, 0.9), (1.28e11, 0.95)]
+GPU_MEMORY_EFFICIENCY = [(1e4, 0.3), (1e6, 0.6), (1e7, 0.75), (1e8, 0.9)]
+
+# Fused attention kernels, achieved fraction of the 16-bit peak (forward + backward):
+# FlashAttention-2 (Dao 2023) reaches 50-73 % of A100 peak forward, backward lower: 0.55;
+# FlashAttention-3 (Shah et al. 2024) reports FlashAttention-2 at 35 % of H100 peak and
+# itself up to 75 % (forward, fp16): 0.35 and 0.6 (backward lower). Blackwell: the Hopper
+# fractions (assumed).
+_AMPERE_ATTENTION = {"flash2": 0.55}
+_HOPPER_ATTENTION = {"flash2": 0.35, "flash3": 0.6}
+
+_A100_PEAKS = {"fp32": 19.5e12, "tf32": 156e12, "bf16": 312e12, "fp16": 312e12}
+_HOPPER_PEAKS = {"fp32": 67e12, "tf32": 494.7e12, "bf16": 989.4e12, "fp16": 989.4e12,
+                 "fp8": 1978.9e12}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "v100-32gb": dict(
+        devices_per_node=16, device_memory_bytes=32 * GIB, hbm_bytes_per_s=900e9,
+        peak_flops_per_s={"fp32": 15.7e12, "fp16": 125e12},
+        intra_node_bytes_per_s=150e9, inter_node_bytes_per_s=6.25e9,
+        host_memory_bytes=1536 * GIB, host_memory_bytes_per_s=256e9,
+        host_link_bytes_per_s=12e9, nvme_bytes_per_s=25e9, nvme_bytes=30 * 10**12,
+        notes="NVIDIA V100 datasheet; DGX-2 node (16 GPUs, NVSwitch, 8 x 100 Gb/s IB)",
+    ),
     "a100-40gb": dict(
-        device_memory_bytes=40 * GIB, hbm_bytes_per_s=1555e9,
-        peak_flops_per_s={"fp32": 19.5e12, "tf32": 156e12, "bf16": 312e12, "fp16": 312e12},
+        device_memory_bytes=40 * GIB, hbm_bytes_per_s=1555e9, peak_flops_per_s=_A100_PEAKS,
         intra_node_bytes_per_s=300e9, inter_node_bytes_per_s=25e9,
         host_memory_bytes=1 * TIB, host_memory_bytes_per_s=409.6e9, host_link_bytes_per_s=25e9,
-        nvme_bytes_per_s=25e9, nvme_bytes=15 * 10**12,
+        nvme_bytes_per_s=25e9, nvme_bytes=15 * 10**12, attention_efficiency=_AMPERE_ATTENTION,
+        notes="NVIDIA A100 datasheet; DGX A100 node (NVLink 3, 200 Gb/s HDR per GPU)",
     ),
     "a100-80gb": dict(
-        device_memory_bytes=80 * GIB, hbm_bytes_per_s=2039e9,
-        peak_flops_per_s={"fp32": 19.5e12, "tf32": 156e12, "bf16": 312e12, "fp16": 312e12},
+        device_memory_bytes=80 * GIB, hbm_bytes_per_s=2039e9, peak_flops_per_s=_A100_PEAKS,
         intra_node_bytes_per_s=300e9, inter_node_bytes_per_s=25e9,
         host_memory_bytes=2 * TIB, host_memory_bytes_per_s=409.6e9, host_link_bytes_per_s=25e9,
-        nvme_bytes_per_s=25e9, nvme_bytes=15 * 10**12,
+        nvme_bytes_per_s=25e9, nvme_bytes=15 * 10**12, attention_efficiency=_AMPERE_ATTENTION,
+        notes="NVIDIA A100 datasheet; DGX A100 node (NVLink 3, 200 Gb/s HDR per GPU)",
     ),
     "h100": dict(
-        device_memory_bytes=80 * GIB, hbm_bytes_per_s=3350e9,
-        peak_flops_per_s={"fp32": 67e12, "tf32": 494.7e12, "bf16": 989.4e12, "fp16": 989.4e12,
-                          "fp8": 1978.9e12},
+        device_memory_bytes=80 * GIB, hbm_bytes_per_s=3350e9, peak_flops_per_s=_HOPPER_PEAKS,
         intra_node_bytes_per_s=450e9, inter_node_bytes_per_s=50e9,
         host_memory_bytes=2 * TIB, host_memory_bytes_per_s=614e9, host_link_bytes_per_s=50e9,
-        nvme_bytes_per_s=50e9, nvme_bytes=30 * 10**12,
+        nvme_bytes_per_s=50e9, nvme_bytes=30 * 10**12, attention_efficiency=_HOPPER_ATTENTION,
+        notes="NVIDIA H100 SXM datasheet; DGX H100 node (NVLink 4, 400 Gb/s NDR per GPU)",
     ),
-    # 141 GB on the datasheet; CUDA reports about 140 GiB usable.
     "h200": dict(
-        device_memory_bytes=140 * GIB, hbm_bytes_per_s=4800e9,
-        peak_flops_per_s={"fp32": 67e12, "tf32": 494.7e12, "bf16": 989.4e12, "fp16": 989.4e12,
-                          "fp8": 1978.9e12},
+        device_memory_bytes=140 * GIB, hbm_bytes_per_s=4800e9, peak_flops_per_s=_HOPPER_PEAKS,
         intra_node_bytes_per_s=450e9, inter_node_bytes_per_s=50e9,
         host_memory_bytes=2 * TIB, host_memory_bytes_per_s=614e9, host_link_bytes_per_s=50e9,
-        nvme_bytes_per_s=50e9, nvme_bytes=30 * 10**12,
+        nvme_bytes_per_s=50e9, nvme_bytes=30 * 10**12, attention_efficiency=_HOPPER_ATTENTION,
+        notes="NVIDIA H200 SXM datasheet; DGX H200 node (NVLink 4, 400 Gb/s NDR per GPU)",
+    ),
+    "b200": dict(
+        device_memory_bytes=167 * GIB, hbm_bytes_per_s=7.7e12,
+        peak_flops_per_s={"fp32": 75e12, "tf32": 1.1e15, "bf16": 2.25e15, "fp16": 2.25e15,
+                          "fp8": 4.5e15},
+        intra_node_bytes_per_s=900e9, inter_node_bytes_per_s=50e9,
+        host_memory_bytes=2 * TIB, host_memory_bytes_per_s=614e9, host_link_bytes_per_s=50e9,
+        nvme_bytes_per_s=50e9, nvme_bytes=30 * 10**12, attention_efficiency=_HOPPER_ATTENTION,
+        notes="NVIDIA HGX B200 datasheet (180 GB = 167 GiB); DGX B200 node (NVLink 5, "
+              "400 Gb/s per GPU)",
     ),
 }
 
-PRESET_NAMES: tuple[str, ...] = tuple(_PRESETS)
 
+def preset_fields(name: str, nodes: int = 1) -> dict[str, Any]:
+    """The :class:`ClusterSpec` fields of preset ``name`` with ``nodes`` nodes.
 
-def cluster_preset(name: str, nodes: int = 1) -> ClusterSpec:
-    """A preset cluster of ``nodes`` nodes x 8 devices."""
+    Raises ``KeyError`` for an unknown name (the caller names the field)."""
     key = name.lower().replace("_", "-")
-    if key not in _PRESETS:
-        raise ConfigError("cluster", name, f"unknown preset; choose from {list(_PRESETS)}")
-    return ClusterSpec(
-        name=f"{key}x{nodes * 8}", nodes=nodes, devices_per_node=8,
-        reserved_bytes_per_device=2 * GIB,
-        matmul_efficiency=_GPU_MATMUL, memory_efficiency=_GPU_MEMORY,
-        notes="vendor datasheet rates; Calculon SC'23 efficiency curves",
-        **_PRESETS[key],
-    )
-
-
-def _matmul_rate(n: int, dtype: object, budget_s: float) -> tuple[float, float]:
-    """(FLOPs of one n x n x n matmul, achieved FLOP/s) measured for about ``budget_s``."""
-    import torch
-
-    a = torch.randn(n, n).to(dtype)
-    b = torch.randn(n, n).to(dtype)
-    a @ b  # warm-up, excluded
-    reps, start = 0, time.perf_counter()
-    while True:
-        a @ b
-        reps += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= budget_s:
-            break
-    flops = 2.0 * n**3
-    return flops, flops * reps / elapsed
-
-
-def _copy_rate(elements: int = 1 << 24) -> float:
-    """Memory bandwidth (bytes/s, read + write) of a large fp32 tensor copy."""
-    import torch
-
-    src, dst = torch.empty(elements), torch.empty(elements)
-    dst.copy_(src)
-    reps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < 0.1:
-        dst.copy_(src)
-        reps += 1
-    return 2 * 4 * elements * reps / (time.perf_counter() - start)
-
-
-def _gloo_rates(elements: int = 1 << 22, reps: int = 3) -> tuple[float, float]:
-    """(link bytes/s, rank-local collective bytes/s) of gloo on this machine, in-process.
-
-    Link: a ring all-reduce of ``4 * elements`` bytes between two gloo ranks (two threads
-    over TCP loopback, as two local workers talk), ``S / t`` (a 2-rank ring moves the
-    buffer once). Rank-local: a one-rank all-gather, the copy ZeRO-3 makes to gather a
-    parameter even with a single worker.
-    """
-    import threading
-    from datetime import timedelta
-
-    import torch
-    import torch.distributed as dist
-
-    store, timeout = dist.HashStore(), timedelta(seconds=10)
-    one = dist.ProcessGroupGloo(dist.PrefixStore("one", store), 0, 1, timeout)
-    groups: list = [None, None]
-
-    def connect(rank: int) -> None:
-        groups[rank] = dist.ProcessGroupGloo(dist.PrefixStore("two", store), rank, 2, timeout)
-
-    threads = [threading.Thread(target=connect, args=(r,)) for r in range(2)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    if None in groups:
-        raise RuntimeError("gloo ranks did not connect")
-    bufs = [torch.ones(elements) for _ in range(2)]
-
-    errors: list[BaseException] = []
-
-    def reduce(rank: int) -> None:
-        try:
-            for _ in range(reps):
-                groups[rank].allreduce([bufs[rank]]).wait()
-        except Exception as exc:  # re-raised below, in the caller's thread
-            errors.append(exc)
-
-    reduce_times = []
-    for _ in range(2):  # the first round is warm-up
-        threads = [threading.Thread(target=reduce, args=(r,)) for r in range(2)]
-        start = time.perf_counter()
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-        reduce_times.append((time.perf_counter() - start) / reps)
-        if errors:
-            raise errors[0]
-    out = torch.empty_like(bufs[0])
-    one.allgather([[out]], [bufs[0]]).wait()
-    start = time.perf_counter()
-    for _ in range(reps):
-        one.allgather([[out]], [bufs[0]]).wait()
-    gather_s = (time.perf_counter() - start) / reps
-    nbytes = 4.0 * elements
-    return nbytes / reduce_times[-1], nbytes / gather_s
-
-
-def this_machine_cpu(devices: int | None = None) -> ClusterSpec:
-    """This machine as one node of ``devices`` CPU workers (default: physical cores).
-
-    Measured now: fp32 matmul FLOP/s at four sizes (the largest is the peak, the others
-    give the efficiency curve), bf16 matmul FLOP/s, copy bandwidth, memory via psutil,
-    and gloo (:func:`_gloo_rates`): the 2-rank all-reduce rate is the worker link, the
-    one-rank all-gather rate is how fast ZeRO's buffer and gather passes go. Assumed:
-    50 us per hop, and no overlap (``overlap_efficiency`` 0): gloo's collectives run on
-    the same cores as the workers' compute, so nothing hides behind backward.
-    """
-    import psutil
-    import torch
-
-    cores = psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
-    devices = devices or cores
-    if devices <= 0:
-        raise ConfigError("devices", devices, "must be at least 1")
-    points = [_matmul_rate(n, torch.float32, 0.05) for n in (64, 128, 256, 1024)]
-    peak_fp32 = max(rate for _, rate in points)
-    _, bf16_rate = _matmul_rate(256, torch.bfloat16, 0.05)
-    copy_bps = _copy_rate()
-    mem = psutil.virtual_memory().total
-    try:
-        link_bps, local_bps = _gloo_rates()
-        link_note = f"gloo 2-rank all-reduce {link_bps:.3g} B/s, 1-rank all-gather {local_bps:.3g}"
-    except Exception as exc:  # no gloo in this torch build: fall back to the copy rate
-        link_bps, local_bps = copy_bps / 4, copy_bps / 2
-        link_note = f"links assumed copy/4 (gloo not measurable: {type(exc).__name__})"
-    curve = sorted((flops, max(min(rate / peak_fp32, 1.0), 1e-3)) for flops, rate in points)
-    # Efficiency must not fall with size past the peak (a noisy small size can beat a large one).
-    monotone, best = [], 0.0
-    for flops, eff in curve:
-        best = max(best, eff)
-        monotone.append((flops, best))
-    return ClusterSpec(
-        name=f"cpu-{devices}", nodes=1, devices_per_node=devices,
-        device_memory_bytes=int(mem // devices), reserved_bytes_per_device=300 * 1024**2,
-        peak_flops_per_s={"fp32": peak_fp32 / devices, "tf32": peak_fp32 / devices,
-                          "bf16": bf16_rate / devices, "fp16": bf16_rate / devices},
-        hbm_bytes_per_s=copy_bps / devices,
-        intra_node_bytes_per_s=link_bps, inter_node_bytes_per_s=link_bps,
-        intra_node_latency_s=50e-6, inter_node_latency_s=50e-6,
-        host_memory_bytes=int(mem), host_memory_bytes_per_s=copy_bps,
-        host_link_bytes_per_s=copy_bps / devices,
-        matmul_efficiency=monotone, memory_efficiency=[(1e4, 0.5), (1e7, 1.0)],
-        intra_node_efficiency=1.0, inter_node_efficiency=1.0, overlap_efficiency=0.0,
-        zero_copy_bytes_per_s=local_bps,
-        notes=(f"measured {time.strftime('%Y-%m-%d %H:%M:%S')}: matmul fp32 peak "
-               f"{peak_fp32:.3g} FLOP/s, bf16 {bf16_rate:.3g}, copy {copy_bps:.3g} B/s, "
-               f"memory {mem} B via psutil, {link_note}; assumed 50 us per hop, no "
-               f"overlap of communication with compute"),
-    )
+    data = PRESETS[key]
+    per_node = data.get("devices_per_node", 8)
+    return {
+        "name": f"{key}x{nodes * per_node}", "nodes": nodes, "devices_per_node": per_node,
+        "reserved_bytes_per_device": 2 * GIB,
+        "matmul_efficiency": GPU_MATMUL_EFFICIENCY, "memory_efficiency": GPU_MEMORY_EFFICIENCY,
+        **{k: v for k, v in data.items() if k != "notes"},
+        "notes": f"{data['notes']}; Calculon SC'23 efficiency curves",
+    }

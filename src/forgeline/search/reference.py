@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from forgeline.search.calibrate import Observation
+from forgeline.search.calibration import Observation
 from forgeline.search.plan import ParallelConfig
 from forgeline.search.specs import ModelSpec, TrainingSpec
 
@@ -88,7 +88,8 @@ def megatron_model(name: str, hidden: int, heads: int, layers: int) -> ModelSpec
 
 def megatron_training(batch: int) -> TrainingSpec:
     """fp16 Adam; Megatron (2021-22) reduces gradients after the pipeline flush, unoverlapped."""
-    return TrainingSpec(global_batch_size=batch, precision="fp16", overlap_grad_reduce=False)
+    return TrainingSpec(global_batch_size=batch, precision="fp16", overlap_grad_reduce=False,
+                        framework="megatron-lm-2021")
 
 
 def korthikanti_observations() -> list[Observation]:

@@ -2,8 +2,9 @@
 
 Dimensions: TP x PP x DP factorisations, interleaving chunks, micro-batch size (the
 gradient-accumulation steps follow, ``global = micro x accum x dp``), ZeRO stage, recompute,
-sequence parallelism and offload. Invalid combinations never enter (heads, FFN and layers
-must divide; ZeRO-2/3 do not combine with pipelining in DeepSpeed; optimizer offload needs
+sequence parallelism, offload and context parallelism. Invalid combinations never enter
+(heads and FFN must divide; stages may be uneven but each holds a layer; ZeRO-2/3 combine
+with pipelining only where the framework profile says so; optimizer offload needs
 ZeRO >= 1, parameter offload ZeRO-3; interleaving needs p >= 2 and m divisible by p).
 
 By default every data-parallel size that divides the batch and fits the devices is
@@ -38,6 +39,9 @@ class SearchSpace(BaseModel):
     tensor_parallel: list[int] | None = None
     pipeline_parallel: list[int] | None = None
     data_parallel: list[int] | None = None
+    context_parallel: list[int] = Field(
+        default_factory=lambda: [1], description="CP degrees to try (each must divide seq_len; "
+        "> 1 needs flash attention); [1] by default to keep the space small")
     virtual_stages: list[int] | None = None
     micro_batch_sizes: list[int] | None = None
     zero_stages: list[int] = Field(default_factory=lambda: [0, 1, 2, 3])
@@ -71,31 +75,36 @@ class Enumeration(BaseModel):
 
 
 def _shapes(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec,
-            space: SearchSpace) -> list[tuple[int, int, int]]:
+            space: SearchSpace) -> list[tuple[int, int, int, int]]:
     n_dev, batch = cluster.total_devices, training.global_batch_size
     max_t = space.max_tensor_parallel or n_dev
     tps = space.tensor_parallel or [t for t in _divisors(gcd(model.heads, model.ffn_hidden))
                                     if t <= max_t]
     pps = space.pipeline_parallel or _divisors(model.layers)
+    cps = [c for c in space.context_parallel
+           if model.seq_len % c == 0 and (c == 1 or training.flash_attention)]
     shapes = []
     for t in tps:
         if model.heads % t or model.ffn_hidden % t:
             continue
         for p in pps:
-            if model.layers % p or t * p > n_dev:
+            if p > model.layers:
                 continue
-            ds = [d for d in (space.data_parallel or _divisors(batch))
-                  if batch % d == 0 and t * p * d <= n_dev]
-            if space.data_parallel is None and space.data_parallel_per_shape:
-                ds = sorted(ds)[-space.data_parallel_per_shape:]
-            shapes.extend((t, p, d) for d in ds)
+            for c in cps:
+                if t * p * c > n_dev:
+                    continue
+                ds = [d for d in (space.data_parallel or _divisors(batch))
+                      if batch % d == 0 and t * p * c * d <= n_dev]
+                if space.data_parallel is None and space.data_parallel_per_shape:
+                    ds = sorted(ds)[-space.data_parallel_per_shape:]
+                shapes.extend((t, p, d, c) for d in ds)
     return shapes
 
 
-def _state_combos(space: SearchSpace, p: int) -> list[tuple[int, int]]:
+def _state_combos(space: SearchSpace, p: int, training: TrainingSpec) -> list[tuple[int, int]]:
     combos = []
     for z in space.zero_stages:
-        if z >= 2 and p > 1:
+        if z >= 2 and p > 1 and not training.profile.zero_with_pipeline:
             continue
         for name in space.offload:
             off = OFFLOAD_CODES[name]
@@ -110,10 +119,10 @@ def _inner_options(model: ModelSpec, training: TrainingSpec, space: SearchSpace,
     """Valid (chunks v, micro-batch b) pairs for a (p, d)."""
     per_replica = training.global_batch_size // d
     mbs = [b for b in (space.micro_batch_sizes or _divisors(per_replica)) if per_replica % b == 0]
-    vs = space.virtual_stages or _divisors(model.layers // p)
+    vs = space.virtual_stages or _divisors(-(-model.layers // p))
     out = []
     for v in vs:
-        if (model.layers // p) % v:
+        if p * v > model.layers:
             continue
         for b in mbs:
             m = per_replica // b
@@ -131,15 +140,15 @@ def enumerate_space(model: ModelSpec, cluster: ClusterSpec, training: TrainingSp
         rcs = [r for r in rcs if r != 1]  # nothing to recompute selectively with fused attention
     shapes = _shapes(model, cluster, training, space)
     rows, inner_counts, inner_cache = [], [], {}
-    for t, p, d in shapes:
+    for t, p, d, c in shapes:
         key = (p, d)
         if key not in inner_cache:
             inner_cache[key] = _inner_options(model, training, space, p, d)
         if not inner_cache[key]:
             continue
         sps = [s for s in space.sequence_parallel if t > 1 or not s]
-        for z, off in _state_combos(space, p):
-            rows.append((t, p, d, z, off))
+        for z, off in _state_combos(space, p, training):
+            rows.append((t, p, d, z, off, c))
             inner_counts.append(len(inner_cache[key]) * len(rcs) * len(sps))
     if not rows or not rcs:
         return Enumeration(candidates={k: np.zeros(0, np.int64) for k in CANDIDATE_FIELDS},
@@ -157,7 +166,7 @@ def enumerate_space(model: ModelSpec, cluster: ClusterSpec, training: TrainingSp
         "mb": np.repeat(min_b, len(rcs)), "zero": np.repeat(base[:, 3], len(rcs)),
         "rc": np.tile(np.asarray(rcs, np.int64), n),
         "sp": np.repeat((base[:, 0] > 1) & (True in space.sequence_parallel), len(rcs)),
-        "off": np.repeat(base[:, 4], len(rcs)),
+        "off": np.repeat(base[:, 4], len(rcs)), "cp": np.repeat(base[:, 5], len(rcs)),
     }
     probe_res = evaluate(probe, model, cluster, training)
     fits_any = probe_res["fits"].reshape(n, len(rcs)).any(axis=1)
@@ -167,7 +176,7 @@ def enumerate_space(model: ModelSpec, cluster: ClusterSpec, training: TrainingSp
     # ---- expand survivors: (v, b) x recompute x sequence parallel ------------------------
     cols: dict[str, list[np.ndarray]] = {k: [] for k in CANDIDATE_FIELDS}
     for i in keep:
-        t, p, d, z, off = (int(x) for x in base[i])
+        t, p, d, z, off, cpd = (int(x) for x in base[i])
         vb = np.asarray(inner_cache[(p, d)], dtype=np.int64)
         sps = [s for s in space.sequence_parallel if t > 1 or not s]
         reps = len(rcs) * len(sps)
@@ -177,6 +186,7 @@ def enumerate_space(model: ModelSpec, cluster: ClusterSpec, training: TrainingSp
         cols["dp"].append(np.full(total, d))
         cols["zero"].append(np.full(total, z))
         cols["off"].append(np.full(total, off))
+        cols["cp"].append(np.full(total, cpd))
         cols["vpp"].append(np.repeat(vb[:, 0], reps))
         cols["mb"].append(np.repeat(vb[:, 1], reps))
         cols["rc"].append(np.tile(np.repeat(np.asarray(rcs, np.int64), len(sps)), len(vb)))
@@ -187,7 +197,7 @@ def enumerate_space(model: ModelSpec, cluster: ClusterSpec, training: TrainingSp
 
 
 def _why_empty(model: ModelSpec, cluster: ClusterSpec, training: TrainingSpec,
-               space: SearchSpace, shapes: list[tuple[int, int, int]]) -> str:
+               space: SearchSpace, shapes: list[tuple[int, int, int, int]]) -> str:
     if not shapes:
         return (f"no tensor x pipeline x data split of {cluster.total_devices} devices fits "
                 f"heads={model.heads}, ffn_hidden={model.ffn_hidden}, layers={model.layers} and "

@@ -6,11 +6,13 @@ with a pydantic error naming the field, or a :class:`forgeline.errors.ConfigErro
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from forgeline.errors import ConfigError
+from forgeline.search.presets import PRESET_NAMES, preset_fields
+from forgeline.search.profiles import PROFILES, FrameworkName, FrameworkProfile
 
 if TYPE_CHECKING:
     from torch import nn
@@ -35,8 +37,15 @@ class ModelSpec(BaseModel):
     name: str = "model"
     layers: int = Field(gt=0, description="number of transformer blocks")
     hidden: int = Field(gt=0, description="hidden size h (elements)")
-    heads: int = Field(gt=0, description="attention heads a")
+    heads: int = Field(gt=0, description="attention (query) heads a")
+    kv_heads: int = Field(0, ge=0, description="key/value heads: 0 = heads (multi-head), "
+                          "fewer = grouped-query, 1 = multi-query attention")
     ffn_hidden: int = Field(0, ge=0, description="MLP inner size (elements); 0 means 4*hidden")
+    gated_mlp: bool = Field(False, description="gated MLP (SwiGLU): gate, up and down "
+                            "projections, three h x ffn_hidden matrices instead of two")
+    biases: bool = Field(True, description="linear layers carry biases (GPT-2/3); Llama: none")
+    norm: Literal["layernorm", "rmsnorm"] = Field("layernorm", description="RMSNorm has "
+                                                 "no bias")
     seq_len: int = Field(gt=0, description="sequence length s (tokens)")
     vocab: int = Field(gt=0, description="vocabulary size V (tokens)")
     tied_embeddings: bool = Field(True, description="output head shares the input embedding")
@@ -48,23 +57,47 @@ class ModelSpec(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _default_ffn(cls, data: object) -> object:
+    def _defaults(cls, data: object) -> object:
         if isinstance(data, dict) and not data.get("ffn_hidden") and "hidden" in data:
             data = {**data, "ffn_hidden": 4 * int(data["hidden"])}
+        if isinstance(data, dict) and not data.get("kv_heads") and "heads" in data:
+            data = {**data, "kv_heads": int(data["heads"])}
         return data
 
     @model_validator(mode="after")
     def _check(self) -> ModelSpec:
         if self.hidden % self.heads:
-            raise ConfigError("heads", self.heads, f"hidden={self.hidden} is not divisible by it")
+            raise ConfigError("heads", self.heads, f"hidden={self.hidden} is not divisible by "
+                              "heads")
+        if self.kv_heads > self.heads or self.heads % self.kv_heads:
+            raise ConfigError("kv_heads", self.kv_heads, f"must divide heads={self.heads}")
         return self
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+    @property
+    def kv_hidden(self) -> int:
+        """Width of the key (or value) projection: kv_heads x head_dim."""
+        return self.kv_heads * self.head_dim
+
+    @property
+    def mlp_matrices(self) -> int:
+        """h x ffn_hidden matrices in the MLP: 3 when gated (SwiGLU), else 2."""
+        return 3 if self.gated_mlp else 2
 
     # --- parameter counts (elements) -------------------------------------------------
     @property
     def params_per_layer(self) -> int:
-        """Weights + biases of one block: QKV, projection, two MLP linears, two LayerNorms."""
-        h, f = self.hidden, self.ffn_hidden
-        return 4 * h * h + 2 * h * f + 9 * h + f
+        """Weights (+ biases) of one block: Q, K, V, projection, the MLP, two norms.
+
+        GPT (biases, LayerNorm, f = 4h, MHA): ``4h^2 + 2hf + 9h + f`` = ``12h^2 + 13h``."""
+        h, f, kv = self.hidden, self.ffn_hidden, self.kv_hidden
+        weights = 2 * h * h + 2 * h * kv + self.mlp_matrices * h * f
+        biases = (2 * h + 2 * kv + (self.mlp_matrices - 1) * f + h) if self.biases else 0
+        norms = 2 * (2 * h if self.norm == "layernorm" else h)
+        return weights + biases + norms
 
     @property
     def embedding_params(self) -> int:
@@ -74,9 +107,9 @@ class ModelSpec(BaseModel):
 
     @property
     def head_params(self) -> int:
-        """Final LayerNorm plus an untied output projection."""
+        """Final norm plus an untied output projection."""
         untied = 0 if self.tied_embeddings else self.vocab * self.hidden
-        return 2 * self.hidden + untied
+        return (2 if self.norm == "layernorm" else 1) * self.hidden + untied
 
     @property
     def total_params(self) -> int:
@@ -86,8 +119,8 @@ class ModelSpec(BaseModel):
     @property
     def largest_module_params(self) -> int:
         """Parameters of the largest single module (DeepSpeed's ``largest_layer_params``)."""
-        h, f = self.hidden, self.ffn_hidden
-        return max(self.vocab * h, h * f + f, 3 * h * h + 3 * h)
+        h, f, kv = self.hidden, self.ffn_hidden, self.kv_hidden
+        return max(self.vocab * h, (self.mlp_matrices - 1) * h * f + f, h * (h + 2 * kv) + 3 * h)
 
     @classmethod
     def from_module(cls, module: nn.Module, seq_len: int, name: str | None = None) -> ModelSpec:
@@ -146,6 +179,10 @@ class ClusterSpec(BaseModel):
         "order of magnitude that calibration's framework_scale corrects); tensors under the "
         "persistence threshold are not counted"
     )
+    attention_efficiency: dict[str, float] = Field(
+        default_factory=dict, description="achieved fraction of the 16-bit peak of each fused "
+        "attention kernel class ('flash2', 'flash3') on this GPU; a kernel not listed runs "
+        "at the matmul efficiency curve")
     notes: str = Field("", description="where the numbers come from")
 
     @model_validator(mode="after")
@@ -156,6 +193,9 @@ class ClusterSpec(BaseModel):
                 raise ConfigError(name, curve, "needs (size > 0, 0 < efficiency <= 1) points")
         if not self.peak_flops_per_s or any(v <= 0 for v in self.peak_flops_per_s.values()):
             raise ConfigError("peak_flops_per_s", self.peak_flops_per_s, "needs positive rates")
+        if any(not 0 < e <= 1 for e in self.attention_efficiency.values()):
+            raise ConfigError("attention_efficiency", self.attention_efficiency,
+                              "each fraction must be in (0, 1]")
         return self
 
     @property
@@ -174,20 +214,18 @@ class ClusterSpec(BaseModel):
                               f"cluster {self.name!r} lists {sorted(self.peak_flops_per_s)}")
         return self.peak_flops_per_s[precision]
 
-    # presets live in presets.py; these classmethods are the public spelling
     @classmethod
-    def preset(cls, name: str, nodes: int = 1) -> ClusterSpec:
-        """``a100-40gb``, ``a100-80gb``, ``h100`` or ``h200`` DGX-style nodes of 8 devices."""
-        from forgeline.search.presets import cluster_preset
-
-        return cluster_preset(name, nodes)
-
-    @classmethod
-    def this_machine_cpu(cls, devices: int | None = None) -> ClusterSpec:
-        """This machine's CPUs as ``devices`` workers, rates measured now (about two seconds)."""
-        from forgeline.search.presets import this_machine_cpu
-
-        return this_machine_cpu(devices)
+    def preset(cls, preset: str, /, nodes: int = 1, **overrides: Any) -> ClusterSpec:
+        """A preset system (:data:`~forgeline.search.presets.PRESET_NAMES`) of ``nodes`` nodes,
+        with any field replaced by ``overrides``; the result is validated like any spec."""
+        try:
+            fields = preset_fields(preset, nodes)
+        except KeyError:
+            raise ConfigError("preset", preset,
+                              f"unknown preset; choose from {list(PRESET_NAMES)}") from None
+        if "devices_per_node" in overrides and "name" not in overrides:
+            fields["name"] = f"{preset}x{nodes * overrides['devices_per_node']}"
+        return cls(**{**fields, **overrides})
 
 
 class TrainingSpec(BaseModel):
@@ -207,6 +245,24 @@ class TrainingSpec(BaseModel):
         False, description="fused attention: no s^2 score matrix is stored or re-read"
     )
     nvme_path: str = Field("/local_nvme", description="where NVMe offload swaps (emitted)")
+    framework: FrameworkName = Field(
+        "deepspeed", description="training stack whose kernels and overlaps the cost model "
+        "assumes (forgeline.search.profiles); forgeline's own plans run on DeepSpeed")
+
+    @property
+    def profile(self) -> FrameworkProfile:
+        """The :class:`FrameworkProfile` of :attr:`framework`."""
+        return PROFILES[self.framework]
+
+    @property
+    def gemm_precision(self) -> str:
+        """Precision of the matrix multiplies (fp8 runs only GEMMs in fp8)."""
+        return self.precision
+
+    @property
+    def attention_precision(self) -> str:
+        """Precision of the attention core and elementwise kernels: bf16 under fp8."""
+        return "bf16" if self.precision == "fp8" else self.precision
 
     @property
     def activation_bytes(self) -> int:

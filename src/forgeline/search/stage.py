@@ -9,74 +9,25 @@ recompute choice.
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
 
 from forgeline import storage
 from forgeline.errors import ConfigError
-from forgeline.search.emit import emit
-from forgeline.search.presets import PRESET_NAMES
+from forgeline.search.emitter import emit, for_cpu
+from forgeline.search.machine import this_machine_cpu
+from forgeline.search.options import PLAN_FILE, THIS_MACHINE, StrategyOptions, StrategyResult
 from forgeline.search.space import SearchSpace
 from forgeline.search.specs import ClusterSpec, ModelSpec, TrainingSpec
 
-THIS_MACHINE = "this-machine"
-PLAN_FILE = "plan.json"
-
-
-class StrategyOptions(BaseModel):
-    """What to plan for. Fixed choices (``zero_stages``, ``micro_batch_sizes``) constrain the
-    search; ``None`` lets it choose."""
-
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-    cluster: str = Field(THIS_MACHINE, description=f"'{THIS_MACHINE}' (CPU workers, measured "
-                         f"now) or a preset: {', '.join(PRESET_NAMES)}.")
-    nodes: int = Field(1, ge=1)
-    devices_per_node: int = Field(2, ge=1, description="Devices (or CPU workers) per node.")
-    model_size: Literal["tiny", "small", "base"] = "small"
-    seq_len: int | None = Field(None, ge=1, description="Default: the run's dataset window.")
-    workers: int | None = Field(
-        None, ge=1, description="Fix the data-parallel size; None lets the search choose."
-    )
-    activation_checkpointing_allowed: bool = Field(True, description="May the plan recompute?")
-    global_batch_size: int = Field(32, ge=1, description="Sequences per optimizer step.")
-    zero_stages: list[int] | None = Field(None, description="Allowed ZeRO stages; None = 0–3.")
-    micro_batch_sizes: list[int] | None = Field(None, description="Allowed micro-batches.")
-    lr: float = Field(2e-3, gt=0)
-    top_k: int = Field(5, ge=1)
-
-
-class StrategyResult(BaseModel):
-    """The chosen plan in the form the training stage consumes, plus why it won."""
-
-    plan_url: str
-    cluster: str
-    devices: int
-    num_workers: int
-    deepspeed_config: dict[str, Any]
-    activation_checkpointing: bool
-    zero_stage: int
-    micro_batch_size: int
-    grad_accum_steps: int
-    predicted_step_s: float
-    predicted_memory_bytes: int
-    bound_by: str
-    candidates_evaluated: int
-    search_s: float
-    ranking: list[dict[str, Any]]
-
+__all__ = ["PLAN_FILE", "THIS_MACHINE", "StrategyOptions", "StrategyResult", "model_spec",
+           "plan_strategy"]
 
 def _cluster(options: StrategyOptions) -> ClusterSpec:
     if options.cluster == THIS_MACHINE:
         if options.nodes != 1:
             raise ConfigError("nodes", options.nodes, f"'{THIS_MACHINE}' is one node")
-        return ClusterSpec.this_machine_cpu(options.devices_per_node)
-    if options.cluster not in PRESET_NAMES:
-        raise ConfigError("cluster", options.cluster,
-                          f"unknown; use '{THIS_MACHINE}' or one of {list(PRESET_NAMES)}")
-    preset = ClusterSpec.preset(options.cluster, nodes=options.nodes)
-    return preset.model_copy(update={"devices_per_node": options.devices_per_node})
+        return this_machine_cpu(options.devices_per_node)
+    return ClusterSpec.preset(options.cluster, nodes=options.nodes,
+                              devices_per_node=options.devices_per_node)
 
 
 def model_spec(model_size: str, seq_len: int, precision: str) -> ModelSpec:
@@ -111,16 +62,14 @@ def plan_strategy(options: StrategyOptions, output_url: str) -> StrategyResult:
         micro_batch_sizes=options.micro_batch_sizes,
     )
     started = time.perf_counter()
-    from forgeline.search.search import search
+    from forgeline.search.ranking import search
 
     found = search(model, cluster, training, top_k=options.top_k, space=space)
     if not found.feasible:
         raise ConfigError("cluster", options.cluster, f"no plan fits: {found.reason}")
     best = found.plans[0]
     emitted = emit(best, model, training)
-    ds = emitted.deepspeed_config
-    if on_cpu:  # DeepSpeed's CPU accelerator has no fused Adam
-        ds["optimizer"]["params"]["torch_adam"] = True
+    ds = for_cpu(emitted.deepspeed_config) if on_cpu else emitted.deepspeed_config
     plan_url = storage.join(output_url, PLAN_FILE)
     storage.write_json_atomic(plan_url, {
         "search": found.model_dump(mode="json"),

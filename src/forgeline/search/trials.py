@@ -4,7 +4,7 @@ Each candidate's emitted DeepSpeed config runs a few optimizer steps of
 :class:`forgeline.train.model.DecoderLM` in ``num_workers`` Ray Train workers (one fresh
 process each); warm-up steps are excluded, then every worker times ``steps`` optimizer
 steps and records its peak memory. The results become :class:`Observation` s for
-:func:`forgeline.search.calibrate`.
+:func:`forgeline.search.calibration`.
 
 Memory on CPU: each worker resets the kernel's resident-set high-water mark
 (``/proc/self/clear_refs`` = 5) and reads its RSS just before building the model; the
@@ -23,15 +23,16 @@ import statistics
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from forgeline import storage
 from forgeline.errors import ConfigError
-from forgeline.search.calibrate import Observation
+from forgeline.search.calibration import Observation
 from forgeline.search.cost_model import estimate
-from forgeline.search.emit import emit
+from forgeline.search.emitter import emit, for_cpu
 from forgeline.search.plan import ParallelConfig, Plan
 from forgeline.search.specs import ClusterSpec, ModelSpec, TrainingSpec
 
@@ -134,14 +135,27 @@ def trial_deepspeed_config(config: ParallelConfig, model: ModelSpec, training: T
     """The emitted DeepSpeed config, adapted where the device needs it (CPU: torch Adam)."""
     ds = copy.deepcopy(emit(config, model, training).deepspeed_config)
     if device == "cpu":
-        # DeepSpeed's CPU accelerator has no fused Adam kernel; torch's own Adam(W) runs.
-        ds["optimizer"]["params"]["torch_adam"] = True
+        ds = for_cpu(ds)
     ds["steps_per_print"] = 10**9
     return ds
 
 
-def _check(candidates: list[Any], training: TrainingSpec, steps: int, warmup_steps: int,
-           device: str, cluster: ClusterSpec | None) -> list[ParallelConfig]:
+@dataclass(frozen=True)
+class TrialSettings:
+    """How every trial of a batch runs: timed and warm-up steps, device, threads, seed, and
+    where workers write their results (a temporary directory when ``None``)."""
+
+    steps: int = 4
+    warmup_steps: int = 2
+    device: str = "cpu"
+    threads_per_worker: int = 1
+    seed: int = 0
+    results_url: str | None = None
+
+
+def _check(candidates: list[Any], training: TrainingSpec, settings: TrialSettings,
+           cluster: ClusterSpec | None) -> list[ParallelConfig]:
+    steps, warmup_steps, device = settings.steps, settings.warmup_steps, settings.device
     if not candidates:
         raise ConfigError("candidates", candidates, "need at least one configuration to run")
     if steps < 1:
@@ -289,18 +303,19 @@ def _trial_worker(cfg: dict[str, Any]) -> None:
 
 
 # ---- driver side --------------------------------------------------------------------------
-def run_trial(candidate: ParallelConfig | Plan, model: Any, training: TrainingSpec,
+def run_trial(candidate: ParallelConfig | Plan, model: Any, training: TrainingSpec, *,
               steps: int = 4, warmup_steps: int = 2, device: str = "cpu",
               threads_per_worker: int = 1, seed: int = 0,
               results_url: str | None = None) -> TrialResult:
     """Run one candidate for ``warmup_steps + steps`` optimizer steps; see :func:`run_trials`."""
-    return _run(_check([candidate], training, steps, warmup_steps, device, None)[0], model,
-                training, steps, warmup_steps, device, threads_per_worker, seed, results_url)
+    settings = TrialSettings(steps, warmup_steps, device, threads_per_worker, seed, results_url)
+    return _run(_check([candidate], training, settings, None)[0], model, training, settings)
 
 
-def _run(config: ParallelConfig, model: Any, training: TrainingSpec, steps: int,
-         warmup_steps: int, device: str, threads: int, seed: int,
-         results_url: str | None) -> TrialResult:
+def _run(config: ParallelConfig, model: Any, training: TrainingSpec,
+         settings: TrialSettings) -> TrialResult:
+    steps, warmup_steps, device = settings.steps, settings.warmup_steps, settings.device
+    threads, seed, results_url = settings.threads_per_worker, settings.seed, settings.results_url
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -371,7 +386,7 @@ def _any_cluster(devices: int) -> ClusterSpec:
 
 
 def run_trials(candidates: list[ParallelConfig | Plan], model: Any,
-               cluster: ClusterSpec | None, training: TrainingSpec, steps: int = 4,
+               cluster: ClusterSpec | None, training: TrainingSpec, *, steps: int = 4,
                warmup_steps: int = 2, repetitions: int = 1, device: str = "cpu",
                threads_per_worker: int = 1, seed: int = 0,
                results_url: str | None = None,
@@ -387,13 +402,13 @@ def run_trials(candidates: list[ParallelConfig | Plan], model: Any,
     """
     if repetitions < 1:
         raise ConfigError("repetitions", repetitions, "must be at least 1")
-    configs = _check(candidates, training, steps, warmup_steps, device, cluster)
+    settings = TrialSettings(steps, warmup_steps, device, threads_per_worker, seed, results_url)
+    configs = _check(candidates, training, settings, cluster)
     spec, _ = _resolve_model(model, training)
     raw: dict[int, list[TrialResult]] = {i: [] for i in range(len(configs))}
     for _rep in range(repetitions):
         for i, cfg in enumerate(configs):
-            res = _run(cfg, model, training, steps, warmup_steps, device, threads_per_worker,
-                       seed, results_url)
+            res = _run(cfg, model, training, settings)
             raw[i].append(res)
             if trial_results is not None:
                 trial_results.append(res)

@@ -49,6 +49,7 @@ class ModelConfig(BaseModel):
 
 
 def default_deepspeed_config(
+    *,
     zero_stage: int = 2,
     micro_batch_size: int = 16,
     grad_accum_steps: int = 1,

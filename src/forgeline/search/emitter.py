@@ -151,6 +151,20 @@ def emit(plan: Plan | ParallelConfig, model: ModelSpec, training: TrainingSpec) 
     )
 
 
+def for_cpu(deepspeed_config: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``deepspeed_config`` that runs on DeepSpeed's CPU accelerator.
+
+    That accelerator has no fused Adam kernel, so the optimizer block asks for torch's own
+    Adam(W) (``torch_adam``). The one place forgeline makes this change.
+    """
+    cfg = copy.deepcopy(deepspeed_config)
+    optimizer = cfg.get("optimizer")
+    if optimizer is None or optimizer.get("type", "").lower() not in ("adam", "adamw"):
+        return cfg
+    optimizer.setdefault("params", {})["torch_adam"] = True
+    return cfg
+
+
 def validate_deepspeed_config(cfg: dict[str, Any], data_parallel: int) -> None:
     """Check ``cfg`` with DeepSpeed's own parser without starting distributed.
 

@@ -6,8 +6,6 @@ import pytest
 
 from forgeline.errors import ConfigError
 from forgeline.search import (
-    KORTHIKANTI_2022,
-    NARAYANAN_TABLE1,
     ClusterSpec,
     ModelSpec,
     Observation,
@@ -15,9 +13,13 @@ from forgeline.search import (
     TrainingSpec,
     calibrate,
     estimate,
+)
+from forgeline.search.calibration import scaled_cluster
+from forgeline.search.reference import (
+    KORTHIKANTI_2022,
+    NARAYANAN_TABLE1,
     korthikanti_observations,
     megatron_model,
-    scaled_cluster,
 )
 
 A100 = ClusterSpec.preset("a100-80gb", nodes=1)

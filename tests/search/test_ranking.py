@@ -14,9 +14,10 @@ from forgeline.search import (
     SearchResult,
     SearchSpace,
     TrainingSpec,
-    evaluate,
     search,
+    this_machine_cpu,
 )
+from forgeline.search.cost_model import evaluate
 
 GPT3 = ModelSpec(name="gpt3-175b", layers=96, hidden=12288, heads=96, seq_len=2048, vocab=51200)
 
@@ -65,9 +66,9 @@ def test_pruning_loses_nothing_against_exhaustive_evaluation():
             if (v > 1 and (p < 2 or m % p)) or (z >= 2 and p > 1) or (off == 1 and z == 0) \
                     or (off == 2 and z != 3) or (sp and t == 1):
                 continue
-            rows.append((t, p, d, v, b, z, rc, sp, off))
+            rows.append((t, p, d, v, b, z, rc, sp, off, 1))
     arr = np.asarray(rows)
-    names = ("tp", "pp", "dp", "vpp", "mb", "zero", "rc", "sp", "off")
+    names = ("tp", "pp", "dp", "vpp", "mb", "zero", "rc", "sp", "off", "cp")
     cand = {n: arr[:, i] for i, n in enumerate(names)}
     res = evaluate(cand, model, cluster, train)
     ok = np.nonzero(res["fits"])[0]
@@ -121,7 +122,7 @@ def test_bad_arguments():
 def test_small_model_on_this_machine():
     model = ModelSpec(layers=4, hidden=128, heads=4, seq_len=128, vocab=512,
                       param_dtype="fp32", grad_dtype="fp32")
-    cpu = ClusterSpec.this_machine_cpu(devices=2)
+    cpu = this_machine_cpu(devices=2)
     result = search(model, cpu, TrainingSpec(global_batch_size=8, precision="fp32"), top_k=3)
     assert result.feasible
     assert all(p.devices_used <= 2 and p.fits for p in result.plans)

@@ -8,13 +8,13 @@ import pytest
 
 from forgeline.errors import ConfigError
 from forgeline.search import (
-    ClusterSpec,
     ModelSpec,
     ParallelConfig,
     SearchSpace,
     TrainingSpec,
     emit,
     search,
+    this_machine_cpu,
     validate_deepspeed_config,
 )
 
@@ -61,7 +61,7 @@ def test_data_parallel_plans_parse_in_deepspeed(config):
 
 
 def test_searched_plan_emits_runnable_config():
-    cpu = ClusterSpec.this_machine_cpu(devices=2)
+    cpu = this_machine_cpu(devices=2)
     model = SMALL.model_copy(update={"param_dtype": "fp32", "grad_dtype": "fp32"})
     train = TrainingSpec(global_batch_size=8, precision="fp32")
     space = SearchSpace(tensor_parallel=[1], pipeline_parallel=[1])
@@ -93,7 +93,7 @@ def test_tensor_and_pipeline_plans_get_megatron_args():
 def test_nvme_offload_gets_a_path():
     config = ParallelConfig(data_parallel=2, micro_batch_size=2, zero_stage=3,
                             offload="parameters")
-    from forgeline.search.emit import deepspeed_config
+    from forgeline.search.emitter import deepspeed_config
 
     cfg = deepspeed_config(config, SMALL, TRAIN, offload_device="nvme")
     zero = cfg["zero_optimization"]
@@ -124,3 +124,14 @@ def test_invalid_configs_are_rejected():
         validate_deepspeed_config(worse, 2)
     with pytest.raises(ConfigError, match="global_batch_size"):
         emit(ParallelConfig(data_parallel=3, micro_batch_size=1), SMALL, TRAIN)
+
+
+def test_for_cpu_sets_torch_adam_on_a_copy():
+    from forgeline.search import for_cpu
+
+    cfg = emit(ParallelConfig(data_parallel=2, micro_batch_size=2), SMALL, TRAIN).deepspeed_config
+    cpu = for_cpu(cfg)
+    assert cpu["optimizer"]["params"]["torch_adam"] is True
+    assert "torch_adam" not in cfg["optimizer"]["params"]  # the input is left alone
+    sgd = {"optimizer": {"type": "SGD", "params": {"lr": 0.1}}}
+    assert for_cpu(sgd) == sgd  # only Adam(W) has a fused kernel to avoid
