@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from forgeline import storage
-from forgeline.checkpoint import CheckpointStore, consolidated_fp32
+from forgeline.checkpoint import CheckpointReader, consolidated_fp32
 
 STATE_DICT_FILE = "model_fp32.safetensors"
 DCP_DIR = "dcp"
@@ -61,12 +61,9 @@ def export_checkpoint(store_url: str, out_url: str, step: int | None = None) -> 
     """Export committed ``step`` (default: the newest) of the store at ``store_url``."""
     from safetensors.torch import save
 
-    store = CheckpointStore(store_url)
-    try:
-        step = store.manifest(step, 0).step
-        state = consolidated_fp32(store, step)
-    finally:
-        store.close()
+    reader = CheckpointReader(store_url)
+    step = reader.manifest(step, 0).step
+    state = consolidated_fp32(reader, step)
     state_dict_url = storage.join(out_url, STATE_DICT_FILE)
     storage.write_bytes_atomic(state_dict_url, save(state, metadata={"step": str(step)}))
     dcp_url = write_dcp(state, storage.join(out_url, DCP_DIR))
