@@ -17,6 +17,7 @@ import torch.distributed as dist
 from forgeline import storage
 from forgeline.checkpoint.training import capture_training_state, restore_training_state
 from forgeline.datasets import TokenDataset
+from forgeline.logs import quiet_worker
 from forgeline.train.batches import BatchSource, ShuffledBatches
 from forgeline.train.config import TrainConfig
 from forgeline.train.model import DecoderLM, lm_loss, per_sample_loss
@@ -118,6 +119,7 @@ def make_checkpointer(config: TrainConfig, output_url: str, rank: int, world: in
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Entry point of each Ray Train worker. ``loop_config`` = {"train": ..., "output_url": ...}."""
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
+    quiet_worker()
     import deepspeed
     import ray.train
 

@@ -15,18 +15,23 @@ from ray.train.torch import TorchTrainer
 from forgeline import storage
 from forgeline.datasets import load_manifest
 from forgeline.errors import ConfigError
+from forgeline.logs import RAY_LOGS_DIR, MetricsProgress, collect_ray_logs, local_ray_environment
 from forgeline.ray import CheckpointRetention, FailureStatistics, MetricsLogger
 from forgeline.train.config import TrainConfig, TrainResult
 from forgeline.train.loop import MODEL_CONFIG_FILE, MODEL_FILE, SUMMARY_FILE, train_loop_per_worker
 
 log = logging.getLogger(__name__)
 
-def _ensure_ray(address: str | None) -> bool:
+def _ensure_ray(address: str | None, init_kwargs: dict[str, Any]) -> bool:
     """Connect to Ray; return True when this call started a local cluster that we own."""
     if ray.is_initialized():
         return False
-    ray.init(address=address, include_dashboard=False)
-    return address is None and not os.environ.get("RAY_ADDRESS")
+    local = address is None and not os.environ.get("RAY_ADDRESS")
+    if local:
+        ray.init(**init_kwargs)
+    else:
+        ray.init(address=address, log_to_driver=init_kwargs["log_to_driver"])
+    return local
 
 
 def _ray_storage_path(output_url: str) -> str | None:
@@ -47,6 +52,35 @@ def _checkpoint_callbacks(config: TrainConfig, output_url: str) -> list[Any]:
     if url is None:
         return []
     return [CheckpointRetention(url, config.checkpoint.retention()), FailureStatistics(url)]
+
+
+def _fit(config: TrainConfig, output_url: str, metrics_url: str | None,
+         callbacks: list[Any] | None, owns_ray: bool) -> None:
+    """Run the TorchTrainer with progress from the driver; keep Ray's logs of a local run."""
+    try:
+        trainer = TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config={"train": config.model_dump(mode="json"), "output_url": output_url},
+            scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu),
+            run_config=RunConfig(
+                name=f"forgeline-train-{int(time.time())}",
+                storage_path=_ray_storage_path(output_url),
+                callbacks=([MetricsLogger(metrics_url)] if metrics_url else [])
+                + _checkpoint_callbacks(config, output_url) + (callbacks or []),
+                failure_config=FailureConfig(max_failures=config.max_failures),
+            ),
+        )
+        if metrics_url is None:
+            trainer.fit()
+        else:
+            with MetricsProgress(metrics_url, config.steps):
+                trainer.fit()
+    finally:
+        if owns_ray:
+            where = collect_ray_logs(storage.join(output_url, RAY_LOGS_DIR))
+            if where:
+                log.info("Ray and DeepSpeed output of this run: %s", where)
+            ray.shutdown()
 
 
 def run_training(
@@ -70,24 +104,9 @@ def run_training(
                           f"smaller than the dataset's vocabulary ({manifest.vocab_size})")
     storage.ensure_writable(output_url, "output_url")
     started = time.perf_counter()
-    owns_ray = _ensure_ray(config.ray_address)
-    try:
-        trainer = TorchTrainer(
-            train_loop_per_worker,
-            train_loop_config={"train": config.model_dump(mode="json"), "output_url": output_url},
-            scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu),
-            run_config=RunConfig(
-                name=f"forgeline-train-{int(time.time())}",
-                storage_path=_ray_storage_path(output_url),
-                callbacks=([MetricsLogger(metrics_url)] if metrics_url else [])
-                + _checkpoint_callbacks(config, output_url) + (callbacks or []),
-                failure_config=FailureConfig(max_failures=config.max_failures),
-            ),
-        )
-        trainer.fit()
-    finally:
-        if owns_ray:
-            ray.shutdown()
+    with local_ray_environment() as init_kwargs:
+        owns_ray = _ensure_ray(config.ray_address, init_kwargs)
+        _fit(config, output_url, metrics_url, callbacks, owns_ray)
     summary = storage.read_json(storage.join(output_url, SUMMARY_FILE))
     return TrainResult(
         model_url=storage.join(output_url, MODEL_FILE),
