@@ -122,14 +122,16 @@ def progress_text(record: dict[str, Any], total: int, step_s: float | None) -> s
 
 
 class MetricsProgress:
-    """Follow ``metrics.jsonl`` from a background thread while a stage runs: a tqdm bar on a
-    terminal (``stream``), else a log line every ``every_steps`` steps."""
+    """Follow ``metrics.jsonl`` from a background thread while a stage runs: a tqdm bar when
+    ``stream`` (default stderr) is a terminal, else a line every ``every_steps`` steps —
+    printed to ``stream`` when one is given, logged otherwise (as in Airflow task logs)."""
 
     def __init__(self, metrics_url: str, total_steps: int, desc: str = "train",
                  stream: TextIO | None = None, every_steps: int | None = None,
                  poll_s: float = 1.0) -> None:
         self.metrics_url, self.total, self.desc = metrics_url, total_steps, desc
         self.stream = stream if stream is not None else sys.stderr
+        self._print = stream is not None
         self.every = every_steps or max(1, total_steps // 10)
         self.poll_s = poll_s
         self._stop = threading.Event()
@@ -193,6 +195,10 @@ class MetricsProgress:
                 self._bar.n = min(step, self.total)
                 self._bar.set_postfix_str(text, refresh=True)
             elif step - self._last_logged >= self.every or step >= self.total:
-                log.info("%s step %d/%d · %s", self.desc, step, self.total, text)
+                line = f"{self.desc} step {step}/{self.total} · {text}"
+                if self._print:
+                    print(line, file=self.stream, flush=True)
+                else:
+                    log.info("%s", line)
                 self._last_logged = step
         self._seen = len(records)

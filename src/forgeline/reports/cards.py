@@ -59,8 +59,18 @@ def _num(value: Any) -> float | None:
     return float(value) if ok else None
 
 
+def _n(value: Any) -> str:
+    """A number's display text; ``—`` for a missing or non-numeric value."""
+    return number(value) if _num(value) is not None else MISSING
+
+
 def _ms(value_s: float) -> str:
     return f"{value_s * 1000:.0f} ms" if value_s >= 0.01 else f"{value_s * 1000:.2f} ms"
+
+
+def duration(value_s: float) -> str:
+    """Milliseconds under a second, else ``seconds``."""
+    return _ms(value_s) if value_s < 1 else seconds(value_s)
 
 
 def _pct(value: float | None, signed: bool = True) -> str:
@@ -103,9 +113,9 @@ def search_card(search: dict[str, Any], train: dict[str, Any] | None,
                 f" accumulation · recompute {recompute}")
     predicted = _num(search.get("predicted_step_s"))
     measured = measured_step_s(train or {}, records) if train else None
-    step = f"predicted {number(predicted)} s" if predicted is not None else MISSING
+    step = f"predicted {_n(predicted)} s" if predicted is not None else MISSING
     if measured is not None:
-        step += f" · measured {number(measured)} s"
+        step += f" · measured {_n(measured)} s"
         if predicted:
             step += f" (measured ÷ predicted = {measured / predicted:.2f})"
     else:
@@ -121,7 +131,7 @@ def search_card(search: dict[str, Any], train: dict[str, Any] | None,
                        f"{search.get('cluster')} in {seconds(float(search.get('search_s', 0)))}"),
             ("Bound by", str(search.get("bound_by", MISSING)))]
     grid = Grid(("#", "plan", "predicted step", "memory / device", "bound by"), [
-        (str(i), plan_text(p.get("config") or {}), f"{number(p['step_time_s'])} s",
+        (str(i), plan_text(p.get("config") or {}), f"{_n(p['step_time_s'])} s",
          human_bytes(p["memory_bytes"]), str(p.get("bound_by", "")))
         for i, p in enumerate(ranking[:3], 1)
     ]) if ranking else None
@@ -139,21 +149,21 @@ def search_card(search: dict[str, Any], train: dict[str, Any] | None,
 
 def train_card(train: dict[str, Any], records: list[dict[str, Any]]) -> Card:
     before, after = _num(train.get("val_loss_before")), _num(train.get("val_loss_after"))
-    headline = (f"Validation loss {number(before)} → {number(after)} "
-                f"(perplexity {number(train.get('val_ppl_before'))} → "
-                f"{number(train.get('val_ppl_after'))}) in {train.get('steps')} steps"
+    headline = (f"Validation loss {_n(before)} → {_n(after)} "
+                f"(perplexity {_n(train.get('val_ppl_before'))} → "
+                f"{_n(train.get('val_ppl_after'))}) in {train.get('steps')} steps"
                 if before is not None and after is not None else "Trained")
     step_s = measured_step_s(train, records)
     throughput = f"{train['tokens_per_s']:,.0f} tokens/s" if _num(
         train.get("tokens_per_s")) is not None else MISSING
     if step_s is not None:
-        throughput += f" · {number(step_s)} s per optimizer step"
+        throughput += f" · {_n(step_s)} s per optimizer step"
     arch = train.get("architecture") or {}
     rows = [
         ("Throughput", throughput),
-        ("Train loss", f"{number(train.get('train_loss_first'))} first logged → "
-                       f"{number(train.get('train_loss_final'))} final"),
-        ("Model", f"{number(train.get('num_params', 0))} parameters · {arch.get('n_layers')} "
+        ("Train loss", f"{_n(train.get('train_loss_first'))} first logged → "
+                       f"{_n(train.get('train_loss_final'))} final"),
+        ("Model", f"{_n(train.get('num_params', 0))} parameters · {arch.get('n_layers')} "
                   f"layers × {arch.get('d_model')} wide · context {arch.get('seq_len')}"),
         ("Run", f"{train.get('workers')} Ray Train workers · ZeRO-{train.get('zero_stage')} · "
                 f"micro-batch {train.get('micro_batch_size')} × {train.get('grad_accum_steps')}"),
@@ -205,13 +215,15 @@ def cache_card(train: dict[str, Any], stats: dict[str, float] | None) -> Card | 
     misses, remote = stats.get("cache_misses", 0.0), stats.get("cache_remote_bytes", 0.0)
     requested = hits + subs + misses
     served = hits + subs
+    share = served / requested if requested else None
+    wait = stats.get("cache_wait_s_max_worker", 0.0)
     rows = [
-        ("Hit rate", f"{_pct(served / requested if requested else None, signed=False)} of "
-                     f"{int(requested):,} sample reads served from the cache"),
+        ("Served from the cache", f"{_pct(share, signed=False)} of {int(requested):,} sample "
+                                  f"reads ({int(hits):,} hits + {int(subs):,} substitutions)"),
         ("Substitution rate", f"{_pct(subs / requested if requested else None, signed=False)}"
-                              f" ({int(subs):,} misses replaced by a cached sample)"),
-        ("Data wait", f"{seconds(stats.get('cache_wait_s_max_worker', 0.0))} on the slowest "
-                      f"worker ({seconds(stats.get('cache_wait_s', 0.0))} summed over "
+                              " (a miss replaced by an important cached sample)"),
+        ("Data wait", f"{duration(wait)} on the slowest worker "
+                      f"({duration(stats.get('cache_wait_s', 0.0))} summed over "
                       f"{int(stats.get('workers', 0))} workers)"),
         ("Read from storage", f"{human_bytes(remote)} for {int(misses):,} samples"),
     ]
@@ -219,8 +231,8 @@ def cache_card(train: dict[str, Any], stats: dict[str, float] | None) -> Card | 
         rows.append(("Not read from storage",
                      f"≈ {human_bytes(served * remote / misses)} ({int(served):,} samples × "
                      f"{human_bytes(remote / misses)} per sample read)"))
-    headline = (f"{_pct(served / requested if requested else None, signed=False)} of samples "
-                f"from the cache · {seconds(stats.get('cache_wait_s_max_worker', 0.0))} data wait")
+    headline = (f"{_pct(share, signed=False)} of samples from the cache · {duration(wait)} "
+                "data wait")
     return Card("cache", "Data cache", headline, rows)
 
 
@@ -253,17 +265,17 @@ def quantize_card(quantize: dict[str, Any], report: dict[str, Any] | None) -> Ca
     counts = quantize.get("scheme_counts") or {}
     mix = _mix(counts) if counts else MISSING
     ratio = _num(quantize.get("size_ratio"))
-    headline = (f"{number(ratio)}× smaller ({mix}) · perplexity "
+    headline = (f"{_n(ratio)}× smaller ({mix}) · perplexity "
                 f"{_pct(_num(quantize.get('rel_ppl_increase')))}")
     latency = quantize.get("latency_ms") or {}
     speed = []
     for b in (1, 32):
         f, q = _num(latency.get(f"float_b{b}")), _num(latency.get(f"quantized_b{b}"))
         if f and q is not None:
-            speed.append(f"batch {b}: {number(f)} → {number(q)} ms ({q / f:.2f}× float)")
+            speed.append(f"batch {b}: {_n(f)} → {_n(q)} ms ({q / f:.2f}× float)")
     budget = (report or {}).get("mixed_precision", {}) or {}
-    accuracy = (f"perplexity {number(quantize.get('val_ppl_float'))} → "
-                f"{number(quantize.get('val_ppl_quantized'))} "
+    accuracy = (f"perplexity {_n(quantize.get('val_ppl_float'))} → "
+                f"{_n(quantize.get('val_ppl_quantized'))} "
                 f"({_pct(_num(quantize.get('rel_ppl_increase')))}")
     if budget:
         met = "met" if quantize.get("budget_met") else "not met"
@@ -272,7 +284,7 @@ def quantize_card(quantize: dict[str, Any], report: dict[str, Any] | None) -> Ca
     rows = [
         ("Scheme mix", f"{mix} layers"),
         ("Size", f"{human_bytes(quantize.get('float_bytes', 0))} → "
-                 f"{human_bytes(quantize.get('stored_bytes', 0))} ({number(ratio)}× smaller)"),
+                 f"{human_bytes(quantize.get('stored_bytes', 0))} ({_n(ratio)}× smaller)"),
         ("Accuracy", accuracy),
         ("Latency vs float", " · ".join(speed) if speed else MISSING),
     ]
