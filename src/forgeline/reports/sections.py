@@ -135,7 +135,7 @@ def train_section(result: dict[str, Any]) -> Section:
 
 
 _QUANTIZE_FIELDS: tuple[tuple[str, str], ...] = (
-    ("Scheme requested", "scheme"),
+    ("Scheme option (all layers when mixed precision is off)", "scheme"),
     ("Layers per scheme", "scheme_counts"),
     ("Budget met", "budget_met"),
     ("Validation perplexity, float", "val_ppl_float"),
