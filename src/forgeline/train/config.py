@@ -210,9 +210,12 @@ class TrainCache(CacheConfig):
     substitution_ratio: float = Field(
         0.3, description=CacheConfig.model_fields["substitution_ratio"].description)
 
-    def engine_config(self, root: str) -> CacheConfig:
-        """The cache engine's config; importance is kept under the artifact root by default."""
-        importance = self.importance_url or storage.join(root, "cache", "importance")
+    def engine_config(self, root: str | None) -> CacheConfig:
+        """The cache engine's config; importance is kept under the artifact root by default
+        (with no root and no ``importance_url``, it is not kept)."""
+        importance = self.importance_url
+        if importance is None and root is not None:
+            importance = storage.join(root, "cache", "importance")
         return CacheConfig(**self.model_dump(exclude={"mode", "importance_url"}),
                            importance_url=importance)
 
@@ -266,7 +269,7 @@ class TrainOptions(Options):
         default_factory=ThrottleOptions, description="Imitated object storage for the data."
     )
 
-    def data_access(self, manifest_url: str, root: str) -> tuple[str, CacheConfig | None]:
+    def data_access(self, manifest_url: str, root: str | None) -> tuple[str, CacheConfig | None]:
         """The manifest URL the workers read, and the cache config (None: no cache)."""
         if self.throttle.enabled:
             from forgeline.throttled import throttled_url
@@ -286,11 +289,9 @@ class TrainOptions(Options):
         )
 
     def to_config(self, manifest_url: str, root: str | None = None) -> TrainConfig:
-        """The training engine's config; ``root`` (the artifact root) enables data access
-        through the throttled filesystem and the cache."""
-        cache = None
-        if root is not None:
-            manifest_url, cache = self.data_access(manifest_url, root)
+        """The training engine's config, data access (throttling, cache) resolved; ``root``
+        (the artifact root) is where the cache keeps per-sample importance by default."""
+        manifest_url, cache = self.data_access(manifest_url, root)
         ds = self.deepspeed()
         checkpoint = self.checkpoint
         if ds.get("zero_optimization", {}).get("stage") == 3 and (
