@@ -53,6 +53,7 @@ def test_quiet_worker_drops_per_report_lines(monkeypatch):
 def test_local_ray_environment_points_the_state_api_at_our_dashboard(monkeypatch):
     monkeypatch.delenv("RAY_API_SERVER_ADDRESS", raising=False)
     with local_ray_environment() as kwargs:
+        assert kwargs["address"] == "local"  # never join a cluster `ray start` left behind
         assert kwargs["include_dashboard"] and not kwargs["log_to_driver"]
         port = kwargs["dashboard_port"]
         assert os.environ["RAY_API_SERVER_ADDRESS"] == f"http://127.0.0.1:{port}"

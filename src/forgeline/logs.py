@@ -7,7 +7,8 @@
 * Progress comes from the driver itself: :class:`MetricsProgress` follows the run's
   ``metrics.jsonl`` and shows a tqdm bar on a terminal, or a plain log line every N steps
   otherwise (Airflow task logs), with loss, throughput and ETA.
-* The local cluster runs its dashboard on a free loopback port and every Ray process is told
+* A local cluster is always a new one (``address="local"``), never one that ``ray start``
+  left on the machine; it runs its dashboard on a free loopback port and every Ray process is told
   where it is (``RAY_API_SERVER_ADDRESS``): Ray Train's ``PlacementGroupCleaner`` polls the
   controller's state through the State API every second, which without a dashboard fails on
   every poll ("Failed to query Ray Train Controller actor state") — and on a machine with
@@ -74,7 +75,9 @@ def local_ray_environment() -> Iterator[dict[str, Any]]:
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
     try:
-        yield {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port,
+        # "local": always a new cluster; ray.init() would join the latest one any
+        # `ray start` left on this machine (another user's, or a dead one)
+        yield {"address": "local", "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port,
                "log_to_driver": verbose(),
                "logging_level": logging.INFO if verbose() else logging.WARNING}
     finally:
