@@ -179,6 +179,12 @@ class TrainResult(BaseModel):
     val_ppl_after: float
     tokens_per_s: float
     wall_s: float
+    step_s: float | None = Field(None, description="Measured mean optimizer-step time.")
+    peak_rss_bytes: int | None = Field(
+        None, description="Peak resident memory of rank 0's worker process (whole process).")
+    checkpoint_url: str | None = Field(None, description="The run's checkpoint store.")
+    resumed_from_step: int | None = Field(None, description="Checkpoint step resumed from.")
+    restore_s: float | None = Field(None, description="Time to restore that checkpoint.")
 
 
 class ThrottleOptions(BaseModel):
