@@ -72,8 +72,8 @@ def _latency_ms(model: torch.nn.Module, tokens: torch.Tensor, repeats: int = 5) 
 def quantize_stage(
     options: QuantizeOptions, model_url: str, manifest_url: str, output_url: str
 ) -> QuantizeResult:
-    """Quantize the ``DecoderLM`` at ``model_url`` (its ``model.json`` beside it)."""
-    from forgeline.train.model import DecoderLM, ModelConfig
+    """Quantize the trained model at ``model_url`` (its ``model.json`` beside it)."""
+    from forgeline.train.models import build_saved_model
 
     started = time.perf_counter()
     config = QuantizeConfig(
@@ -89,14 +89,13 @@ def quantize_stage(
     if not storage.exists(model_url) or not storage.exists(config_url):
         raise ConfigError("model_url", model_url, "no trained model (and model.json) here")
     storage.ensure_writable(output_url, "output_url")
-    architecture = ModelConfig.model_validate(storage.read_json(config_url))
     fs, path = storage.filesystem(model_url)
     state = load_safetensors(fs.cat_file(path))
     validation = TokenDataset(manifest_url, "validation")
     calibration = _windows(validation, 0, options.calibration_samples)
     held_out = _windows(validation, options.calibration_samples, options.eval_samples)
 
-    float_model = DecoderLM(architecture)
+    float_model = build_saved_model(config_url)
     batches = [calibration[i : i + options.batch_size, :-1]
                for i in range(0, len(calibration), options.batch_size)]
     qmodel, report = quantize_model(

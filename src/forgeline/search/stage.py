@@ -52,6 +52,10 @@ def plan_strategy(options: StrategyOptions, output_url: str) -> StrategyResult:
     # Volta has no bf16: such presets train in fp16
     precision = "fp32" if on_cpu else ("bf16" if "bf16" in cluster.peak_flops_per_s else "fp16")
     model = model_spec(options.model_size, seq_len, precision)
+    if options.model is not None:  # the training stage's own model (Hugging Face, factory)
+        from forgeline.train.models import trained_model_spec
+
+        model = trained_model_spec(options.model, seq_len, precision)
     training = TrainingSpec(global_batch_size=options.global_batch_size, precision=precision,
                             learning_rate=options.lr)
     space = SearchSpace(

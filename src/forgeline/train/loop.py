@@ -24,12 +24,13 @@ from forgeline.datasets import TokenDataset
 from forgeline.logs import quiet_worker
 from forgeline.train.batches import BatchSource, ShuffledBatches
 from forgeline.train.config import TrainConfig
-from forgeline.train.model import DecoderLM, lm_loss, per_sample_loss
+from forgeline.train.model import lm_loss, per_sample_loss
+from forgeline.train.models import MODEL_CONFIG_FILE as MODEL_CONFIG_FILE  # re-exported
+from forgeline.train.models import MODEL_FILE as MODEL_FILE
+from forgeline.train.models import build_model, save_trained_model
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.safetensors"
-MODEL_CONFIG_FILE = "model.json"
 SUMMARY_FILE = "summary.json"
 
 
@@ -78,14 +79,7 @@ def _full_state_dict(engine: Any, zero_stage: int) -> dict[str, torch.Tensor]:
 
 
 def save_model(state: dict[str, torch.Tensor], config: TrainConfig, output_url: str) -> str:
-    from safetensors.torch import save
-
-    url = storage.join(output_url, MODEL_FILE)
-    storage.write_bytes_atomic(url, save({k: v.contiguous() for k, v in state.items()}))
-    storage.write_json_atomic(
-        storage.join(output_url, MODEL_CONFIG_FILE), config.model.model_dump(mode="json")
-    )
-    return url
+    return save_trained_model(state, config, output_url)
 
 
 def progress_line(step: int, steps: int, loss: float, tokens_per_s: float,
@@ -133,7 +127,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     torch.manual_seed(config.seed)
     train_set = TokenDataset(config.manifest_url, "train")
     val_set = TokenDataset(config.manifest_url, "validation")
-    model = DecoderLM(config.model)
+    model = build_model(config)
     engine, _, _, scheduler = deepspeed.initialize(
         model=model, model_parameters=model.parameters(), config=config.deepspeed_config,
         dist_init_required=False,
@@ -160,7 +154,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         log.info("rank %d resumed from forgeline checkpoint step %d in %.2f s", rank,
                  start_step, restore_s)
     batches = iter(source)
-    tokens_per_step = world * micro * config.grad_accum_steps * config.model.seq_len
+    tokens_per_step = world * micro * config.grad_accum_steps * config.seq_len
     started = last_time = time.perf_counter()
     first_loss, window_losses = extra.get("first_loss", math.nan), []
     mean_loss = extra.get("last_loss", math.nan)

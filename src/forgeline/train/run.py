@@ -18,6 +18,7 @@ from forgeline.ray import CheckpointRetention, FailureStatistics, MetricsLogger
 from forgeline.runs import safe_run_id
 from forgeline.train.config import TrainConfig, TrainResult
 from forgeline.train.loop import MODEL_CONFIG_FILE, MODEL_FILE, SUMMARY_FILE, train_loop_per_worker
+from forgeline.train.models import describe_model, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -119,14 +120,7 @@ def run_training(
             "output_url", output_url,
             "Ray workers are separate processes; use a shared filesystem (file://, s3://, …)",
         )
-    manifest = load_manifest(config.manifest_url)
-    if config.model.seq_len != manifest.window_tokens:
-        config = config.model_copy(
-            update={"model": config.model.model_copy(update={"seq_len": manifest.window_tokens})}
-        )
-    if config.model.vocab_size < manifest.vocab_size:
-        raise ConfigError("model.vocab_size", config.model.vocab_size,
-                          f"smaller than the dataset's vocabulary ({manifest.vocab_size})")
+    config = resolve_model(config, load_manifest(config.manifest_url))
     storage.ensure_writable(output_url, "output_url")
     started = time.perf_counter()
     with local_ray_environment() as init_kwargs:
@@ -136,7 +130,7 @@ def run_training(
     return TrainResult(
         model_url=storage.join(output_url, MODEL_FILE),
         model_config_url=storage.join(output_url, MODEL_CONFIG_FILE),
-        architecture=config.model,
+        architecture=describe_model(config, output_url),
         num_params=summary["num_params"],
         workers=config.num_workers,
         zero_stage=config.zero_stage,
