@@ -127,13 +127,15 @@ def default_deepspeed_config(
     total_steps: int = 300,
 ) -> dict[str, Any]:
     """A DeepSpeed config for CPU training: torch AdamW, warmup + cosine LR, ZeRO ``zero_stage``."""
-    return {
+    from forgeline.search.emitter import for_cpu
+
+    return for_cpu({
         "train_micro_batch_size_per_gpu": micro_batch_size,
         "gradient_accumulation_steps": grad_accum_steps,
         "gradient_clipping": 1.0,
         "optimizer": {
             "type": "AdamW",
-            "params": {"lr": lr, "weight_decay": weight_decay, "torch_adam": True},
+            "params": {"lr": lr, "weight_decay": weight_decay},
         },
         "scheduler": {
             "type": "WarmupCosineLR",
@@ -146,7 +148,7 @@ def default_deepspeed_config(
         "zero_optimization": {"stage": zero_stage},
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
-    }
+    })
 
 
 class TrainConfig(BaseModel):
