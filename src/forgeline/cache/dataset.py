@@ -105,12 +105,11 @@ class CachedDataset:
             for i in part:
                 self._inflight.pop(i, None)
 
-    def get_many(self, indices: Any, extra: dict[int, bytes] | None = None) -> np.ndarray:
-        """Samples at ``indices`` as ``[len, sample_tokens]`` tokens; ``extra`` holds samples
-        already in hand (e.g. substitutes returned with their data)."""
+    def get_many(self, indices: Any) -> np.ndarray:
+        """Samples at ``indices`` as ``[len, sample_tokens]`` tokens."""
         started = time.perf_counter()
         indices = [int(i) for i in indices]
-        found: dict[int, bytes] = dict(extra or {})
+        found: dict[int, bytes] = {}
         with self._lock:
             for i in indices:
                 if i not in found and i in self._staged:

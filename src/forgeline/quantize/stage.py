@@ -21,9 +21,14 @@ from forgeline import storage
 from forgeline.datasets import TokenDataset
 from forgeline.errors import ConfigError
 from forgeline.quantize.api import quantize_model
-from forgeline.quantize.config import MixedPrecisionConfig, QuantizeConfig, SensitivityConfig
-from forgeline.quantize.export import save_quantized
+from forgeline.quantize.config import (
+    LatencyConfig,
+    MixedPrecisionConfig,
+    QuantizeConfig,
+    SensitivityConfig,
+)
 from forgeline.quantize.options import QuantizeOptions, QuantizeResult
+from forgeline.quantize.runtime.export import save_quantized
 from forgeline.quantize.sensitivity import plot_sensitivity
 
 REPORT_FILE = "quantize_report.json"
@@ -75,6 +80,7 @@ def quantize_stage(
         scheme=options.scheme, group_size=options.group_size,
         max_calibration_samples=options.calibration_samples,
         sensitivity=SensitivityConfig(enabled=options.sensitivity),
+        latency=LatencyConfig(objective=options.latency_objective),
         mixed_precision=MixedPrecisionConfig(
             enabled=options.mixed_precision, max_rel_metric_loss=options.max_rel_ppl_increase
         ),
@@ -131,6 +137,11 @@ def quantize_stage(
         size_ratio=report.size_ratio,
         linear_size_ratio=report.linear_size_ratio,
         latency_ms={k: round(v, 3) for k, v in latency.items()},
+        backend=report.backend,
+        latency_met=report.latency.met if report.latency else None,
+        latency_changes=report.latency.changes if report.latency else {},
+        skipped_layers=report.skipped,
+        resident_bytes=qmodel.resident_bytes(),
         quantize_s=report.quantize_s,
         wall_s=round(time.perf_counter() - started, 3),
     )

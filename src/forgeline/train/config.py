@@ -127,13 +127,15 @@ def default_deepspeed_config(
     total_steps: int = 300,
 ) -> dict[str, Any]:
     """A DeepSpeed config for CPU training: torch AdamW, warmup + cosine LR, ZeRO ``zero_stage``."""
-    return {
+    from forgeline.search.emitter import for_cpu
+
+    return for_cpu({
         "train_micro_batch_size_per_gpu": micro_batch_size,
         "gradient_accumulation_steps": grad_accum_steps,
         "gradient_clipping": 1.0,
         "optimizer": {
             "type": "AdamW",
-            "params": {"lr": lr, "weight_decay": weight_decay, "torch_adam": True},
+            "params": {"lr": lr, "weight_decay": weight_decay},
         },
         "scheduler": {
             "type": "WarmupCosineLR",
@@ -146,7 +148,7 @@ def default_deepspeed_config(
         "zero_optimization": {"stage": zero_stage},
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
-    }
+    })
 
 
 class TrainConfig(BaseModel):
@@ -177,6 +179,10 @@ class TrainConfig(BaseModel):
     seed: int = 0
     ray_address: str | None = Field(
         None, description="Ray cluster address; None starts or joins a local one."
+    )
+    run_name: str | None = Field(
+        None, description="The forgeline run id: Ray Train's run name, so a restarted driver "
+        "or a retried task resumes the run; None: one fixed name per output URL."
     )
     checkpoint: TrainCheckpointing = Field(
         default_factory=TrainCheckpointing, description="forgeline checkpoints and resume."
@@ -268,6 +274,12 @@ class TrainResult(BaseModel):
     val_ppl_after: float
     tokens_per_s: float
     wall_s: float
+    step_s: float | None = Field(None, description="Measured mean optimizer-step time.")
+    peak_rss_bytes: int | None = Field(
+        None, description="Peak resident memory of rank 0's worker process (whole process).")
+    checkpoint_url: str | None = Field(None, description="The run's checkpoint store.")
+    resumed_from_step: int | None = Field(None, description="Checkpoint step resumed from.")
+    restore_s: float | None = Field(None, description="Time to restore that checkpoint.")
 
 
 class ThrottleOptions(BaseModel):
