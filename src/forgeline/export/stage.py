@@ -57,11 +57,12 @@ def sources(stages: dict[str, Any],
     train = stages.get("train") or {}
     store = options.checkpoint_url or train.get("checkpoint_url")
     found = {
-        "model": (train["model_url"], train["architecture"]) if "model_url" in train else None,
+        "model": (train["model_url"], train["architecture"]) if "model_url" in train
+        and train["architecture"].get("kind") != "factory" else None,
         "checkpoint": store if store and committed_steps(store) else None,
         "plan": stages.get("search"),
     }
-    why = {"model": "the run has no train result",
+    why = {"model": "the run has no train result (or a factory model: no Hugging Face form)",
            "checkpoint": "the run has no committed training checkpoint",
            "plan": "the run has no search result"}
     return found, {t: why[t] for t, source in found.items() if source is None}
@@ -85,8 +86,14 @@ def export_run(stages: dict[str, Any], options: ExportOptions, out_url: str) -> 
     todo = [t for t in wanted if t not in missing]
     if "model" in todo:
         model_url, architecture = found["model"]
-        result.hf_model_url = export_hf_model(model_url, architecture,
-                                              storage.join(out_url, "hf"))
+        if "hf_folder_url" in architecture:  # a Hugging Face model: its folder as trained
+            from forgeline.train.models import copy_hf_folder
+
+            result.hf_model_url = copy_hf_folder(architecture["hf_folder_url"],
+                                                 storage.join(out_url, "hf"))
+        else:  # a DecoderLM preset: its shape (older runs: the shape itself)
+            result.hf_model_url = export_hf_model(model_url, architecture.get(
+                "shape", architecture), storage.join(out_url, "hf"))
     if "checkpoint" in todo:
         done = export_checkpoint(found["checkpoint"], storage.join(out_url, "checkpoint"),
                                  options.checkpoint_step)
