@@ -50,10 +50,10 @@ def airflow_db() -> str:
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """A real local Ray cluster with this machine's 2 CPUs, shared by the session."""
+    """A real local Ray cluster of its own (never one already running here) with 2 CPUs."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 

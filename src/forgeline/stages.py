@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from forgeline import storage
 from forgeline.datasets.config import DatasetConfig
 from forgeline.errors import ConfigError
+from forgeline.export.stage import ExportOptions
 from forgeline.options import Options
 from forgeline.quantize.options import QuantizeOptions
 from forgeline.runs import RunLayout
@@ -102,7 +103,8 @@ def train(layout: RunLayout, options: TrainOptions) -> BaseModel:
     plan = layout.load()["stages"].get("search")
     if plan is not None and options.deepspeed_config is None:
         options = _apply_plan(options, plan)
-    config = options.to_config(manifest_url, layout.root)
+    config = options.to_config(manifest_url, layout.root).model_copy(
+        update={"run_name": layout.run_id})
     callbacks = []
     if config.cache is not None:
         from forgeline.ray.cache import CacheStatsCallback
@@ -152,6 +154,15 @@ def report(layout: RunLayout, options: NoOptions | None = None) -> BaseModel:
     return result
 
 
+def export(layout: RunLayout, options: ExportOptions) -> BaseModel:
+    """The run's model, checkpoint and plan in standard formats under ``export/``."""
+    from forgeline.export.stage import export_run
+
+    result = export_run(layout.load()["stages"], options, layout.stage_url("export"))
+    layout.record("export", result.model_dump(mode="json"))
+    return result
+
+
 STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     Stage("prepare", "build the token dataset", DatasetConfig, prepare,
           "forgeline.datasets.config:DatasetResult"),
@@ -165,6 +176,9 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
           quantize, "forgeline.quantize.options:QuantizeResult"),
     Stage("report", "write the run's HTML/Markdown report", NoOptions, report,
           "forgeline.reports.result:ReportResult"),
+    Stage("export", "the run's model (Hugging Face GPT-2), checkpoint (safetensors + torch "
+          "DCP) and plan (ds_config.json + launch.sh) in standard formats", ExportOptions,
+          export, "forgeline.export.stage:ExportResult"),
 )}
 """Every stage by name, in pipeline order (``cache`` is optional and runs before ``train``)."""
 

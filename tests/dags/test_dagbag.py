@@ -17,7 +17,7 @@ def test_end_to_end_dag_shape_and_defaults(airflow_db):
     order = ["validate", "prepare", "search", "train", "quantize", "report"]
     assert [t.task_id for t in dag.topological_sort()] == order
     defaults = flatten(PipelineParams())
-    for name in ("data_source", "train_model_size", "train_workers", "train_steps",
+    for name in ("data_source", "train_model_preset", "train_workers", "train_steps",
                  "train_zero_stage", "train_checkpoint_every_steps", "quantize_scheme"):
         assert dag.params[name] == defaults[name]
     assert dag.params["train_workers"] == 2 and dag.params["train_zero_stage"] == 2

@@ -6,6 +6,7 @@ from forgeline.operators.hooks import RayHook
 from forgeline.operators.params import params_from, pipeline_params, pipeline_params_from
 from forgeline.operators.stages import (
     STAGE_OPERATORS,
+    ExportOperator,
     PrepareDatasetOperator,
     QuantizeOperator,
     ReportOperator,
@@ -22,6 +23,7 @@ __all__ = [
     "RayHook",
     "ValidateOperator",
     "STAGE_OPERATORS",
+    "ExportOperator",
     "PrepareDatasetOperator",
     "QuantizeOperator",
     "ReportOperator",

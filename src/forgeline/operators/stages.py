@@ -56,8 +56,15 @@ class ReportOperator(StageOperator):
     stage = "report"
 
 
+class ExportOperator(StageOperator):
+    """Export the run's model, checkpoint and plan in standard formats; kwargs are
+    ``forgeline.export.ExportOptions`` fields."""
+
+    stage = "export"
+
+
 STAGE_OPERATORS: dict[str, type[StageOperator]] = {
     op.stage: op for op in (PrepareDatasetOperator, StrategySearchOperator, WarmCacheOperator,
-                            TrainOperator, QuantizeOperator, ReportOperator)
+                            TrainOperator, QuantizeOperator, ReportOperator, ExportOperator)
 }
 """The operator of every stage in ``forgeline.stages.STAGES``."""
