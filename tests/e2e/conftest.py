@@ -130,6 +130,8 @@ def _env(home: Path, api_port: int, ray_address: str, artifacts: Path) -> dict[s
         AIRFLOW__API__PORT=str(api_port),
         AIRFLOW__API__BASE_URL=f"http://127.0.0.1:{api_port}",
         AIRFLOW__API__WORKERS="1",
+        # the API server's first execution-API answers can take long on a busy machine
+        AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT="120",
         AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{api_port}/execution/",
         AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin",
         AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(home / "passwords.json"),
