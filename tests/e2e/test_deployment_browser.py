@@ -19,6 +19,7 @@ pytestmark = pytest.mark.slow
 
 SECTIONS = ("Data", "Model & training", "Parallelism", "Data cache", "Checkpoints",
             "Quantization", "Storage")
+"""Form sections that must be there (the stage options may add more, e.g. Tokenizer)."""
 
 
 def _chromium() -> tuple[str, str]:
@@ -87,7 +88,7 @@ def test_trigger_form_has_sections_and_dropdowns_and_triggers_a_run(deployment, 
     # open every section, then look for the enum fields' dropdowns
     for toggle in browser.find_elements("css selector", "button[aria-expanded='false']"):
         if toggle.is_displayed() and toggle.text.strip() in SECTIONS:
-            toggle.click()
+            browser.execute_script("arguments[0].click()", toggle)  # opening moves the rest
     time.sleep(1)
     browser.save_screenshot(str(tmp_path / "trigger-form-open.png"))
     combos = browser.find_elements("css selector", "[role='combobox'], select")
