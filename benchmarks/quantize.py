@@ -101,7 +101,7 @@ def interleaved_latency(systems: dict[str, nn.Module], x: torch.Tensor, reps: in
 
 
 def add_latency(rows: dict[str, dict[str, Any]], systems: dict[str, nn.Module],
-                x: torch.Tensor, batch: int, reps: int, iters: int, warmup: int = 5) -> None:
+                x: torch.Tensor, batch: int, reps: int, iters: int, *, warmup: int = 5) -> None:
     """Latency of every system at ``batch`` plus its speedup over ``fp32``: the median of
     per-repetition ratios (paired, so a slow spell on the shared machine hits both)."""
     lat = interleaved_latency(systems, x, reps, iters, warmup)
