@@ -77,8 +77,8 @@ def local_ray_environment() -> Iterator[dict[str, Any]]:
     try:
         # "local": always a new cluster; ray.init() would join the latest one any
         # `ray start` left on this machine (another user's, or a dead one)
-        yield {"address": "local", "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port,
-               "log_to_driver": verbose(),
+        yield {"address": "local", "include_dashboard": True, "dashboard_host": "127.0.0.1",
+               "dashboard_port": port, "log_to_driver": verbose(),
                "logging_level": logging.INFO if verbose() else logging.WARNING}
     finally:
         for key, value in saved.items():
