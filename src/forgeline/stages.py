@@ -103,7 +103,8 @@ def train(layout: RunLayout, options: TrainOptions) -> BaseModel:
     plan = layout.load()["stages"].get("search")
     if plan is not None and options.deepspeed_config is None:
         options = _apply_plan(options, plan)
-    config = options.to_config(manifest_url, layout.root)
+    config = options.to_config(manifest_url, layout.root).model_copy(
+        update={"run_name": layout.run_id})
     callbacks = []
     if config.cache is not None:
         from forgeline.ray.cache import CacheStatsCallback

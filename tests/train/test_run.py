@@ -32,7 +32,10 @@ def test_two_workers_zero2_loss_decreases_and_model_is_saved(ray_cluster, tiny_d
     assert all(r["tokens_per_s"] > 0 for r in records if "loss" in r)
 
     state = load_file(tmp_path / "train" / "model.safetensors")
-    arch = ModelConfig(**json.loads((tmp_path / "train" / "model.json").read_text()))
+    saved = json.loads((tmp_path / "train" / "model.json").read_text())
+    assert saved["kind"] == "preset" and result.architecture == {
+        k: v for k, v in saved.items() if k != "format"}
+    arch = ModelConfig(**saved["shape"])
     assert arch.seq_len == 64  # taken from the dataset, not re-derived
     model = DecoderLM(arch)
     model.load_state_dict(state)
@@ -44,3 +47,32 @@ def test_memory_output_is_refused_before_ray_starts(tiny_dataset):
     config = TrainOptions().to_config(tiny_dataset.manifest_url)
     with pytest.raises(ConfigError, match="output_url='memory://x'.*shared filesystem"):
         run_training(config, "memory://x")
+
+
+def test_ray_storage_is_beside_the_output_on_every_fsspec_url(tmp_path):
+    import pickle
+
+    import pyarrow.fs
+
+    from forgeline.throttled import throttled_url
+    from forgeline.train.run import ray_storage
+
+    assert ray_storage(f"file://{tmp_path}/train") == (f"{tmp_path}/train/ray", None)
+    path, fs = ray_storage(throttled_url(f"file://{tmp_path}/train", 0.0))
+    assert path == f"{tmp_path}/train/ray" and isinstance(fs, pyarrow.fs.PyFileSystem)
+    fs.create_dir(f"{path}/probe")  # Ray writes through it: lands in the wrapped folder
+    with fs.open_output_stream(f"{path}/probe/x.json") as out:
+        out.write(b"{}")
+    assert (tmp_path / "train" / "ray" / "probe" / "x.json").read_bytes() == b"{}"
+    # Ray ships the filesystem to its controller and workers
+    assert pickle.loads(pickle.dumps(fs)).get_file_info(f"{path}/probe/x.json").size == 2
+
+
+def test_ray_run_name_follows_the_forgeline_run_id(tiny_dataset):
+    from forgeline.train.run import ray_run_name
+
+    config = TrainOptions().to_config(tiny_dataset.manifest_url)
+    assert ray_run_name(config) == "forgeline-train"
+    named = config.model_copy(update={"run_name": "manual__2026-01-01T00:00:00+00:00"})
+    assert ray_run_name(named) == ray_run_name(named.model_copy()) == (
+        "forgeline-manual__2026-01-01T00_00_00_00_00")

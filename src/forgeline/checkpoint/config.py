@@ -138,6 +138,10 @@ class TrainCheckpointing(BaseModel):
     async_save: bool = Field(True, description="Persist in the background.")
     resume: bool = Field(True, description="Resume from the newest committed "
                          "checkpoint on storage (Ray's pointer may lag).")
+    resume_optimizer: bool = Field(
+        True, description="Restore the optimizer state too (resharded when the worker count "
+        "changed). False: weights-only resume — model, step, LR schedule and data position "
+        "restored, optimizer moments from zero (the fallback when they cannot be resharded).")
     url: str | None = Field(None, description="Store URL; default {output_url}/checkpoints.")
 
     @field_validator("codec", mode="before")

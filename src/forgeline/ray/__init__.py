@@ -1,5 +1,6 @@
 """Ray Train adapters: worker-side helpers and controller-side ``UserCallback``s."""
 
+from forgeline.ray import _train_v2  # noqa: F401  (first: Train V2 flag and version floor)
 from forgeline.ray.cache import (
     CachedDataset,
     CacheStatsCallback,

@@ -46,7 +46,14 @@ class BatchSource(Protocol):
 
 class ShuffledBatches:
     """Uniform sampling without replacement: each epoch a seeded permutation of the training
-    set, split into disjoint per-rank shares (as ``DistributedSampler`` does)."""
+    set, read in global batches of ``world × micro_batch`` samples, rank r taking the r-th
+    micro-batch of each (the ranks' samples are disjoint, as with ``DistributedSampler``).
+
+    The position is the number of the epoch's samples all ranks have consumed together, so it
+    does not depend on the world size: a run resumed on another worker count (or micro-batch)
+    continues at the same sample; nothing is read twice or skipped. An epoch ends when fewer
+    than a global batch of samples are left (those are dropped, as ``drop_last``).
+    """
 
     def __init__(self, dataset: TokenDataset, micro_batch: int, seed: int, rank: int = 0,
                  world: int = 1) -> None:
@@ -56,24 +63,19 @@ class ShuffledBatches:
                               "training samples")
         self.dataset, self.micro_batch, self.seed = dataset, micro_batch, seed
         self.rank, self.world = rank, world
-        self.epoch, self.batch_in_epoch = 0, 0
-
-    def _epoch_order(self) -> np.ndarray:
-        order = np.random.default_rng((self.seed, self.epoch)).permutation(len(self.dataset))
-        per_rank = len(order) // self.world
-        return order[self.rank * per_rank : (self.rank + 1) * per_rank]
+        self.epoch, self.consumed = 0, 0
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        global_batch = self.world * self.micro_batch
         while True:
-            order = self._epoch_order()
-            batches = len(order) // self.micro_batch
-            while self.batch_in_epoch < batches:
-                first = self.batch_in_epoch * self.micro_batch
+            order = np.random.default_rng((self.seed, self.epoch)).permutation(len(self.dataset))
+            while self.consumed + global_batch <= len(order):
+                first = self.consumed + self.rank * self.micro_batch
                 indices = order[first : first + self.micro_batch]
-                self.batch_in_epoch += 1
+                self.consumed += global_batch
                 tokens = torch.from_numpy(self.dataset.get_many(indices)).long()
                 yield torch.from_numpy(indices.astype(np.int64)), tokens
-            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+            self.epoch, self.consumed = self.epoch + 1, 0
 
     def feedback(self, indices: torch.Tensor, losses: torch.Tensor) -> None:
         return None
@@ -82,10 +84,14 @@ class ShuffledBatches:
         return {"epoch": float(self.epoch)}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch}
+        """``consumed``: samples of the epoch's permutation read by all ranks together."""
+        return {"epoch": self.epoch, "consumed": self.consumed}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.epoch, self.batch_in_epoch = int(state["epoch"]), int(state["batch_in_epoch"])
+        if "consumed" not in state:
+            raise ConfigError("data", sorted(state), "not a ShuffledBatches position "
+                              "(expected 'epoch' and 'consumed')")
+        self.epoch, self.consumed = int(state["epoch"]), int(state["consumed"])
 
     def close(self) -> None:
         return None

@@ -15,17 +15,22 @@ import torch
 import torch.distributed as dist
 
 from forgeline import storage
-from forgeline.checkpoint.training import capture_training_state, restore_training_state
+from forgeline.checkpoint.training import (
+    capture_training_state,
+    load_training_state,
+    restore_training_state,
+)
 from forgeline.datasets import TokenDataset
 from forgeline.logs import quiet_worker
 from forgeline.train.batches import BatchSource, ShuffledBatches
 from forgeline.train.config import TrainConfig
-from forgeline.train.model import DecoderLM, lm_loss, per_sample_loss
+from forgeline.train.model import lm_loss, per_sample_loss
+from forgeline.train.models import MODEL_CONFIG_FILE as MODEL_CONFIG_FILE  # re-exported
+from forgeline.train.models import MODEL_FILE as MODEL_FILE
+from forgeline.train.models import build_model, save_trained_model
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.safetensors"
-MODEL_CONFIG_FILE = "model.json"
 SUMMARY_FILE = "summary.json"
 
 
@@ -74,14 +79,7 @@ def _full_state_dict(engine: Any, zero_stage: int) -> dict[str, torch.Tensor]:
 
 
 def save_model(state: dict[str, torch.Tensor], config: TrainConfig, output_url: str) -> str:
-    from safetensors.torch import save
-
-    url = storage.join(output_url, MODEL_FILE)
-    storage.write_bytes_atomic(url, save({k: v.contiguous() for k, v in state.items()}))
-    storage.write_json_atomic(
-        storage.join(output_url, MODEL_CONFIG_FILE), config.model.model_dump(mode="json")
-    )
-    return url
+    return save_trained_model(state, config, output_url)
 
 
 def progress_line(step: int, steps: int, loss: float, tokens_per_s: float,
@@ -129,7 +127,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     torch.manual_seed(config.seed)
     train_set = TokenDataset(config.manifest_url, "train")
     val_set = TokenDataset(config.manifest_url, "validation")
-    model = DecoderLM(config.model)
+    model = build_model(config)
     engine, _, _, scheduler = deepspeed.initialize(
         model=model, model_parameters=model.parameters(), config=config.deepspeed_config,
         dist_init_required=False,
@@ -145,18 +143,18 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         checkpointer.protect(engine)
     start_step, extra, restore_s = 0, {}, None
     restore_started = time.perf_counter()
-    restored = checkpointer.restore() if checkpointer and config.checkpoint.resume else None
-    if restored is not None:
-        start_step = restore_training_state(
-            restored.state, engine, scheduler, source, config.zero_stage,
-            restored.manifest.world_size, world,
-        )
-        extra = restored.state.get("extra") or {}
+    resume = checkpointer.resume_step() if checkpointer and config.checkpoint.resume else None
+    if resume is not None:  # saved by any worker count: ZeRO optimizer partitions resharded
+        optimizer = config.checkpoint.resume_optimizer
+        state = load_training_state(checkpointer.store, resume, rank, world, optimizer)
+        start_step = restore_training_state(state, engine, scheduler, source, config.zero_stage,
+                                            world, world, load_optimizer=optimizer)
+        extra = state.get("extra") or {}
         restore_s = time.perf_counter() - restore_started
         log.info("rank %d resumed from forgeline checkpoint step %d in %.2f s", rank,
                  start_step, restore_s)
     batches = iter(source)
-    tokens_per_step = world * micro * config.grad_accum_steps * config.model.seq_len
+    tokens_per_step = world * micro * config.grad_accum_steps * config.seq_len
     started = last_time = time.perf_counter()
     first_loss, window_losses = extra.get("first_loss", math.nan), []
     mean_loss = extra.get("last_loss", math.nan)
@@ -209,7 +207,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         "num_params": sum(v.numel() for v in state.values()),
         "step_s": train_s / max(1, config.steps - start_step),
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        "resumed_from_step": start_step if restored is not None else None,
+        "resumed_from_step": start_step if resume is not None else None,
         "restore_s": restore_s,
     }
     if rank == 0:

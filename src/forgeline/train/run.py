@@ -9,18 +9,19 @@ import time
 from typing import Any
 
 import ray
-from ray.train import FailureConfig, RunConfig, ScalingConfig
-from ray.train.torch import TorchTrainer
 
 from forgeline import storage
 from forgeline.datasets import load_manifest
 from forgeline.errors import ConfigError
 from forgeline.logs import RAY_LOGS_DIR, MetricsProgress, collect_ray_logs, local_ray_environment
 from forgeline.ray import CheckpointRetention, FailureStatistics, MetricsLogger
+from forgeline.runs import safe_run_id
 from forgeline.train.config import TrainConfig, TrainResult
 from forgeline.train.loop import MODEL_CONFIG_FILE, MODEL_FILE, SUMMARY_FILE, train_loop_per_worker
+from forgeline.train.models import describe_model, resolve_model
 
 log = logging.getLogger(__name__)
+
 
 def _ensure_ray(address: str | None, init_kwargs: dict[str, Any]) -> bool:
     """Connect to Ray; return True when this call started a local cluster that we own."""
@@ -41,9 +42,29 @@ def _ensure_ray(address: str | None, init_kwargs: dict[str, Any]) -> bool:
     return local
 
 
-def _ray_storage_path(output_url: str) -> str | None:
-    fs, path = storage.filesystem(output_url)
-    return storage.join(path, "ray") if storage.is_local(fs) else None
+RAY_STORAGE_DIR = "ray"
+
+
+def ray_storage(output_url: str) -> tuple[str, Any]:
+    """Ray Train's ``(storage_path, storage_filesystem)``: ``{output_url}/ray`` on the output's
+    own filesystem (any fsspec URL, through pyarrow's ``FSSpecHandler``), so Ray's run state
+    lives beside forgeline's artifacts where every node, a restarted driver or a retried task
+    finds it, never in the driver's ``~/ray_results``."""
+    fs, path = storage.filesystem(output_url, "output_url")
+    path = storage.join(path, RAY_STORAGE_DIR)
+    if storage.is_local(fs):
+        return path, None
+    import pyarrow.fs
+
+    return path, pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
+
+
+def ray_run_name(config: TrainConfig) -> str:
+    """Ray Train's run name: the same for every attempt of a forgeline run, so Ray hands the
+    latest checkpoint back to a restarted driver or a retried task (Train V2 restores a run
+    from its storage by name). Without a run id the name is fixed: the storage path is
+    already per output."""
+    return safe_run_id(f"forgeline-{config.run_name}") if config.run_name else "forgeline-train"
 
 
 def _checkpoint_url(config: TrainConfig, output_url: str) -> str | None:
@@ -64,14 +85,19 @@ def _checkpoint_callbacks(config: TrainConfig, output_url: str) -> list[Any]:
 def _fit(config: TrainConfig, output_url: str, metrics_url: str | None,
          callbacks: list[Any] | None, owns_ray: bool) -> None:
     """Run the TorchTrainer with progress from the driver; keep Ray's logs of a local run."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    storage_path, storage_filesystem = ray_storage(output_url)
     try:
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={"train": config.model_dump(mode="json"), "output_url": output_url},
             scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu),
             run_config=RunConfig(
-                name=f"forgeline-train-{int(time.time())}",
-                storage_path=_ray_storage_path(output_url),
+                name=ray_run_name(config),
+                storage_path=storage_path,
+                storage_filesystem=storage_filesystem,
                 callbacks=([MetricsLogger(metrics_url)] if metrics_url else [])
                 + _checkpoint_callbacks(config, output_url) + (callbacks or []),
                 failure_config=FailureConfig(max_failures=config.max_failures),
@@ -101,14 +127,7 @@ def run_training(
             "output_url", output_url,
             "Ray workers are separate processes; use a shared filesystem (file://, s3://, …)",
         )
-    manifest = load_manifest(config.manifest_url)
-    if config.model.seq_len != manifest.window_tokens:
-        config = config.model_copy(
-            update={"model": config.model.model_copy(update={"seq_len": manifest.window_tokens})}
-        )
-    if config.model.vocab_size < manifest.vocab_size:
-        raise ConfigError("model.vocab_size", config.model.vocab_size,
-                          f"smaller than the dataset's vocabulary ({manifest.vocab_size})")
+    config = resolve_model(config, load_manifest(config.manifest_url))
     storage.ensure_writable(output_url, "output_url")
     started = time.perf_counter()
     with local_ray_environment() as init_kwargs:
@@ -118,7 +137,7 @@ def run_training(
     return TrainResult(
         model_url=storage.join(output_url, MODEL_FILE),
         model_config_url=storage.join(output_url, MODEL_CONFIG_FILE),
-        architecture=config.model,
+        architecture=describe_model(config, output_url),
         num_params=summary["num_params"],
         workers=config.num_workers,
         zero_stage=config.zero_stage,

@@ -1,0 +1,340 @@
+"""Training on a real multi-node Ray cluster on this machine (``ray.cluster_utils.Cluster``: a
+head without CPUs for the driver and Ray Train's controller, and three worker nodes of one
+logical CPU each, each with its own custom resource), with the artifact root on a non-file://
+URL over shared disk (``throttled://``): Ray's run state and forgeline's checkpoints both live
+under it; a run survives the loss of a worker node and a SIGKILLed driver, and resumes on a
+different worker count.
+
+Each test prints its measured time-to-resume (seconds from the kill to the first completed
+step after it) and the steps lost (steps completed before the kill and trained again).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from forgeline.checkpoint import committed_steps
+from forgeline.ray import read_metrics
+from forgeline.throttled import throttled_url
+from forgeline.train import TrainOptions, run_training
+from forgeline.train.config import TrainConfig
+
+pytestmark = pytest.mark.slow
+
+STEPS, EVERY, MICRO = 24, 4, 4
+NODES = 3
+TOLERANCE = 1e-4
+"""Max |Δw| against the 2-worker reference when the worker count changed: the same samples
+per step (micro-batch × workers kept at 8), so only the summation order of the gradient
+mean differs (one rank averaging 8 samples vs. an all-reduce of two 4-sample means)."""
+
+
+TEMP_DIR = "/tmp/raycluster-ray"
+_CLUSTER_ENV = ("HOME", "TORCH_EXTENSIONS_DIR", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S",
+                "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S")
+
+
+STARTUP_TIMEOUT_S = 600
+"""Ray waits 30 s for a new node to register and Ray Train 60 s for its workers to start;
+on this shared 2-core machine under other jobs' load both can take longer."""
+
+
+def _add_node(cluster, name: str) -> None:
+    """A worker node of one logical CPU and its own custom resource ``name``."""
+    cluster.add_node(num_cpus=1, resources={name: 1}, temp_dir=TEMP_DIR)
+    cluster.wait_for_nodes(timeout=STARTUP_TIMEOUT_S)
+
+
+def _patient(get_node):
+    """Ray's node lookup, retried for up to ``STARTUP_TIMEOUT_S`` (a node's 30 s start-up
+    limit is checked between lookups)."""
+    def lookup(gcs_address, node_id):
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            try:
+                return get_node(gcs_address, node_id)
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+    return lookup
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """Head (0 CPUs) + three 1-CPU worker nodes; HOME points at a temp folder, so anything
+    Ray wrote to ``~/ray_results`` would show there. Restores the session's local Ray after."""
+    import ray
+    import ray._common.utils
+    import ray._private.services
+    import ray._private.utils
+    from ray.cluster_utils import Cluster
+
+    had_session_ray = ray.is_initialized()
+    if had_session_ray:
+        ray.shutdown()
+    home = tmp_path_factory.mktemp("home")
+    saved = {k: os.environ.get(k) for k in _CLUSTER_ENV}
+    os.environ.update({
+        # DeepSpeed's CPU comm op is built once into ~/.cache; keep that cache under the new HOME
+        "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR") or os.path.expanduser(
+            "~/.cache/torch_extensions"),
+        "HOME": str(home),
+        # ray.train.report waits for the controller's poll (2 s by default): 0.2 s keeps a
+        # 24-step run with a report per step short; it also bounds failure detection
+        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+        "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": str(STARTUP_TIMEOUT_S),
+    })
+    patch = pytest.MonkeyPatch()
+    patch.setattr(ray._private.services, "get_node", _patient(ray._private.services.get_node))
+    # Cluster would publish its address in /tmp/ray/ray_current_cluster, where every other
+    # ray.init() on this machine (other test sessions) would find and join it; and its
+    # shutdown would delete that file even when another cluster wrote it
+    patch.setattr(ray._private.utils, "write_ray_address", lambda *args, **kwargs: None)
+    patch.setattr(ray._common.utils, "reset_ray_address", lambda *args, **kwargs: None)
+    cluster = Cluster(shutdown_at_exit=True)
+    try:
+        cluster.add_node(num_cpus=0, gcs_server_port=0,  # gRPC picks a free port
+                         include_dashboard=False, temp_dir=TEMP_DIR, resources={"head": 1})
+        for index in range(NODES):
+            _add_node(cluster, f"node{index}")
+        ray.init(address=cluster.address, log_to_driver=False)
+        yield cluster, home
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        patch.undo()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        if had_session_ray:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+
+
+def _config(manifest_url: str, workers: int, micro: int, run_name: str,
+            steps: int = STEPS) -> TrainConfig:
+    """A tiny ZeRO-2 run; the LR schedule always spans ``STEPS`` (a prefix run stops early)."""
+    options = TrainOptions(model_size="tiny", workers=workers, zero_stage=2, steps=STEPS,
+                           micro_batch_size=micro, lr=3e-3, eval_samples=16,
+                           checkpoint_every_steps=EVERY, checkpoint_keep_last=10,
+                           max_failures=2)
+    config = options.to_config(throttled_url(manifest_url, 0.01, 1e9, "raycluster-data"))
+    return config.model_copy(update={"log_every_steps": 1, "run_name": run_name,
+                                     "steps": steps})
+
+
+def _root(tmp_path: Path) -> str:
+    """A non-file:// artifact root over shared disk (every node of this machine sees it)."""
+    return throttled_url(f"file://{tmp_path}/root", 0.0, 1e9, "raycluster-root")
+
+
+def _output(tmp_path: Path, run: str) -> tuple[str, Path]:
+    """The train stage's output URL of ``run`` and the local folder under it."""
+    return (f"{_root(tmp_path)}/runs/{run}/train", tmp_path / "root" / "runs" / run / "train")
+
+
+def _model(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(folder / "model.safetensors")
+
+
+def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+def _losses(metrics_url: str) -> list[dict]:
+    return [r for r in read_metrics(metrics_url) if "loss" in r]
+
+
+def _resume_facts(metrics_url: str, killed_at: float) -> dict[str, float]:
+    """Time-to-resume and steps lost, from the per-step metrics and their wall times. Every
+    attempt starts with a step-0 validation report; the last one starts the resumed attempt."""
+    records = read_metrics(metrics_url)
+    restart = max(i for i, r in enumerate(records) if r["step"] == 0 and "val_loss" in r)
+    assert records[restart]["wall_time_unix_s"] >= killed_at
+    before = [r["step"] for r in records[:restart] if "loss" in r]
+    after = [r for r in records[restart:] if "loss" in r]
+    resumed_from = after[0]["step"] - 1
+    return {"time_to_resume_s": round(after[0]["wall_time_unix_s"] - killed_at, 2),
+            "last_step_before_kill": max(before, default=0), "resumed_from_step": resumed_from,
+            "steps_lost": max(before, default=0) - resumed_from,
+            "steps_after": [r["step"] for r in after]}
+
+
+def _train_worker_nodes(cluster) -> dict[str, int]:
+    """Custom resource of each node → Ray Train workers on it (by their raylet parent)."""
+    from ray._private import ray_constants
+
+    raylets = {}
+    for node in cluster.worker_nodes:
+        pid = node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid
+        name = next(k for k in node._ray_params.resources if k.startswith("node"))
+        raylets[pid] = name
+    found = dict.fromkeys(raylets.values(), 0)
+    for proc in psutil.process_iter(["cmdline", "ppid"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if "RayTrainWorker" in cmdline and proc.info["ppid"] in raylets:
+            found[raylets[proc.info["ppid"]]] += 1
+    return found
+
+
+def _wait_for_commit(folder: Path, running, timeout_s: float = 900) -> int:
+    """The first committed forgeline checkpoint step under the run's output folder, waiting
+    while ``running()`` says the run is still going."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and running():
+        steps = committed_steps(f"file://{folder}/checkpoints")
+        if steps:
+            return min(steps)
+        time.sleep(0.05)
+    raise TimeoutError(f"no committed checkpoint under {folder}")
+
+
+@pytest.fixture(scope="module")
+def reference(cluster, tiny_dataset, tmp_path_factory):
+    """The uninterrupted 2-worker run every resumed run is compared with."""
+    tmp = tmp_path_factory.mktemp("reference")
+    url, folder = _output(tmp, "reference")
+    started = time.perf_counter()
+    run_training(_config(tiny_dataset.manifest_url, 2, MICRO, "reference"), url,
+                 f"file://{tmp}/metrics.jsonl")
+    print(f"\nreference run: {time.perf_counter() - started:.1f} s")
+    return folder, tmp
+
+
+def test_ray_state_and_checkpoints_live_under_the_artifact_root(cluster, reference):
+    _, home = cluster
+    folder, tmp = reference
+    run_dir = folder / "ray" / "forgeline-reference"
+    assert (run_dir / "checkpoint_manager_snapshot.json").exists()
+    pointers = sorted(run_dir.glob("checkpoint_*/forgeline_checkpoint.json"))
+    assert pointers, sorted(p.name for p in run_dir.iterdir())
+    pointer = json.loads(pointers[-1].read_text())
+    assert pointer["url"].startswith("throttled://") and pointer["world_size"] == 2
+    assert sorted(committed_steps(f"file://{folder}/checkpoints"))[-1] == STEPS
+    assert not (home / "ray_results").exists()
+    assert not (Path(os.path.expanduser("~")) / "ray_results" / "forgeline-reference").exists()
+    assert len(_losses(f"file://{tmp}/metrics.jsonl")) == STEPS
+
+
+def test_node_loss_resumes_from_the_checkpoint_on_the_remaining_nodes(
+        cluster, reference, tiny_dataset, tmp_path):
+    ray_cluster, _ = cluster
+    url, folder = _output(tmp_path, "node-loss")
+    metrics = f"file://{tmp_path}/metrics.jsonl"
+    killed: dict[str, object] = {}
+    done = threading.Event()
+
+    def kill_a_worker_node() -> None:
+        killed["first_commit"] = _wait_for_commit(folder, lambda: not done.is_set())
+        placement = _train_worker_nodes(ray_cluster)
+        victim_name = next(name for name, workers in placement.items() if workers)
+        victim = next(n for n in ray_cluster.worker_nodes
+                      if victim_name in n._ray_params.resources)
+        killed.update(placement=placement, node=victim_name, at=time.time(),
+                      committed=sorted(committed_steps(f"file://{folder}/checkpoints")))
+        ray_cluster.remove_node(victim, allow_graceful=False)
+
+    killer = threading.Thread(target=kill_a_worker_node, daemon=True)
+    killer.start()
+    started = time.perf_counter()
+    try:
+        run_training(_config(tiny_dataset.manifest_url, 2, MICRO, "node-loss"), url, metrics)
+    finally:
+        done.set()
+        killer.join(timeout=60)
+    wall = time.perf_counter() - started
+    try:
+        assert "at" in killed, "the run ended before a worker node was removed"
+        assert sum(killed["placement"].values()) == 2 and max(killed["placement"].values()) == 1
+        facts = _resume_facts(metrics, killed["at"])
+        print(f"\nnode loss: killed {killed['node']} (placement {killed['placement']}) after "
+              f"committed steps {killed['committed']}; {facts}; run {wall:.1f} s")
+        assert facts["resumed_from_step"] >= killed["first_commit"]  # not step 0
+        # from that committed checkpoint on, every step once more, to the end
+        assert facts["steps_after"] == list(range(facts["resumed_from_step"] + 1, STEPS + 1))
+        assert _max_diff(_model(folder), _model(reference[0])) == 0.0  # bit-exact
+    finally:  # later tests get the lost node back
+        if "at" in killed:
+            _add_node(ray_cluster, str(killed["node"]))
+
+
+_DRIVER = """
+import sys
+from forgeline.train import run_training
+from forgeline.train.config import TrainConfig
+config = TrainConfig.model_validate_json(sys.argv[1])
+run_training(config, sys.argv[2], sys.argv[3])
+"""
+
+
+def test_a_killed_driver_restarted_with_the_same_run_id_resumes(
+        cluster, reference, tiny_dataset, tmp_path):
+    ray_cluster, home = cluster
+    url, folder = _output(tmp_path, "driver-kill")
+    metrics = f"file://{tmp_path}/metrics.jsonl"
+    config = _config(tiny_dataset.manifest_url, 2, MICRO, "driver-kill")
+    remote = config.model_copy(update={"ray_address": ray_cluster.address})
+    env = {**os.environ, "HOME": str(home), "PYTHONPATH": os.pathsep.join(sys.path)}
+    started = time.perf_counter()
+    log = (tmp_path / "driver.log").open("wb")
+    driver = subprocess.Popen([sys.executable, "-c", _DRIVER, remote.model_dump_json(), url,
+                               metrics], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        first = _wait_for_commit(folder, lambda: driver.poll() is None)
+        assert driver.poll() is None, "the driver ended before its first checkpoint"
+        killed_at = time.time()
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        log.close()
+    committed = sorted(committed_steps(f"file://{folder}/checkpoints"))
+    run_training(config, url, metrics)  # same run id, same output: a restarted driver
+    wall = time.perf_counter() - started
+    facts = _resume_facts(metrics, killed_at)
+    print(f"\ndriver kill: after committed steps {committed}; {facts}; both drivers {wall:.1f} s")
+    assert facts["resumed_from_step"] >= first and facts["resumed_from_step"] in committed
+    assert facts["steps_after"] == list(range(facts["resumed_from_step"] + 1, STEPS + 1))
+    assert not (home / "ray_results").exists()
+    assert _max_diff(_model(folder), _model(reference[0])) == 0.0  # bit-exact
+
+
+@pytest.mark.parametrize(("before", "after"), [(2, 1), (1, 2)])
+def test_resume_on_a_different_worker_count(cluster, reference, tiny_dataset, tmp_path,
+                                            before, after):
+    """N workers checkpoint at step ``EVERY``; M workers finish. Samples per step stay 8
+    (micro-batch 8/N, 8/M), so the run must follow the 2-worker reference: the ZeRO-2
+    optimizer partitions resharded exactly and the sampler at the same sample."""
+    run = f"resume-{before}-to-{after}"
+    url, folder = _output(tmp_path, run)
+    metrics = f"file://{tmp_path}/metrics.jsonl"
+    started = time.perf_counter()
+    run_training(_config(tiny_dataset.manifest_url, before, 8 // before, run, steps=EVERY),
+                 url, metrics)
+    assert committed_steps(f"file://{folder}/checkpoints") == {EVERY: before}
+    resumed = run_training(_config(tiny_dataset.manifest_url, after, 8 // after, run), url,
+                           metrics)
+    wall = time.perf_counter() - started
+    steps = [r["step"] for r in _losses(metrics)]
+    assert steps == list(range(1, STEPS + 1))  # nothing trained twice, nothing skipped
+    assert committed_steps(f"file://{folder}/checkpoints")[STEPS] == after
+    diff = _max_diff(_model(folder), _model(reference[0]))
+    print(f"\n{before}→{after} workers: max |Δw| vs reference {diff:.2e}; "
+          f"loss {resumed.train_loss_final:.4f}; both runs {wall:.1f} s")
+    assert diff <= TOLERANCE
