@@ -159,12 +159,16 @@ def train_card(train: dict[str, Any], records: list[dict[str, Any]]) -> Card:
     if step_s is not None:
         throughput += f" · {_n(step_s)} s per optimizer step"
     arch = train.get("architecture") or {}
+    shape = arch.get("shape") or arch  # older runs: the ModelConfig itself
+    name = f"{arch['name']} · " if arch.get("name") else ""
     rows = [
         ("Throughput", throughput),
         ("Train loss", f"{_n(train.get('train_loss_first'))} first logged → "
                        f"{_n(train.get('train_loss_final'))} final"),
-        ("Model", f"{_n(train.get('num_params', 0))} parameters · {arch.get('n_layers')} "
-                  f"layers × {arch.get('d_model')} wide · context {arch.get('seq_len')}"),
+        ("Model", f"{name}{_n(train.get('num_params', 0))} parameters"
+                  + (f" · {shape['n_layers']} layers × {shape.get('d_model')} wide"
+                     if "n_layers" in shape else "")
+                  + f" · context {arch.get('seq_len', shape.get('seq_len'))}"),
         ("Run", f"{train.get('workers')} Ray Train workers · ZeRO-{train.get('zero_stage')} · "
                 f"micro-batch {train.get('micro_batch_size')} × {train.get('grad_accum_steps')}"),
         ("Wall time", seconds(float(train.get("wall_s", 0))) + " (Ray start-up and validation "
