@@ -309,8 +309,8 @@ def main() -> None:
     ap.add_argument("--no-shared", action="store_true", help="skip the two-jobs measurement")
     ap.add_argument("--stress-s", type=float, help="server stress seconds; 20, quick 6")
     ap.add_argument("--server-concurrency", type=int, default=1, help="cache server threads")
-    ap.add_argument("--h-keep-unread", action="store_true",
-                    help="epoch-aware H part (CacheConfig.h_keep_unread)")
+    ap.add_argument("--no-h-keep-unread", dest="h_keep_unread", action="store_false",
+                    help="without the epoch-aware H part (CacheConfig.h_keep_unread)")
     ap.add_argument("--from-json", help="recompute the metrics of a saved run, write to --out")
     args = ap.parse_args()
     if args.from_json:

@@ -133,9 +133,10 @@ def test_a_changed_zero_stage_is_refused_and_weights_only_resume_works(gloo, tin
     engine0, scheduler0 = _engine(seed=1, zero_stage=0)
     source0 = ShuffledBatches(data, 4, seed=0)
     with pytest.raises(ConfigError, match="zero_stage=0.*ZeRO-2.*resume_optimizer=False"):
-        restore_training_state(state, engine0, scheduler0, source0, 0, 1, 1)
-    step = restore_training_state(state, engine0, scheduler0, source0, 0, 1, 1,
-                                  load_optimizer=False)
+        restore_training_state(state, engine0, scheduler0, source0, 0, saved_world_size=1,
+                               world_size=1)
+    step = restore_training_state(state, engine0, scheduler0, source0, 0, saved_world_size=1,
+                                  world_size=1, load_optimizer=False)
     assert step == 3 and engine0.global_steps == 3
     assert source0.state_dict() == source.state_dict()
     assert scheduler0.state_dict() == scheduler.state_dict()

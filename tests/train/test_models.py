@@ -86,6 +86,16 @@ def test_a_saved_hf_model_is_a_pretrained_folder_that_loads_its_weights(tmp_path
     rebuilt = build_saved_model(f"file://{tmp_path}/train/model.json")
     rebuilt.load_state_dict(load_file(tmp_path / "train" / "model.safetensors"))
     torch.testing.assert_close(rebuilt.eval()(tokens), model(tokens))
+    # the export stage hands the trained folder on as is
+    from forgeline.export.stage import ExportOptions, export_run
+    from forgeline.train.models import describe_model
+
+    train = {"model_url": f"file://{tmp_path}/train/model.safetensors",
+             "architecture": describe_model(config, f"file://{tmp_path}/train")}
+    exported = export_run({"train": train}, ExportOptions(targets=["model"]),
+                          f"file://{tmp_path}/export")
+    again = AutoModelForCausalLM.from_pretrained(exported.hf_model_url[len("file://"):]).eval()
+    torch.testing.assert_close(again(tokens).logits, model(tokens))
 
 
 def test_a_pretrained_folder_without_the_tied_head_loads(tmp_path):

@@ -42,9 +42,9 @@ class CacheConfig(BaseModel):
         "part) keeps low-importance samples for substitution."
     )
     h_keep_unread: bool = Field(
-        False, description="Epoch-aware H part: never evict a sample not yet read this epoch "
+        True, description="Epoch-aware H part: never evict a sample not yet read this epoch "
         "for one already read (ranks' shares are disjoint, so a read sample is not asked for "
-        "again until the next epoch)."
+        "again until the next epoch). Quick benchmark: H hits 0.129 -> 0.156 at 20 %."
     )
     substitution_ratio: float = Field(
         0.0, description="Share of an epoch's samples that may be replaced by cached "

@@ -83,19 +83,6 @@ def sources(stages: dict[str, Any],
     return found, {t: why[t] for t, source in found.items() if source is None}
 
 
-def copy_folder(src_url: str, out_url: str) -> str:
-    """Copy the files of a folder one by one with atomic writes (``config.json`` last)."""
-    from forgeline import storage
-
-    fs, root = storage.filesystem(src_url, "hf_folder_url")
-    files = sorted((p for p in fs.find(root) if not p.endswith(".tmp")),
-                   key=lambda p: p.endswith("config.json"))
-    for path in files:
-        rel = path[len(root.rstrip("/")) + 1:]
-        storage.write_bytes_atomic(storage.join(out_url, rel), fs.cat_file(path))
-    return out_url
-
-
 def export_run(stages: dict[str, Any], options: ExportOptions, out_url: str) -> ExportResult:
     """Export the run whose stage results are ``stages`` under ``out_url``."""
     from forgeline import storage
@@ -118,7 +105,9 @@ def export_run(stages: dict[str, Any], options: ExportOptions, out_url: str) -> 
             _, model_url, shape = found["model"]
             result.hf_model_url = export_hf_model(model_url, shape, hf_url)
         else:  # trained as a Hugging Face model already: publish its folder as is
-            result.hf_model_url = copy_folder(found["model"][1], hf_url)
+            from forgeline.train.models import copy_hf_folder
+
+            result.hf_model_url = copy_hf_folder(found["model"][1], hf_url)
     if "checkpoint" in todo:
         done = export_checkpoint(found["checkpoint"], storage.join(out_url, "checkpoint"),
                                  options.checkpoint_step)

@@ -98,7 +98,8 @@ def make_batch_source(
         from forgeline.cache import CachedBatches
 
         return CachedBatches.from_config(
-            config.cache, dataset.manifest_url, config.micro_batch_size, config.seed, rank, world
+            config.cache, dataset.manifest_url, config.micro_batch_size, config.seed, rank,
+            world=world,
         )
     return ShuffledBatches(dataset, config.micro_batch_size, config.seed, rank, world)
 
@@ -148,7 +149,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         optimizer = config.checkpoint.resume_optimizer
         state = load_training_state(checkpointer.store, resume, rank, world, optimizer)
         start_step = restore_training_state(state, engine, scheduler, source, config.zero_stage,
-                                            world, world, load_optimizer=optimizer)
+                                            saved_world_size=world, world_size=world,
+                                            load_optimizer=optimizer)
         extra = state.get("extra") or {}
         restore_s = time.perf_counter() - restore_started
         log.info("rank %d resumed from forgeline checkpoint step %d in %.2f s", rank,

@@ -334,3 +334,15 @@ def trained_model_spec(model: ModelOptions | Mapping[str, Any], seq_len: int,
     dtype = "fp32" if precision == "fp32" else "bf16"
     spec = ModelSpec.from_module(module, seq_len=seq_len, name=name)
     return spec.model_copy(update={"param_dtype": dtype, "grad_dtype": dtype})
+
+
+def copy_hf_folder(source_url: str, out_url: str) -> str:
+    """Write the Hugging Face folder at ``source_url`` (config, weights, tokenizer) again under
+    ``out_url``, each file atomically and the config last; return ``out_url``."""
+    tokenizer_url = storage.join(source_url, "tokenizer.json")
+    tokenizer = None
+    if storage.exists(tokenizer_url):
+        fs, path = storage.filesystem(tokenizer_url)
+        tokenizer = fs.cat_file(path)
+    config = storage.read_json(storage.join(source_url, HF_CONFIG_FILE))
+    return save_hf_folder(load_safetensors_folder(source_url), config, out_url, tokenizer)
