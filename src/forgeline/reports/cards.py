@@ -256,8 +256,9 @@ def _why_higher_precision(report: dict[str, Any] | None) -> list[str]:
     promoted = [(steps[i - 1], s) for i, s in enumerate(steps) if i and s.get("promoted")]
     if not promoted and steps:
         notes.insert(0, f"No layer needed more precision: with every layer at the smallest "
-                        f"scheme the perplexity rose {_pct(steps[0]['rel_metric_loss'])}, "
-                        f"within the {_pct(budget)} budget.")
+                        f"scheme the perplexity rose {_pct(steps[0]['rel_metric_loss'])} in "
+                        f"the mixed-precision search's own evaluation, within the "
+                        f"{_pct(budget)} budget.")
     for before, step in promoted:
         notes.append(f"{step['promoted']} → {step['to_scheme']}: the model was at "
                      f"{_pct(before['rel_metric_loss'])} (budget {_pct(budget)}) and this "
