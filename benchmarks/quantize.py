@@ -101,7 +101,7 @@ def interleaved_latency(systems: dict[str, nn.Module], x: torch.Tensor, reps: in
 
 
 def add_latency(rows: dict[str, dict[str, Any]], systems: dict[str, nn.Module],
-                x: torch.Tensor, batch: int, reps: int, iters: int, warmup: int = 5) -> None:
+                x: torch.Tensor, batch: int, reps: int, iters: int, *, warmup: int = 5) -> None:
     """Latency of every system at ``batch`` plus its speedup over ``fp32``: the median of
     per-repetition ratios (paired, so a slow spell on the shared machine hits both)."""
     lat = interleaved_latency(systems, x, reps, iters, warmup)
@@ -505,7 +505,8 @@ def perplexity_fn(windows: list[torch.Tensor]) -> Callable[[nn.Module], float]:
 
 def bench_pipeline_model(model: nn.Module, eval_windows: list[torch.Tensor],
                          calib_windows: list[torch.Tensor], quick: bool,
-                         runs: list[dict[str, Any]]) -> dict[str, Any]:
+                         runs: list[dict[str, Any]], only: list[str] | None = None
+                         ) -> dict[str, Any]:
     """The pipeline model's side of the comparison (perplexity, sizes, latency).
 
     Every perplexity reported is on ``eval_windows`` (held out). W8A8 / GPTQ calibrate on
@@ -538,7 +539,10 @@ def bench_pipeline_model(model: nn.Module, eval_windows: list[torch.Tensor],
                                        mixed_precision={"enabled": True,
                                                         "max_rel_metric_loss": 0.01}),
     }
+    keep = (lambda name: only is None or name in only)  # noqa: E731
     for name, cfg in cfgs.items():
+        if not keep(name):
+            continue
         mixed = cfg.mixed_precision.enabled
         try:
             qm, rep = quantize_model(model, cfg, calib, tune_ppl if mixed else ppl)
@@ -564,6 +568,8 @@ def bench_pipeline_model(model: nn.Module, eval_windows: list[torch.Tensor],
                            "evaluations": len(mp.steps)}
         systems[name] = qm
     for name, make in {**torchao_peers(128), "torch_ao_dynamic_int8": None}.items():
+        if not keep(name):
+            continue
         qm, secs, err = run_torch_ao_dynamic(model) if make is None else run_torchao(model, make)
         if err is not None:
             rows[name] = {"error": err}
@@ -717,6 +723,9 @@ def main(argv: list[str] | None = None) -> int:
                     "removed afterwards); ignored with --model-run")
     ap.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
                     help="which models to run (default: all)")
+    ap.add_argument("--pipeline-systems", nargs="+", default=None, metavar="NAME",
+                    help="only these rows of the pipeline model (e.g. ours_default "
+                    "ours_int8_wo torch_ao_dynamic_int8); default: all")
     args = ap.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
     recorder = Recorder("quantize", args, *MODULES)
@@ -748,7 +757,7 @@ def main(argv: list[str] | None = None) -> int:
     pipe = None
     if provided is not None:
         try:
-            pipe = bench_pipeline_model(*provided, args.quick, runs)
+            pipe = bench_pipeline_model(*provided, args.quick, runs, args.pipeline_systems)
         except Exception:  # noqa: BLE001 - keep the other models' results
             runs.append({"model": "pipeline_transformer", "system": "all",
                          "error": traceback.format_exc()[-1500:]})

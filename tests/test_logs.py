@@ -11,6 +11,7 @@ import os
 from forgeline.logs import (
     MetricsProgress,
     local_ray_environment,
+    noisy_ray_loggers,
     progress_text,
     quiet_worker,
 )
@@ -41,12 +42,16 @@ def test_progress_text_without_timing():
 
 
 def test_quiet_worker_drops_per_report_lines(monkeypatch):
+    from ray.train.v2._internal.execution import context
+
     monkeypatch.delenv("FORGELINE_VERBOSE", raising=False)
     monkeypatch.delenv("TORCH_EXTENSIONS_DIR", raising=False)
-    name = "ray.train.v2._internal.execution.context"
-    logging.getLogger(name).setLevel(logging.NOTSET)
+    report_logger = logging.getLogger(context.__file__)  # how Ray Train names it
+    report_logger.setLevel(logging.NOTSET)
     quiet_worker()
-    assert logging.getLogger(name).getEffectiveLevel() == logging.WARNING
+    assert report_logger in noisy_ray_loggers()
+    assert not report_logger.isEnabledFor(logging.INFO)
+    assert report_logger.isEnabledFor(logging.WARNING)
     assert os.environ["TORCH_EXTENSIONS_DIR"]
 
 

@@ -40,8 +40,9 @@ log = logging.getLogger("forgeline.progress")
 
 VERBOSE_ENV = "FORGELINE_VERBOSE"
 RAY_LOGS_DIR = "ray-logs"
-_RAY_NOISE_LOGGERS = ("ray.train.v2._internal.execution.context",)
-"""Worker-side loggers whose INFO lines repeat for every report of every rank."""
+_RAY_NOISE_MODULES = ("ray.train.v2._internal.execution.context",)
+"""Worker-side modules whose INFO lines repeat for every report of every rank (their logger
+is named by the module's file path, ``logging.getLogger(__file__)``)."""
 
 
 def verbose() -> bool:
@@ -78,8 +79,7 @@ def local_ray_environment() -> Iterator[dict[str, Any]]:
         # "local": always a new cluster; ray.init() would join the latest one any
         # `ray start` left on this machine (another user's, or a dead one)
         yield {"address": "local", "include_dashboard": True, "dashboard_host": "127.0.0.1",
-               "dashboard_port": port,
-               "log_to_driver": verbose(),
+               "dashboard_port": port, "log_to_driver": verbose(),
                "logging_level": logging.INFO if verbose() else logging.WARNING}
     finally:
         for key, value in saved.items():
@@ -93,8 +93,22 @@ def quiet_worker() -> None:
     """In a Ray Train worker: drop the per-report INFO lines; one DeepSpeed op cache."""
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", torch_extensions_dir())
     if not verbose():
-        for name in _RAY_NOISE_LOGGERS:
-            logging.getLogger(name).setLevel(logging.WARNING)
+        for logger in noisy_ray_loggers():
+            logger.setLevel(logging.WARNING)
+
+
+def noisy_ray_loggers() -> list[logging.Logger]:
+    """The loggers behind Ray Train's "Reporting training result N" lines."""
+    import importlib
+
+    found = []
+    for name in _RAY_NOISE_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        found += [logging.getLogger(name), logging.getLogger(module.__file__)]
+    return found
 
 
 def collect_ray_logs(out_url: str) -> str | None:

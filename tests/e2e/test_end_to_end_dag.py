@@ -32,7 +32,12 @@ def test_end_to_end_dag_writes_every_artifact(airflow_db, ray_cluster, tmp_path)
     assert train["val_loss_after"] < train["val_loss_before"]
     quantize = run["stages"]["quantize"]
     assert quantize["budget_met"] is True and quantize["rel_ppl_increase"] <= 0.01 + 1e-9
-    assert quantize["size_ratio"] > 3
+    # smaller, and never slower than float here: a layer whose kernel lost on this machine
+    # stays float (or moves to W8A8), and the result says which and why
+    assert quantize["size_ratio"] >= 1 and quantize["latency_met"] is not False
+    if not quantize["latency_changes"]:
+        assert quantize["size_ratio"] > 3
+    assert set(quantize["latency_changes"]) <= set(quantize["assignment"])
     assert (run_dir / "quantize" / "model" / "quantization.json").exists()
     for rel in ("prepare/manifest.json", "search/plan.json", "train/model.safetensors",
                 "metrics.jsonl", "report/report.html", "report/report.md", "report/train_loss.png"):

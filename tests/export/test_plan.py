@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 
 import pytest
@@ -15,9 +16,16 @@ from forgeline.search.stage import StrategyOptions, plan_strategy
 from forgeline.train.model import DecoderLM, ModelConfig
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.fixture
 def one_rank(monkeypatch):
-    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29533", "LOCAL_RANK": "0",
+    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
+                       "LOCAL_RANK": "0",
                        "RANK": "0", "WORLD_SIZE": "1"}.items():
         monkeypatch.setenv(key, value)
     dist.init_process_group("gloo", rank=0, world_size=1)

@@ -59,3 +59,18 @@ def test_cli_export_subcommand(tmp_path, capsys):
     assert code == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["hf_model_url"].endswith("/export/hf")
+
+
+def test_model_source_by_kind():
+    from forgeline.export.stage import model_source
+
+    preset = {"model_url": "file:///m.safetensors", "architecture": {
+        "kind": "preset", "name": "DecoderLM-tiny", "seq_len": 64, "vocab_size": 256,
+        "shape": {"n_layers": 2, "d_model": 64, "n_heads": 4, "seq_len": 128}}}
+    kind, url, shape = model_source(preset)[0]
+    assert (kind, url, shape["seq_len"], shape["n_layers"]) == ("decoder", "file:///m.safetensors",
+                                                                 64, 2)
+    hf = {"model_url": "x", "architecture": {"kind": "pretrained", "hf_folder_url": "file:///hf"}}
+    assert model_source(hf)[0] == ("hf", "file:///hf")
+    factory = {"model_url": "x", "architecture": {"kind": "factory"}}
+    assert model_source(factory) == (None, "a factory model has no standard layout to export")

@@ -26,7 +26,7 @@ def tiny_run(tmp_path_factory) -> RunLayout:
     root = tmp_path_factory.mktemp("cards-run")
     params = PipelineParams.model_validate({
         "artifact_root": f"file://{root}", "data_max_source_bytes": 200_000,
-        "train_model_size": "tiny", "train_steps": 12, "train_micro_batch_size": 8,
+        "train_model_preset": "tiny", "train_steps": 12, "train_micro_batch_size": 8,
         "train_eval_samples": 32, "train_checkpoint_every_steps": 6, "train_cache_mode": "on",
         "quantize_calibration_samples": 16, "quantize_eval_samples": 16,
     })
@@ -85,7 +85,8 @@ def test_the_run_exports_load_in_standard_tools(tiny_run: RunLayout) -> None:
     export, train = stages["export"], stages["train"]
     assert export["skipped"] == {} and export["checkpoint_step"] == 12
     run = tiny_run_path(tiny_run)
-    model = DecoderLM(ModelConfig(**train["architecture"])).eval()
+    shape = {**train["architecture"]["shape"], "seq_len": train["architecture"]["seq_len"]}
+    model = DecoderLM(ModelConfig(**shape)).eval()
     model.load_state_dict(load_file(run / "train" / "model.safetensors"))
     hf = transformers.GPT2LMHeadModel.from_pretrained(run / "export" / "hf").eval()
     tokens = torch.randint(0, 256, (2, train["architecture"]["seq_len"]))

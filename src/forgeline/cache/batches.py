@@ -32,13 +32,14 @@ class CachedBatches:
 
     @classmethod
     def from_config(cls, config: CacheConfig, manifest_url: str, micro_batch: int, seed: int,
-                    rank: int = 0, world: int = 1, client: CacheClient | None = None,
+                    rank: int = 0, *, world: int = 1, client: CacheClient | None = None,
                     ) -> CachedBatches:
         client = client or connect(config)
         dataset = CachedDataset(
-            manifest_url, client, "train", config.prefetch_threads, config.importance,
-            config.ema_decay, config.rank_normalize, config.low_importance_quantile,
-            config.importance_url,
+            manifest_url, client, "train", prefetch_threads=config.prefetch_threads,
+            mode=config.importance, ema_decay=config.ema_decay,
+            rank_normalize=config.rank_normalize, low_quantile=config.low_importance_quantile,
+            importance_url=config.importance_url,
         )
         sampler = ImportanceSampler(dataset, seed, rank, world, config.substitution_ratio,
                                     window=config.lookahead_batches * micro_batch, epochs=None,

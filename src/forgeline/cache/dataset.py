@@ -24,7 +24,7 @@ PREFETCH_TASK_SAMPLES = 4
 class CachedDataset:
     """Samples of one split, indexable like ``TokenDataset``; counts where each came from."""
 
-    def __init__(self, manifest_url: str, client: CacheClient, split: str = "train",
+    def __init__(self, manifest_url: str, client: CacheClient, split: str = "train", *,
                  prefetch_threads: int = 4, mode: str = "latest", ema_decay: float = 0.9,
                  rank_normalize: bool = False, low_quantile: float = 0.5,
                  importance_url: str | None = None) -> None:

@@ -40,7 +40,7 @@ class ImportanceSampler(Sampler[int]):
     ``multiple`` cuts the share to whole micro-batches."""
 
     def __init__(self, size: int | CachedDataset, seed: int = 0, rank: int | None = None,
-                 world: int | None = None, substitution_ratio: float = 0.0,
+                 world: int | None = None, substitution_ratio: float = 0.0, *,
                  window: int = 64, epochs: int | None = 1, multiple: int = 1) -> None:
         self.dataset = size if isinstance(size, CachedDataset) else None
         self.size = len(size) if isinstance(size, CachedDataset) else int(size)

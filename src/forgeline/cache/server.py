@@ -62,7 +62,7 @@ class CacheServer:
     def check_accounting(self) -> bool:
         return self.store.check_accounting()
 
-    def register(self, ns: str, size: int, mode: str = "latest", ema_decay: float = 0.9,
+    def register(self, ns: str, size: int, *, mode: str = "latest", ema_decay: float = 0.9,
                  rank_normalize: bool = False, low_quantile: float = 0.5,
                  importance_url: str | None = None, fingerprint: str | None = None) -> bool:
         """Make namespace ``ns`` of ``size`` samples known; True if it starts warm (importance

@@ -49,6 +49,21 @@ class ExportResult(BaseModel):
                                     description="Targets not exported, with the reason.")
 
 
+def model_source(train: dict[str, Any]) -> tuple[Any, str]:
+    """``("decoder", model_url, shape)`` for a built-in DecoderLM, ``("hf", folder_url)`` for
+    a Hugging Face model the train stage saved as such; else None and the reason."""
+    if "model_url" not in train:
+        return None, "the run has no train result"
+    arch = train.get("architecture") or {}
+    if arch.get("kind", "preset") == "preset":
+        shape = dict(arch.get("shape") or arch)  # older runs: the ModelConfig itself
+        shape.update({k: arch[k] for k in ("seq_len", "vocab_size") if k in arch})
+        return ("decoder", train["model_url"], shape), ""
+    if arch.get("hf_folder_url"):
+        return ("hf", arch["hf_folder_url"]), ""
+    return None, f"a {arch.get('kind')} model has no standard layout to export"
+
+
 def sources(stages: dict[str, Any],
             options: ExportOptions) -> tuple[dict[str, Any], dict[str, str]]:
     """Each target's source in the run, and why a target has none."""
@@ -56,13 +71,13 @@ def sources(stages: dict[str, Any],
 
     train = stages.get("train") or {}
     store = options.checkpoint_url or train.get("checkpoint_url")
+    model, model_why = model_source(train)
     found = {
-        "model": (train["model_url"], train["architecture"]) if "model_url" in train
-        and train["architecture"].get("kind") != "factory" else None,
+        "model": model,
         "checkpoint": store if store and committed_steps(store) else None,
         "plan": stages.get("search"),
     }
-    why = {"model": "the run has no train result (or a factory model: no Hugging Face form)",
+    why = {"model": model_why,
            "checkpoint": "the run has no committed training checkpoint",
            "plan": "the run has no search result"}
     return found, {t: why[t] for t, source in found.items() if source is None}
@@ -85,15 +100,14 @@ def export_run(stages: dict[str, Any], options: ExportOptions, out_url: str) -> 
     result = ExportResult(out_url=out_url, skipped=missing)
     todo = [t for t in wanted if t not in missing]
     if "model" in todo:
-        model_url, architecture = found["model"]
-        if "hf_folder_url" in architecture:  # a Hugging Face model: its folder as trained
+        hf_url = storage.join(out_url, "hf")
+        if found["model"][0] == "decoder":
+            _, model_url, shape = found["model"]
+            result.hf_model_url = export_hf_model(model_url, shape, hf_url)
+        else:  # trained as a Hugging Face model already: publish its folder as is
             from forgeline.train.models import copy_hf_folder
 
-            result.hf_model_url = copy_hf_folder(architecture["hf_folder_url"],
-                                                 storage.join(out_url, "hf"))
-        else:  # a DecoderLM preset: its shape (older runs: the shape itself)
-            result.hf_model_url = export_hf_model(model_url, architecture.get(
-                "shape", architecture), storage.join(out_url, "hf"))
+            result.hf_model_url = copy_hf_folder(found["model"][1], hf_url)
     if "checkpoint" in todo:
         done = export_checkpoint(found["checkpoint"], storage.join(out_url, "checkpoint"),
                                  options.checkpoint_step)

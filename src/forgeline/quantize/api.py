@@ -38,6 +38,7 @@ from forgeline.quantize.sensitivity import (
     Divergence,
     LayerBank,
     OutputDivergence,
+    Trials,
     as_metric,
     choose_mixed_precision,
     measure_sensitivity,
@@ -244,13 +245,13 @@ def _choose_for_accuracy(outcome: _Outcome, clock: _Clock,
         divergence = lambda m: clock.run(div, m)  # noqa: E731
     schemes = list(dict.fromkeys((sens.schemes if sens.enabled else [])
                                  + ([s for s in mp.ladder if s != "fp32"] if mp.enabled else [])))
-    outcome.sensitivity = measure_sensitivity(
-        bank, names, schemes, lambda: clock.metric(bank.work), outcome.metric_float,
-        config.metric_higher_is_better, divergence, outcome.divergence_name or "kl")
+    trials = Trials(bank, lambda: clock.metric(bank.work), outcome.metric_float,
+                    config.metric_higher_is_better)
+    outcome.sensitivity = measure_sensitivity(trials, names, schemes, divergence,
+                                              outcome.divergence_name or "kl")
     if mp.enabled:
-        outcome.mixed = choose_mixed_precision(
-            bank, names, mp.ladder, outcome.sensitivity, lambda: clock.metric(bank.work),
-            outcome.metric_float, config.metric_higher_is_better, mp.max_rel_metric_loss)
+        outcome.mixed = choose_mixed_precision(trials, names, mp.ladder, outcome.sensitivity,
+                                               mp.max_rel_metric_loss)
         outcome.assignment = dict(outcome.mixed.assignment)
 
 

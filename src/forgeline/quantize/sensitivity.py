@@ -15,6 +15,7 @@ import math
 import numbers
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -150,17 +151,31 @@ class OutputDivergence:
         return sum(values) / len(values)
 
 
+@dataclass
+class Trials:
+    """What every trial evaluation needs: the layer bank whose working copy is measured,
+    the metric of that copy, the float model's metric and the metric's direction."""
+
+    bank: LayerBank
+    evaluate: Callable[[], float]
+    base: float
+    higher_is_better: bool
+
+    def measure(self) -> tuple[float, float]:
+        """``(metric, relative loss versus float)`` of the working copy as it is now."""
+        metric = self.evaluate()
+        return metric, rel_metric_loss(metric, self.base, self.higher_is_better)
+
+
 def measure_sensitivity(
-    bank: LayerBank,
+    trials: Trials,
     names: list[str],
     schemes: list[str],
-    evaluate: Callable[[], float],
-    base: float,
-    higher_is_better: bool,
-    divergence: Callable[[nn.Module], float | None] | None,
+    divergence: Callable[[nn.Module], float | None] | None = None,
     divergence_name: str = "kl",
 ) -> dict[str, dict[str, SensitivityEntry]]:
     """``{layer: {scheme: entry}}``: each layer quantized alone, the rest float."""
+    bank = trials.bank
     out: dict[str, dict[str, SensitivityEntry]] = {}
     bar = tqdm(names, desc="sensitivity", unit="layer", disable=not sys.stderr.isatty())
     for i, name in enumerate(bar):
@@ -170,11 +185,11 @@ def measure_sensitivity(
         for scheme in schemes:
             bank.apply({name: scheme})
             try:
-                metric = evaluate()
+                metric, loss = trials.measure()
                 value = divergence(bank.work) if divergence is not None else None
                 out[name][scheme] = SensitivityEntry(
                     metric=metric,
-                    rel_metric_loss=rel_metric_loss(metric, base, higher_is_better),
+                    rel_metric_loss=loss,
                     kl=value if divergence_name == "kl" else None,
                     divergence=value,
                 )
@@ -184,16 +199,14 @@ def measure_sensitivity(
 
 
 def choose_mixed_precision(
-    bank: LayerBank,
+    trials: Trials,
     names: list[str],
     ladder: list[str],
     sensitivity: dict[str, dict[str, SensitivityEntry]],
-    evaluate: Callable[[], float],
-    base: float,
-    higher_is_better: bool,
     budget: float,
 ) -> MixedPrecisionReport:
     """Smallest assignment found within ``budget`` by promoting the most sensitive layers."""
+    bank = trials.bank
     rung = dict.fromkeys(names, 0)
 
     def sens(name: str) -> tuple[float, int]:
@@ -207,8 +220,7 @@ def choose_mixed_precision(
     while True:
         assignment = {n: ladder[rung[n]] for n in names}
         bank.apply(assignment)
-        metric = evaluate()
-        loss = rel_metric_loss(metric, base, higher_is_better)
+        metric, loss = trials.measure()
         log.info("mixed precision step %d: promoted %s, rel loss %.5f (budget %.5f)",
                  len(steps), promoted, loss, budget)
         steps.append(

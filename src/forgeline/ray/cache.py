@@ -36,7 +36,7 @@ def cached_batches(config: CacheConfig, manifest_url: str, micro_batch: int,
     context = ray.train.get_context()
     return CachedBatches.from_config(
         config, manifest_url, micro_batch, seed, context.get_world_rank(),
-        context.get_world_size(),
+        world=context.get_world_size(),
     )
 
 

@@ -159,12 +159,16 @@ def train_card(train: dict[str, Any], records: list[dict[str, Any]]) -> Card:
     if step_s is not None:
         throughput += f" · {_n(step_s)} s per optimizer step"
     arch = train.get("architecture") or {}
+    shape = arch.get("shape") or arch  # older runs: the ModelConfig itself
+    name = f"{arch['name']} · " if arch.get("name") else ""
     rows = [
         ("Throughput", throughput),
         ("Train loss", f"{_n(train.get('train_loss_first'))} first logged → "
                        f"{_n(train.get('train_loss_final'))} final"),
-        ("Model", f"{_n(train.get('num_params', 0))} parameters · {arch.get('n_layers')} "
-                  f"layers × {arch.get('d_model')} wide · context {arch.get('seq_len')}"),
+        ("Model", f"{name}{_n(train.get('num_params', 0))} parameters"
+                  + (f" · {shape['n_layers']} layers × {shape.get('d_model')} wide"
+                     if "n_layers" in shape else "")
+                  + f" · context {arch.get('seq_len', shape.get('seq_len'))}"),
         ("Run", f"{train.get('workers')} Ray Train workers · ZeRO-{train.get('zero_stage')} · "
                 f"micro-batch {train.get('micro_batch_size')} × {train.get('grad_accum_steps')}"),
         ("Wall time", seconds(float(train.get("wall_s", 0))) + " (Ray start-up and validation "
@@ -252,8 +256,9 @@ def _why_higher_precision(report: dict[str, Any] | None) -> list[str]:
     promoted = [(steps[i - 1], s) for i, s in enumerate(steps) if i and s.get("promoted")]
     if not promoted and steps:
         notes.insert(0, f"No layer needed more precision: with every layer at the smallest "
-                        f"scheme the perplexity rose {_pct(steps[0]['rel_metric_loss'])}, "
-                        f"within the {_pct(budget)} budget.")
+                        f"scheme the perplexity rose {_pct(steps[0]['rel_metric_loss'])} in "
+                        f"the mixed-precision search's own evaluation, within the "
+                        f"{_pct(budget)} budget.")
     for before, step in promoted:
         notes.append(f"{step['promoted']} → {step['to_scheme']}: the model was at "
                      f"{_pct(before['rel_metric_loss'])} (budget {_pct(budget)}) and this "

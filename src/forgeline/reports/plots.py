@@ -26,7 +26,9 @@ def loss_plot_png(curve: LossCurve, title: str = "Training loss") -> bytes:
         ax = fig.add_subplot()
         if curve.train:
             steps, losses = zip(*curve.train, strict=True)
-            ax.plot(steps, losses, color="#2563eb", linewidth=1.4, label="train loss")
+            few = len(steps) <= 20  # mark the logged points when there are only a few
+            ax.plot(steps, losses, color="#2563eb", linewidth=1.4, label="train loss",
+                    marker="." if few else None)
         if curve.validation:
             steps, losses = zip(*curve.validation, strict=True)
             # measured points, not a trend: no line between them

@@ -98,7 +98,8 @@ def make_batch_source(
         from forgeline.cache import CachedBatches
 
         return CachedBatches.from_config(
-            config.cache, dataset.manifest_url, config.micro_batch_size, config.seed, rank, world
+            config.cache, dataset.manifest_url, config.micro_batch_size, config.seed, rank,
+            world=world,
         )
     return ShuffledBatches(dataset, config.micro_batch_size, config.seed, rank, world)
 

@@ -29,7 +29,14 @@ def _ensure_ray(address: str | None, init_kwargs: dict[str, Any]) -> bool:
         return False
     local = address is None and not os.environ.get("RAY_ADDRESS")
     if local:
-        ray.init(**init_kwargs)
+        try:
+            ray.init(**init_kwargs)
+        except Exception as exc:  # Ray waits a fixed 30 s for its raylet; a loaded machine
+            if "timed out during startup" not in str(exc):  # may need a second try
+                raise
+            log.warning("local Ray did not start in time (%s); trying once more", exc)
+            ray.shutdown()
+            ray.init(**init_kwargs)
     else:
         ray.init(address=address, log_to_driver=init_kwargs["log_to_driver"])
     return local
