@@ -176,19 +176,20 @@ def _losses(metrics_url: str) -> list[dict]:
     return [r for r in read_metrics(metrics_url) if "loss" in r]
 
 
-def _resume_facts(metrics_url: str, killed_at: float) -> dict[str, float]:
+def _resume_facts(metrics_url: str, killed_at: float, committed: list[int]) -> dict[str, float]:
     """Time-to-resume and steps lost, from the per-step metrics and their wall times. Every
-    attempt starts with a step-0 validation report; the last one starts the resumed attempt."""
+    attempt starts with a step-0 validation report; the last one starts the resumed attempt.
+    The last step done before the kill is the newest reported or committed one (a step's
+    report can still be on its way to the controller when its checkpoint commits)."""
     records = read_metrics(metrics_url)
     restart = max(i for i, r in enumerate(records) if r["step"] == 0 and "val_loss" in r)
     assert records[restart]["wall_time_unix_s"] >= killed_at
-    before = [r["step"] for r in records[:restart] if "loss" in r]
+    done = max([r["step"] for r in records[:restart] if "loss" in r] + committed, default=0)
     after = [r for r in records[restart:] if "loss" in r]
     resumed_from = after[0]["step"] - 1
     return {"time_to_resume_s": round(after[0]["wall_time_unix_s"] - killed_at, 2),
-            "last_step_before_kill": max(before, default=0), "resumed_from_step": resumed_from,
-            "steps_lost": max(before, default=0) - resumed_from,
-            "steps_after": [r["step"] for r in after]}
+            "last_step_before_kill": done, "resumed_from_step": resumed_from,
+            "steps_lost": done - resumed_from, "steps_after": [r["step"] for r in after]}
 
 
 def _train_worker_nodes(cluster) -> dict[str, int]:
@@ -277,7 +278,7 @@ def test_node_loss_resumes_from_the_checkpoint_on_the_remaining_nodes(
     try:
         assert "at" in killed, "the run ended before a worker node was removed"
         assert sum(killed["placement"].values()) == 2 and max(killed["placement"].values()) == 1
-        facts = _resume_facts(metrics, killed["at"])
+        facts = _resume_facts(metrics, killed["at"], killed["committed"])
         print(f"\nnode loss: killed {killed['node']} (placement {killed['placement']}) after "
               f"committed steps {killed['committed']}; {facts}; run {wall:.1f} s")
         assert facts["resumed_from_step"] >= killed["first_commit"]  # not step 0
@@ -323,7 +324,7 @@ def test_a_killed_driver_restarted_with_the_same_run_id_resumes(
     committed = sorted(committed_steps(f"file://{folder}/checkpoints"))
     run_training(config, url, metrics)  # same run id, same output: a restarted driver
     wall = time.perf_counter() - started
-    facts = _resume_facts(metrics, killed_at)
+    facts = _resume_facts(metrics, killed_at, committed)
     print(f"\ndriver kill: after committed steps {committed}; {facts}; both drivers {wall:.1f} s")
     assert facts["resumed_from_step"] >= first and facts["resumed_from_step"] in committed
     assert facts["steps_after"] == list(range(facts["resumed_from_step"] + 1, STEPS + 1))
