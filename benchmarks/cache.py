@@ -21,14 +21,16 @@ Setup (all systems in one run, same data, same machine, interleaved per seed):
   fixed crops of the validation split after each epoch (outside the timed part).
 - shared_two_jobs_slowdown: two 1-worker jobs on one cache server (forgeline @20%) at once,
   each job's training time / its time alone.
+- server_stress_crashes / server_stress_calls: the cache server stress
+  (``forgeline.cache.stress``) on a 16-thread server, run first.
+- ``--quick``: 4 KiB samples of a 2.95 MB corpus (about as many samples as the full run, so
+  each rank's epoch is still ~5 planning windows), one seed, the 20 % cache, 3 epochs.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -50,10 +52,15 @@ from forgeline.cache import (
     connect,
     shutdown,
 )
+from forgeline.cache.stress import StressSpec, stress_server
 from forgeline.datasets import DatasetConfig, TokenDataset, build_dataset
 from forgeline.throttled import ThrottledFileSystem, throttled_url
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402  (benchmarks/harness.py, run from the repository root)
+
 WINDOW = 16384
+QUICK_WINDOW = 4096  # quick: 4 KiB samples, so an epoch holds about as many as the full run's
 CROP = 32
 MICRO = 16
 LATENCY_S = 0.020
@@ -73,13 +80,17 @@ class _NoCache:
     def lookup(self, ns: str, indices: list[int]) -> tuple[list[bool], list[bool]]:
         return [False] * len(indices), [False] * len(indices)
 
+    def new_epoch(self, ns: str, epoch: int) -> None:
+        return None
+
     def get_many(self, ns: str, indices: list[int]) -> dict[int, bytes]:
         return {}
 
     def put_many(self, ns: str, items: list[tuple[int, bytes]]) -> int:
         return 0
 
-    def substitutes(self, ns: str, n: int, exclude: list[int]) -> dict[int, bytes]:
+    def substitutes(self, ns: str, n: int, exclude: list[int],
+                    seed: int | None = None) -> dict[int, bytes]:
         return {}
 
     def feedback(self, ns: str, indices: list[int], losses: list[float]) -> None:
@@ -182,15 +193,6 @@ class BenchWorker:
         return {"rank": rank, "epochs": epochs}
 
 
-def machine_info() -> dict[str, Any]:
-    import fsspec
-
-    return {"cpus": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "ray": ray.__version__, "fsspec": fsspec.__version__,
-            "numpy": np.__version__, "platform": platform.platform(),
-            "note": "shared 2-core VM; other engineers' jobs may run at the same time"}
-
-
 def _merge(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per epoch: time = slowest rank; counters summed; losses averaged."""
     merged = []
@@ -209,12 +211,13 @@ def _merge(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _summary(epochs: list[dict[str, Any]]) -> dict[str, Any]:
     steady = epochs[1:]
-    served = sum(e["hits"] + e["substitutions"] for e in steady)
+    # substitutes are read from the cache with their batch, so "hits" includes them
+    served = sum(e["hits"] for e in steady)
     samples = sum(e["samples"] for e in steady)
     return {
         "first_epoch_s": epochs[0]["epoch_s"],
         "steady_epoch_s": statistics.median(e["epoch_s"] for e in steady),
-        "steady_hit_rate": sum(e["hits"] for e in steady) / samples,
+        "steady_hit_rate": sum(e["hits"] - e["substitutions"] for e in steady) / samples,
         "steady_substitution_rate": sum(e["substitutions"] for e in steady) / samples,
         "steady_served_from_cache_rate": served / samples,
         "steady_remote_bytes_per_epoch": statistics.median(e["remote_bytes"] for e in steady),
@@ -298,39 +301,45 @@ def compute_metrics(runs: list[dict[str, Any]], shared: list[dict[str, Any]],
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="smaller sizes, <= 5 minutes")
-    ap.add_argument("--out", default="benchmarks/results/cache.json")
-    ap.add_argument("--seeds", type=int, default=3, help="repetitions (seeds 0..n-1)")
-    ap.add_argument("--fractions", default="0.1,0.2,0.4", help="cache sizes, share of data")
+    ap = harness.parser("cache", __doc__)
+    ap.add_argument("--seeds", type=int, help="repetitions (seeds 0..n-1); 3, quick 1")
+    ap.add_argument("--fractions", help="cache sizes, share of data; 0.1,0.2,0.4, quick 0.2")
     ap.add_argument("--systems", default=",".join(SYSTEMS), help="peers to run")
     ap.add_argument("--substitution-ratio", type=float, default=SUBSTITUTION_RATIO)
     ap.add_argument("--no-shared", action="store_true", help="skip the two-jobs measurement")
+    ap.add_argument("--stress-s", type=float, help="server stress seconds; 20, quick 6")
+    ap.add_argument("--server-concurrency", type=int, default=1, help="cache server threads")
+    ap.add_argument("--no-h-keep-unread", dest="h_keep_unread", action="store_false",
+                    help="without the epoch-aware H part (CacheConfig.h_keep_unread)")
     ap.add_argument("--from-json", help="recompute the metrics of a saved run, write to --out")
     args = ap.parse_args()
     if args.from_json:
         doc = json.loads(Path(args.from_json).read_text())
         doc["metrics"], doc["spread"] = compute_metrics(
             doc["runs"], doc["shared_runs"], doc["setup"]["cache_fractions"])
+        doc["metrics"].update(doc.get("stress_metrics", {}))
         Path(args.out).write_text(json.dumps(doc, indent=2, default=float))
         print(json.dumps(doc["metrics"], indent=2))
         return
     quick = args.quick
-    source_bytes = 2_500_000 if quick else 12_000_000
+    recorder = harness.Recorder("cache", args, "torch", "ray", "fsspec", "numpy")
+    # quick: smaller samples of a smaller corpus, so each rank's epoch is still ~6 planning
+    # windows (the full run's shape), one seed and the 20 % cache only
+    window = QUICK_WINDOW if quick else WINDOW
+    source_bytes = 2_950_000 if quick else 12_000_000
     epochs = 3 if quick else 4
-    seeds = list(range(args.seeds))
-    fractions = [float(x) for x in args.fractions.split(",")]
+    seeds = list(range(args.seeds or (1 if quick else 3)))
+    fractions = [float(x) for x in (args.fractions or ("0.2" if quick else "0.1,0.2,0.4"))
+                 .split(",")]
     systems = args.systems.split(",")
-    wall = time.perf_counter()
-    load_start = list(os.getloadavg())
 
     work = Path(tempfile.mkdtemp(prefix="forgeline-bench-cache-"))
     built = build_dataset(
-        DatasetConfig(window_tokens=WINDOW, max_source_bytes=source_bytes, val_fraction=0.02,
+        DatasetConfig(window_tokens=window, max_source_bytes=source_bytes, val_fraction=0.02,
                       rows_per_group=1),
         f"file://{work}/data",
     )
-    sample_bytes = WINDOW + 1
+    sample_bytes = window + 1
     data_bytes = built.train_samples * sample_bytes
     bucket = f"bench-{uuid.uuid4().hex[:8]}"
     url = throttled_url(built.manifest_url, LATENCY_S, BANDWIDTH, bucket)
@@ -339,7 +348,13 @@ def main() -> None:
     print(f"dataset: {built.train_samples} train samples x {sample_bytes} B = "
           f"{data_bytes / 1e6:.1f} MB decoded, {built.bytes_written / 1e6:.1f} MB on storage")
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    stress = stress_server(StressSpec(seconds=args.stress_s or (6.0 if quick else 20.0),
+                                      concurrency=16, kill_rounds=1))
+    stress_metrics = {"server_stress_crashes": stress.crashes,
+                      "server_stress_calls": stress.calls,
+                      "server_stress_wrong_values": stress.wrong_values}
+    print(f"stress: {stress.as_dict()}")
     workers = [BenchWorker.remote() for _ in range(2)]
     port = 29500 + os.getpid() % 1000
     ray.get([w.init_group.remote(r, 2, port) for r, w in enumerate(workers)])
@@ -351,6 +366,8 @@ def main() -> None:
             policy = {"forgeline": "importance", "lru": "lru", "never_evict": "never_evict"}
             cache = CacheConfig(capacity_bytes=int(fraction * data_bytes),
                                 policy=policy[system],
+                                server_concurrency=args.server_concurrency,
+                                h_keep_unread=args.h_keep_unread,
                                 server_name=cache_name or f"bench-{uuid.uuid4().hex[:8]}")
         spec = {"system": system, "seed": seed, "epochs": epochs, "url": url,
                 "blockcache_url": blockcache_url, "local_url": built.manifest_url,
@@ -398,7 +415,9 @@ def main() -> None:
         started = time.perf_counter()
         spec_name = name + "-both"
         refs = []
-        cache = CacheConfig(capacity_bytes=int(0.2 * data_bytes), server_name=spec_name)
+        cache = CacheConfig(capacity_bytes=int(0.2 * data_bytes), server_name=spec_name,
+                            server_concurrency=args.server_concurrency,
+                            h_keep_unread=args.h_keep_unread)
         connect(cache)
         for k in range(2):
             spec = {"system": "forgeline", "seed": seed + k, "epochs": epochs, "url": url,
@@ -418,17 +437,20 @@ def main() -> None:
     ray.shutdown()
 
     metrics, spread = compute_metrics(runs, shared, fractions)
-
-    cmd = "python benchmarks/cache.py " + " ".join(sys.argv[1:])
-    doc = {
-        "area": "cache", "quick": quick, "machine": machine_info(), "command": cmd,
-        "setup": {
+    metrics.update(stress_metrics)
+    recorder.write(
+        metrics, runs, spread=spread, shared_runs=shared, stress=stress.as_dict(),
+        stress_metrics=stress_metrics,
+        setup={
             "train_samples": built.train_samples, "sample_bytes": sample_bytes,
             "dataset_decoded_bytes": data_bytes, "dataset_stored_bytes": built.bytes_written,
             "latency_s": LATENCY_S, "bandwidth_bytes_per_s": BANDWIDTH,
             "readers_per_worker": READERS, "workers": 2, "micro_batch": MICRO, "crop": CROP,
+            "planning_window_samples": 4 * MICRO,
             "epochs": epochs, "seeds": seeds, "cache_fractions": fractions,
             "forgeline_substitution_ratio": args.substitution_ratio,
+            "server_concurrency": args.server_concurrency,
+            "h_keep_unread": args.h_keep_unread,
             "warmup": "none excluded inside a run: epoch 1 (cold cache, shard footers) is "
                       "reported as first_epoch_s, metrics use steady epochs 2..E",
             "page_cache": "every read goes through the throttled filesystem (20 ms per request "
@@ -436,19 +458,10 @@ def main() -> None:
             "dataset_vs_cache": "dataset is 10x / 5x / 2.5x the 10/20/40% caches",
             "shared_jobs": "two 1-worker jobs, forgeline @20%, one cache server, same data",
             "val": f"every validation sample, a {CROP + 1}-token crop every {VAL_STRIDE} tokens",
+            "stress": "6 clients x 4 threads on a 16-thread server under PYTHONMALLOC=debug, "
+                      "values up to 1 MiB in 24 MiB, then a kill with calls in flight",
         },
-        "metrics": metrics,
-        "spread": spread,
-        "runs": runs,
-        "shared_runs": shared,
-        "wall_s": time.perf_counter() - wall,
-        "loadavg_1_5_15m_start": load_start,
-        "loadavg_1_5_15m_end": list(os.getloadavg()),
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(doc, indent=2, default=float))
-    print(json.dumps(metrics, indent=2))
-    print(f"wrote {args.out} in {doc['wall_s']:.0f}s", file=sys.stderr)
+    )
 
 
 if __name__ == "__main__":

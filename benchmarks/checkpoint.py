@@ -32,7 +32,7 @@ forgeline variants: ``fl_async`` (lossless, byte-grouping + zstd, content dedup,
 ``fl_delta`` (+ XOR delta against the parent checkpoint's chunks, keyframe every 8 saves —
 the store's default), ``fl_lossy`` (fl_delta + ExCP-style lossy residuals of weights and
 AdamW moments against the previous reconstruction, default bounds).
-Metrics (names from issue 6):
+Metrics:
   stall_ratio_vs_torch_save            median forgeline blocking time per checkpoint / median
                                        torch.save time, both from the training-overhead phase
   bytes_ratio_full_dense_vs_torch_save first (full) fl_async checkpoint bytes / torch.save bytes
@@ -52,13 +52,9 @@ Metrics (names from issue 6):
 
 from __future__ import annotations
 
-import argparse
 import io
-import json
 import os
-import platform
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -72,6 +68,9 @@ import torch.nn.functional as F
 from torch import nn
 
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import harness  # noqa: E402
 
 from forgeline.checkpoint import (  # noqa: E402
     CheckpointConfig,
@@ -104,20 +103,6 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.down(F.gelu(self.up(x)))
-
-
-def machine_info() -> dict[str, Any]:
-    import deepspeed
-    import numpy
-    import zstandard
-
-    return {
-        "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(), "torch": torch.__version__,
-        "numpy": numpy.__version__, "deepspeed": deepspeed.__version__,
-        "zstandard": zstandard.__version__, "platform": platform.platform(),
-        "shared_machine": "other engineers' jobs may run concurrently; see loadavg_1m",
-    }
 
 
 def init_dist() -> None:
@@ -311,7 +296,7 @@ def run_sequence(label: str, engine: Any, task: Callable, systems: Systems, chec
                       file=sys.stderr)
 
 
-def train_with_checkpoints(system: str, engine: Any, task: Callable, root: Path, rep: int,
+def train_with_checkpoints(system: str, engine: Any, task: Callable, root: Path, rep: int, *,
                            chunk_bytes: int, staging_bytes: int, first_batch: int
                            ) -> dict[str, Any]:
     """OVERHEAD_STEPS training steps with a ``system`` checkpoint every STEPS_BETWEEN steps."""
@@ -353,7 +338,7 @@ def train_with_checkpoints(system: str, engine: Any, task: Callable, root: Path,
     shutil.rmtree(folder, ignore_errors=True)
     row = {"kind": "overhead", "system": system, "rep": rep, "steps": OVERHEAD_STEPS,
            "every": STEPS_BETWEEN, "train_s": train_s, "train_plus_drain_s": drained_s,
-           "stall_s": stalls, "step_s_median": statistics.median(step_s)}
+           "stall_s": stalls, "step_s_median": harness.median(step_s)}
     if store is not None:
         row["guard_waited_s"] = waited
     return row
@@ -368,7 +353,7 @@ def time_snapshot_copy(engine: Any, reps: int = 3) -> float:
         copies = [t.clone() for t in tensors]
         seconds.append(time.perf_counter() - t0)
         del copies
-    return statistics.median(seconds)
+    return harness.median(seconds)
 
 
 def state_tensors(obj: Any) -> list[torch.Tensor]:
@@ -382,12 +367,11 @@ def state_tensors(obj: Any) -> list[torch.Tensor]:
 
 
 def median(rows: list[dict[str, Any]], key: str) -> float:
-    return statistics.median(r[key] for r in rows)
+    return harness.median(r[key] for r in rows)
 
 
 def spread(rows: list[dict[str, Any]], key: str) -> list[float]:
-    values = [r[key] for r in rows]
-    return [min(values), max(values)]
+    return harness.spread(r[key] for r in rows)
 
 
 def restore_into(engine: Any, state: dict[str, Any]) -> None:
@@ -396,13 +380,10 @@ def restore_into(engine: Any, state: dict[str, Any]) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", default="benchmarks/results/checkpoint.json")
+    parser = harness.parser("checkpoint", __doc__)
     parser.add_argument("--workdir", default=None, help="Local folder for the checkpoints.")
     args = parser.parse_args()
-    started = time.perf_counter()
-    load_start = os.getloadavg()[0]
+    recorder = harness.Recorder("checkpoint", args, "torch", "numpy", "deepspeed", "zstandard")
     d, blocks = (512, 6) if args.quick else (1024, 12)
     checkpoints, resume_steps = 10, 10
     chunk_bytes = 4 << 20
@@ -448,8 +429,9 @@ def main() -> int:
         order = overhead_systems if rep % 2 == 0 else overhead_systems[::-1]
         for k, name in enumerate(order):
             try:
-                row = train_with_checkpoints(name, engine, task, workdir, rep, chunk_bytes,
-                                             staging, 5000 + 1000 * rep + 100 * k)
+                row = train_with_checkpoints(name, engine, task, workdir, rep,
+                                             chunk_bytes=chunk_bytes, staging_bytes=staging,
+                                             first_batch=5000 + 1000 * rep + 100 * k)
             except Exception as exc:  # noqa: BLE001 - a peer that cannot run is reported
                 traceback.print_exc()
                 row = {"kind": "overhead", "system": name, "rep": rep,
@@ -459,7 +441,7 @@ def main() -> int:
                 print(f"overhead {name:>15} rep {rep}: train {row['train_s']:7.2f}s stalls "
                       + " ".join(f"{v:.3f}" for v in row["stall_s"]), file=sys.stderr)
 
-    fwd_bwd_s = statistics.median(FWD_BWD_S)
+    fwd_bwd_s = harness.median(FWD_BWD_S)
     runs.append({"kind": "timing", "forward_backward_s": fwd_bwd_s, "state_copy_s": copy_s})
 
     # ---------------------------------------------------------------- restore timing
@@ -528,9 +510,9 @@ def main() -> int:
                 and "error" not in r]
 
     torch_rows, fl_async = rows("dense", "torch_save"), rows("dense", "fl_async")
-    buffered_bw = statistics.median(r["bytes_per_s"] for r in disk if not r["fsync"])
-    disk_bw = statistics.median(r["bytes_per_s"] for r in disk if r["fsync"])
-    persist_bw = statistics.median(r["raw_bytes"] / r["total_s"] for r in fl_async)
+    buffered_bw = harness.median(r["bytes_per_s"] for r in disk if not r["fsync"])
+    disk_bw = harness.median(r["bytes_per_s"] for r in disk if r["fsync"])
+    persist_bw = harness.median(r["raw_bytes"] / r["total_s"] for r in fl_async)
     t_restore = [r["s"] for r in restores if r["system"] == "torch_load"
                  and r["where"] == "throttled"]
     f_restore = [r["s"] for r in restores if r["system"] == "fl_restore"
@@ -545,12 +527,12 @@ def main() -> int:
         return [v for r in overhead(system) for v in r["stall_s"]]
 
     def slowdown(system: str, key: str = "train_s") -> float:
-        return statistics.median(r[key] for r in overhead(system)) / statistics.median(
+        return harness.median(r[key] for r in overhead(system)) / harness.median(
             r[key] for r in overhead("none")) - 1
 
     metrics = {
-        "stall_ratio_vs_torch_save": statistics.median(stalls("fl_async"))
-        / statistics.median(stalls("torch_save")),
+        "stall_ratio_vs_torch_save": harness.median(stalls("fl_async"))
+        / harness.median(stalls("torch_save")),
         "bytes_ratio_full_dense_vs_torch_save":
             rows("dense", "fl_async")[0]["bytes"] / torch_rows[0]["bytes"],
         "bytes_ratio_frozen_half_vs_torch_save":
@@ -560,8 +542,8 @@ def main() -> int:
         / sum(r["bytes"] for r in rows("dense", "fl_lossy")),
         "lossy_resume_loss_rel_delta":
             abs(final_losses["fl_lossy"] - final_losses["fl_delta"]) / final_losses["fl_delta"],
-        "restore_s_ratio_vs_torch_load": statistics.median(f_restore)
-        / statistics.median(t_restore),
+        "restore_s_ratio_vs_torch_load": harness.median(f_restore)
+        / harness.median(t_restore),
         "training_overhead_fl_async_vs_none": slowdown("fl_async"),
         "training_overhead_torch_save_vs_none": slowdown("torch_save"),
     }
@@ -590,15 +572,15 @@ def main() -> int:
         "disk_write_bytes_per_s_fsync": disk_bw,
         "persist_bw_fraction_of_buffered_write": persist_bw / buffered_bw,
         "fl_async_persist_bytes_per_s": persist_bw,
-        "restore_s_ratio_vs_torch_load_local": statistics.median(
+        "restore_s_ratio_vs_torch_load_local": harness.median(
             [r["s"] for r in restores if r["system"] == "fl_restore" and r["where"] == "local"])
-        / statistics.median([r["s"] for r in restores if r["system"] == "torch_load"
+        / harness.median([r["s"] for r in restores if r["system"] == "torch_load"
                              and r["where"] == "local"]),
         "final_loss_after_resume": final_losses,
         "training_overhead": {
             system: {"train_s_vs_none": slowdown(system),
                      "train_plus_drain_s_vs_none": slowdown(system, "train_plus_drain_s"),
-                     "stall_s_median": statistics.median(stalls(system)) if stalls(system)
+                     "stall_s_median": harness.median(stalls(system)) if stalls(system)
                      else 0.0}
             for system in overhead_systems if overhead(system)},
         "forward_backward_s": fwd_bwd_s,
@@ -631,20 +613,6 @@ def main() -> int:
                  "same file are recorded too (before and after): when a checkpoint fits in the "
                  "page cache they measure memory copy speed, not the disk "
                  "(persist_bw_fraction_of_buffered_write)")
-    cmd = "python benchmarks/checkpoint.py" + (" --quick" if args.quick else "") + (
-        f" --out {args.out}")
-    result = {
-        "area": "checkpoint", "quick": args.quick, "machine": machine_info(), "command": cmd,
-        "model": {"params": n_params, "state_bytes": state_bytes, "d_model": d,
-                  "blocks": blocks, "checkpoints": checkpoints, "chunk_bytes": chunk_bytes,
-                  "micro_batch": MICRO_BATCH, "steps_between_checkpoints": STEPS_BETWEEN,
-                  "overhead_phase_steps": OVERHEAD_STEPS},
-        "metrics": metrics, "targets": TARGETS, "summary": summary,
-        "peer_errors": {**systems.errors, **frozen.errors}, "notes": notes,
-        "wall_s": time.perf_counter() - started,
-        "loadavg_1m": {"start": load_start, "end": os.getloadavg()[0]},
-        "runs": runs,
-    }
     print("\nsystem                    blocked(med)  total(med)  bytes/torch.save")
     for key, row in summary.items():
         if "blocked_s_median" in row:
@@ -653,11 +621,16 @@ def main() -> int:
     print("\nmetric                                   value     target")
     for key, value in metrics.items():
         print(f"{key:<40} {value:9.4f} {TARGETS[key]}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=str))
+    recorder.write(
+        metrics, runs,
+        model={"params": n_params, "state_bytes": state_bytes, "d_model": d,
+               "blocks": blocks, "checkpoints": checkpoints, "chunk_bytes": chunk_bytes,
+               "micro_batch": MICRO_BATCH, "steps_between_checkpoints": STEPS_BETWEEN,
+               "overhead_phase_steps": OVERHEAD_STEPS},
+        targets=TARGETS, summary=summary, peer_errors={**systems.errors, **frozen.errors},
+        notes=notes,
+    )
     shutil.rmtree(workdir, ignore_errors=True)
-    print(f"\nwrote {out} in {result['wall_s']:.0f}s", file=sys.stderr)
     return 0
 
 

@@ -23,11 +23,8 @@ median and spread reported. Ratios are the figures.
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -41,9 +38,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from forgeline.quantize import QuantizeConfig, load_quantized, quantize_model, save_quantized
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import Recorder, loadavg, median, parser  # noqa: E402
 
-DEFAULT_OUT = "benchmarks/results/quantize.json"
+from forgeline.quantize import (  # noqa: E402
+    QuantizeConfig,
+    load_quantized,
+    quantize_model,
+    save_quantized,
+)
+
 TARGETS = {
     "int8_wo_rel_metric_loss": "<= 0.005",
     "int8_wo_linear_size_ratio": ">= 3.9",
@@ -54,6 +58,9 @@ TARGETS = {
     "w8a8_rel_metric_loss": "<= 0.01",
     "quantize_s_100m": "< 60",
     "vs_torchao_int8_wo_rel_metric_delta": "report",
+    "demo_quantized_latency_ratio_b1": "<= 1.0",
+    "demo_quantized_latency_ratio_b32": "<= 1.0",
+    "runtime_memory_ratio_int8_wo": "<= 0.5",
 }
 
 warnings.filterwarnings("ignore")
@@ -62,29 +69,11 @@ warnings.filterwarnings("ignore")
 # --- measurement helpers ---------------------------------------------------------------
 
 
-def machine_info() -> dict[str, Any]:
-    import numpy
-
-    info = {
-        "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(), "torch": torch.__version__,
-        "numpy": numpy.__version__, "platform": platform.platform(),
-        "quantized_engine": torch.backends.quantized.engine,
-        "cuda": torch.cuda.is_available(),
-    }
-    try:
-        import torchao
-
-        info["torchao"] = torchao.__version__
-    except Exception as exc:  # noqa: BLE001 - a peer that cannot import is reported
-        info["torchao"] = f"unavailable: {exc}"
-    try:
-        import sklearn
-
-        info["scikit_learn"] = sklearn.__version__
-    except ImportError:
-        info["scikit_learn"] = None
-    return info
+FIXED = {"latency": {"objective": "off"}}
+"""Scheme rows measure the scheme itself; the ``ours_default`` rows keep the latency
+objective on (the library's default)."""
+MODULES = ("torch", "torchao", "sklearn", "numpy")
+"""Versions the harness records (a peer that does not import is recorded with its error)."""
 
 
 def _per_call_ms(fn: Callable[[], Any], iters: int) -> float:
@@ -93,7 +82,7 @@ def _per_call_ms(fn: Callable[[], Any], iters: int) -> float:
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1e3
+    return median(times) * 1e3
 
 
 @torch.inference_mode()
@@ -121,6 +110,8 @@ def add_latency(rows: dict[str, dict[str, Any]], systems: dict[str, nn.Module],
         rows[name][f"latency_b{batch}"] = v
         rows[name][f"speedup_b{batch}"] = statistics.median(
             b / t for b, t in zip(base, v["reps_ms"], strict=True))
+        rows[name][f"latency_ratio_b{batch}"] = statistics.median(
+            t / b for b, t in zip(base, v["reps_ms"], strict=True))
 
 
 def tensor_bytes(t: torch.Tensor) -> int:
@@ -170,6 +161,18 @@ def run_torchao(model: nn.Module, make_cfg: Callable[[], Any]) -> tuple[nn.Modul
         m = copy.deepcopy(model)
         t = time.perf_counter()
         quantize_(m, make_cfg())
+        return m, time.perf_counter() - t, None
+    except Exception as exc:  # noqa: BLE001 - a failing peer is reported with its error
+        return None, 0.0, f"{type(exc).__name__}: {str(exc)[:300]}"
+
+
+def run_torch_ao_dynamic(model: nn.Module) -> tuple[nn.Module | None, float, str | None]:
+    """PyTorch's own ``torch.ao.quantization.quantize_dynamic`` (int8 Linear, fbgemm)."""
+    try:
+        from torch.ao.quantization import quantize_dynamic
+
+        t = time.perf_counter()
+        m = quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)
         return m, time.perf_counter() - t, None
     except Exception as exc:  # noqa: BLE001 - a failing peer is reported with its error
         return None, 0.0, f"{type(exc).__name__}: {str(exc)[:300]}"
@@ -241,17 +244,21 @@ def bench_digits(quick: bool, runs: list[dict[str, Any]]) -> dict[str, Any]:
     g = 64  # 64 input features: the largest int4 group that divides every layer here
     acc = {"metric_higher_is_better": True}
     ours: dict[str, QuantizeConfig] = {
-        "ours_int8_wo": QuantizeConfig(scheme="int8_wo", **acc),
-        f"ours_int4_rtn_g{g}": QuantizeConfig(scheme="int4_rtn", group_size=g, **acc),
-        f"ours_int4_gptq_g{g}": QuantizeConfig(scheme="int4_gptq", group_size=g, **acc),
-        "ours_w8a8": QuantizeConfig(scheme="w8a8", **acc),
-        "ours_w8a8_percentile": QuantizeConfig(scheme="w8a8", activation={
+        "ours_int8_wo": QuantizeConfig(**FIXED, scheme="int8_wo", **acc),
+        f"ours_int4_rtn_g{g}": QuantizeConfig(**FIXED, scheme="int4_rtn", group_size=g, **acc),
+        f"ours_int4_gptq_g{g}": QuantizeConfig(**FIXED, scheme="int4_gptq", group_size=g, **acc),
+        "ours_w8a8": QuantizeConfig(**FIXED, scheme="w8a8", **acc),
+        "ours_w8a8_percentile": QuantizeConfig(**FIXED, scheme="w8a8", activation={
             "observer": "percentile", "percentile_pct": 99.99}, **acc),
-        "ours_w8a8_topk_median": QuantizeConfig(scheme="w8a8", activation={
+        "ours_w8a8_topk_median": QuantizeConfig(**FIXED, scheme="w8a8", activation={
             "observer": "topk_median"}, **acc),
-        "ours_w8a8_pwlq": QuantizeConfig(scheme="w8a8", activation={"quantizer": "pwlq"}, **acc),
-        "ours_w8a8_smoothquant": QuantizeConfig(scheme="w8a8", smoothquant_alpha=0.5, **acc),
-        "ours_mixed_1pct": QuantizeConfig(group_size=g, mixed_precision={
+        "ours_w8a8_pwlq": QuantizeConfig(**FIXED, scheme="w8a8",
+                                         activation={"quantizer": "pwlq"}, **acc),
+        "ours_w8a8_smoothquant": QuantizeConfig(**FIXED, scheme="w8a8", smoothquant_alpha=0.5,
+                                                **acc),
+        "ours_w8a8_smoothquant_auto": QuantizeConfig(**FIXED, scheme="w8a8",
+                                                     smoothquant_alpha="auto", **acc),
+        "ours_mixed_1pct": QuantizeConfig(**FIXED, group_size=g, mixed_precision={
             "enabled": True, "max_rel_metric_loss": 0.01,
             "ladder": ["int4_rtn", "int8_wo", "fp32"]}, **acc),
     }
@@ -280,9 +287,10 @@ def bench_digits(quick: bool, runs: list[dict[str, Any]]) -> dict[str, Any]:
         x = data["test"][0]
         rows["ours_int8_wo"]["save_load_bit_exact"] = bool(
             torch.equal(loaded(x), systems["ours_int8_wo"](x)))
-    peers = {**torchao_peers(g), "optimum_quanto_int8_wo": None}
+    peers = {**torchao_peers(g), "optimum_quanto_int8_wo": None, "torch_ao_dynamic_int8": "ao"}
     for name, make in peers.items():
-        qm, secs, err = run_quanto(model) if make is None else run_torchao(model, make)
+        qm, secs, err = (run_quanto(model) if make is None else run_torch_ao_dynamic(model)
+                         if make == "ao" else run_torchao(model, make))
         if err is not None:
             rows[name] = {"error": err}
             continue
@@ -316,10 +324,11 @@ def bench_latency(quick: bool, runs: list[dict[str, Any]]) -> dict[str, Any]:
     systems: dict[str, nn.Module] = {"fp32": model}
     rows: dict[str, dict[str, Any]] = {"fp32": {}}
     for name, cfg in {
-        "ours_w8a8_fbgemm": QuantizeConfig(scheme="w8a8", backend="fbgemm"),
-        "ours_w8a8_dequant": QuantizeConfig(scheme="w8a8", backend="dequant"),
-        "ours_int8_wo_dequant_cached": QuantizeConfig(scheme="int8_wo", backend="dequant_cached"),
-        "ours_int8_wo_dequant": QuantizeConfig(scheme="int8_wo", backend="dequant"),
+        "ours_w8a8_fbgemm": QuantizeConfig(**FIXED, scheme="w8a8", backend="fbgemm"),
+        "ours_w8a8_dequant": QuantizeConfig(**FIXED, scheme="w8a8", backend="dequant"),
+        "ours_int8_wo_dequant_cached": QuantizeConfig(**FIXED, scheme="int8_wo",
+                                                      backend="dequant_cached"),
+        "ours_int8_wo_dequant": QuantizeConfig(**FIXED, scheme="int8_wo", backend="dequant"),
     }.items():
         try:
             qm, rep = quantize_model(model, cfg, calib)
@@ -354,8 +363,9 @@ def bench_100m(quick: bool, runs: list[dict[str, Any]]) -> dict[str, Any]:
     model = nn.Sequential(*[nn.Linear(2048, 2048) for _ in range(24)]).eval()
     params = sum(p.numel() for p in model.parameters())
     rows: dict[str, dict[str, Any]] = {}
-    for name, cfg in {"ours_int8_wo": QuantizeConfig(scheme="int8_wo"),
-                      "ours_int4_rtn_g128": QuantizeConfig(scheme="int4_rtn", group_size=128)
+    for name, cfg in {"ours_int8_wo": QuantizeConfig(**FIXED, scheme="int8_wo"),
+                      "ours_int4_rtn_g128": QuantizeConfig(**FIXED, scheme="int4_rtn",
+                                                           group_size=128)
                       }.items():
         qm, rep = quantize_model(model, cfg)
         # quantize_s: the whole call (deep copy of the float model included, evals excluded)
@@ -506,19 +516,27 @@ def bench_pipeline_model(model: nn.Module, eval_windows: list[torch.Tensor],
     tune_ppl = perplexity_fn(calib_windows)
     calib = [w[:, :-1] for w in calib_windows]
     base = ppl(model)
+    float_resident = sum(t.numel() * t.element_size()
+                         for t in list(model.parameters()) + list(model.buffers()))
     rows: dict[str, dict[str, Any]] = {"fp32": {"ppl": base, "linear_weight_bytes":
-                                                linear_weight_bytes(model)}}
+                                                linear_weight_bytes(model),
+                                                "resident_bytes": float_resident}}
     systems: dict[str, nn.Module] = {"fp32": model}
     cfgs = {
-        "ours_int8_wo": QuantizeConfig(scheme="int8_wo"),
-        "ours_int4_rtn_g128": QuantizeConfig(scheme="int4_rtn", group_size=128),
-        "ours_int4_rtn_g128_linear_only": QuantizeConfig(scheme="int4_rtn", group_size=128,
+        "ours_int8_wo": QuantizeConfig(**FIXED, scheme="int8_wo"),
+        "ours_int4_rtn_g128": QuantizeConfig(**FIXED, scheme="int4_rtn", group_size=128),
+        "ours_int4_rtn_g128_linear_only": QuantizeConfig(**FIXED, scheme="int4_rtn", group_size=128,
                                                          quantize_embeddings=False),
-        "ours_int4_gptq_g128": QuantizeConfig(scheme="int4_gptq", group_size=128),
-        "ours_w8a8": QuantizeConfig(scheme="w8a8"),
-        "ours_w8a8_pwlq": QuantizeConfig(scheme="w8a8", activation={"quantizer": "pwlq"}),
-        "ours_mixed_1pct": QuantizeConfig(group_size=128, mixed_precision={
+        "ours_int4_gptq_g128": QuantizeConfig(**FIXED, scheme="int4_gptq", group_size=128),
+        "ours_w8a8": QuantizeConfig(**FIXED, scheme="w8a8"),
+        "ours_w8a8_pwlq": QuantizeConfig(**FIXED, scheme="w8a8", activation={"quantizer": "pwlq"}),
+        "ours_mixed_1pct": QuantizeConfig(**FIXED, group_size=128, mixed_precision={
             "enabled": True, "max_rel_metric_loss": 0.01}),
+        # the quantize stage's defaults (QuantizeOptions): mixed precision within 1 %,
+        # group 64, sensitivity on, latency objective on
+        "ours_default": QuantizeConfig(group_size=64, sensitivity={"enabled": True},
+                                       mixed_precision={"enabled": True,
+                                                        "max_rel_metric_loss": 0.01}),
     }
     for name, cfg in cfgs.items():
         mixed = cfg.mixed_precision.enabled
@@ -530,9 +548,14 @@ def bench_pipeline_model(model: nn.Module, eval_windows: list[torch.Tensor],
         p = rep.metric_quantized
         if mixed or p is None:  # mixed precision: judged on the held-out windows
             p = ppl(qm)
+        with torch.inference_mode():
+            qm(eval_windows[0][:, :-1])  # resident bytes after a forward (kernel state in)
         rows[name] = {"ppl": p, "rel_metric_loss": rel_loss(p, base, False),
                       "linear_size_ratio": rep.linear_size_ratio, "quantize_s": rep.quantize_s,
-                      "kernels": sorted(set(qm.kernels.values())), "backend": rep.backend}
+                      "size_ratio": rep.size_ratio, "kernels": sorted(set(qm.kernels.values())),
+                      "backend": rep.backend,
+                      "resident_memory_ratio": qm.resident_bytes() / float_resident,
+                      "latency_objective": rep.latency.model_dump() if rep.latency else None}
         if mixed and rep.mixed_precision is not None:
             mp = rep.mixed_precision
             rows[name] |= {"assignment": mp.assignment, "size_ratio": rep.size_ratio,
@@ -540,8 +563,8 @@ def bench_pipeline_model(model: nn.Module, eval_windows: list[torch.Tensor],
                            "eval_met": rows[name]["rel_metric_loss"] <= 0.01,
                            "evaluations": len(mp.steps)}
         systems[name] = qm
-    for name, make in torchao_peers(128).items():
-        qm, secs, err = run_torchao(model, make)
+    for name, make in {**torchao_peers(128), "torch_ao_dynamic_int8": None}.items():
+        qm, secs, err = run_torch_ao_dynamic(model) if make is None else run_torchao(model, make)
         if err is not None:
             rows[name] = {"error": err}
             continue
@@ -626,6 +649,24 @@ def summarize(digits: dict, latency: dict, big: dict, pipe: dict | None
                      f"holds on held-out data for both models: digits_mlp test split "
                      f"({met_dig}; tuned on its val split), pipeline_transformer held-out "
                      f"validation windows ({met_pipe}; tuned on the calibration windows).")
+        for b in (1, 32):
+            metrics[f"demo_quantized_latency_ratio_b{b}"] = _get(pipe, "ours_default",
+                                                                 f"latency_ratio_b{b}")
+        metrics["demo_quantized_size_ratio"] = _get(pipe, "ours_default", "size_ratio")
+        metrics["demo_quantized_rel_ppl_increase"] = _get(pipe, "ours_default",
+                                                          "rel_metric_loss")
+        metrics["runtime_memory_ratio_int8_wo"] = _get(pipe, "ours_int8_wo",
+                                                       "resident_memory_ratio")
+        metrics["runtime_memory_ratio_demo_default"] = _get(pipe, "ours_default",
+                                                            "resident_memory_ratio")
+        notes.append("demo_quantized_*: pipeline_transformer quantized with the quantize "
+                     "stage's defaults (mixed precision within 1 %, group 64, latency objective "
+                     "on); latency ratio = median over paired, interleaved rounds of quantized "
+                     "÷ float forward time on held-out windows, timed by this script "
+                     "independently of the objective's own timing.")
+        notes.append("runtime_memory_ratio_*: bytes the model holds after a forward "
+                     "(parameters, buffers, kernel state: decoded caches, fbgemm packed "
+                     "weights estimated as rows × cols + 4 × rows) ÷ the float model's.")
         o8, a8 = _get(pipe, "ours_int8_wo", "ppl"), _get(pipe, "torchao_int8_wo", "ppl")
         if o8 is not None and a8 is not None:
             metrics["vs_torchao_int8_wo_rel_ppl_delta_pipeline"] = (o8 - a8) / a8
@@ -634,7 +675,8 @@ def summarize(digits: dict, latency: dict, big: dict, pipe: dict | None
     else:
         why = "pipeline transformer not available (see runs, model pipeline_transformer)"
         for k in ("int4_g128_rel_ppl_increase", "int4_g128_linear_size_ratio",
-                  "mixed_precision_meets_budget"):
+                  "mixed_precision_meets_budget", "demo_quantized_latency_ratio_b1",
+                  "demo_quantized_latency_ratio_b32", "runtime_memory_ratio_int8_wo"):
             not_measured[k] = why
     for k, v in list(metrics.items()):
         if v is None and k not in not_measured:
@@ -662,38 +704,47 @@ def print_table(runs: list[dict[str, Any]], metrics: dict[str, Any]) -> None:
         print(f"{k:<40}{_fmt(v):>12}   target {TARGETS.get(k, '')}")
 
 
+SECTIONS = ("pipeline", "digits", "latency", "100m")
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="smaller sizes, <= 5 minutes")
-    ap.add_argument("--out", default=DEFAULT_OUT)
+    ap = parser("quantize", __doc__)
     ap.add_argument("--model-run", metavar="URL", default=None,
                     help="existing run folder (artifacts/runs/<run>) with train/model.safetensors,"
                     " train/model.json and prepare/manifest.json; default: train one here")
     ap.add_argument("--train-root", metavar="DIR", default=None,
                     help="artifact root to train into and keep (default: a temporary folder, "
                     "removed afterwards); ignored with --model-run")
+    ap.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                    help="which models to run (default: all)")
     args = ap.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
-    started, load_start = time.perf_counter(), os.getloadavg()[0]
-    loads: dict[str, list[float]] = {"start": list(os.getloadavg())}
+    recorder = Recorder("quantize", args, *MODULES)
+    loads: dict[str, list[float]] = {"start": loadavg()}
     runs: list[dict[str, Any]] = []
     # The pipeline model first: training it runs a local Ray cluster, shut down before the
     # latency measurements below start.
     source: dict[str, Any] = {}
     provided = None
-    t = time.perf_counter()
-    try:
-        provided = pipeline_model_provider(args.quick, args.model_run, args.train_root, source)
-    except Exception:  # noqa: BLE001 - keep the other models' results
-        source["error"] = traceback.format_exc()[-1500:]
-    source["provider_s"] = time.perf_counter() - t
-    loads["after_pipeline_model"] = list(os.getloadavg())
-    digits = bench_digits(args.quick, runs)
-    loads["after_digits"] = list(os.getloadavg())
-    latency = bench_latency(args.quick, runs)
-    loads["after_latency"] = list(os.getloadavg())
-    big = bench_100m(args.quick, runs)
-    loads["after_100m"] = list(os.getloadavg())
+    if "pipeline" in args.sections:
+        t = time.perf_counter()
+        try:
+            provided = pipeline_model_provider(args.quick, args.model_run, args.train_root,
+                                               source)
+        except Exception:  # noqa: BLE001 - keep the other models' results
+            source["error"] = traceback.format_exc()[-1500:]
+        source["provider_s"] = time.perf_counter() - t
+        loads["after_pipeline_model"] = loadavg()
+    digits = latency = big = {}
+    if "digits" in args.sections:
+        digits = bench_digits(args.quick, runs)
+        loads["after_digits"] = loadavg()
+    if "latency" in args.sections:
+        latency = bench_latency(args.quick, runs)
+        loads["after_latency"] = loadavg()
+    if "100m" in args.sections:
+        big = bench_100m(args.quick, runs)
+        loads["after_100m"] = loadavg()
     pipe = None
     if provided is not None:
         try:
@@ -701,42 +752,25 @@ def main(argv: list[str] | None = None) -> int:
         except Exception:  # noqa: BLE001 - keep the other models' results
             runs.append({"model": "pipeline_transformer", "system": "all",
                          "error": traceback.format_exc()[-1500:]})
-    loads["end"] = list(os.getloadavg())
+    loads["end"] = loadavg()
     metrics, not_measured, notes = summarize(digits, latency, big, pipe)
-    load_end = os.getloadavg()[0]
     peak = max(v[0] for v in loads.values())
     if peak > 0.75 * (os.cpu_count() or 1):
-        notes.append(f"Machine busy (1-min load {load_start:.1f} at start, {load_end:.1f} at end, "
-                     f"peak sample {peak:.1f}, on {os.cpu_count()} CPUs; shared with other "
-                     "test runs): absolute latencies are noisy; the paired, interleaved "
-                     "ratios are less affected but still uncertain; rerun idle to confirm.")
+        notes.append(f"Machine busy (peak 1-min load sample {peak:.1f} on {os.cpu_count()} "
+                     "CPUs; shared with other test runs): absolute latencies are noisy; the "
+                     "paired, interleaved ratios are less affected but still uncertain.")
     if source.get("error"):
         notes.append("pipeline model could not be obtained: see pipeline_model.error.")
-    else:
+    elif source:
         notes.append(f"pipeline model: {source.get('how')}; run {source.get('run_url')}, "
                      f"{source.get('steps')} steps, train-stage val perplexity "
                      f"{source.get('val_ppl_after')}; see pipeline_model.")
     notes.append("Latency: warm-up calls excluded; systems interleaved A B A B; each repetition "
-                 "takes the median per-call time; speedups are medians of per-repetition "
-                 "fp32/system ratios; spread in runs (min_ms/max_ms/reps_ms).")
-    cmd = "python benchmarks/quantize.py" + (" --quick" if args.quick else "") + (
-        f" --model-run {args.model_run}" if args.model_run else "") + (
-        f" --train-root {args.train_root}" if args.train_root and not args.model_run else "") + (
-        f" --out {args.out}" if args.out != DEFAULT_OUT else "")
-    result = {
-        "area": "quantize", "quick": args.quick, "machine": machine_info(), "command": cmd,
-        "metrics": metrics, "not_measured": not_measured, "targets": TARGETS, "notes": notes,
-        "wall_s": time.perf_counter() - started,
-        "loadavg_1m": {"start": load_start, "end": load_end},
-        "loadavg_1_5_15m": loads,
-        "pipeline_model": source,
-        "runs": runs,
-    }
+                 "takes the median per-call time; speedups and ratios are medians of "
+                 "per-repetition ratios; spread in runs (min_ms/max_ms/reps_ms).")
     print_table(runs, metrics)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=str))
-    print(f"\nwrote {out} in {result['wall_s']:.0f}s", file=sys.stderr)
+    recorder.write(metrics, runs, sections=args.sections, not_measured=not_measured,
+                   targets=TARGETS, notes=notes, loadavg_1_5_15m=loads, pipeline_model=source)
     return 0
 
 

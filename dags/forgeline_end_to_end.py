@@ -7,7 +7,7 @@ chosen ZeRO stage and worker count), trains a small decoder LM with the chosen p
 **Ray Train + DeepSpeed** (2 CPU workers, ZeRO-2 by default), quantizes it after training
 (int8 weight-only by default; the most sensitive layers stay at higher precision so that
 validation perplexity rises by at most `quantize_max_rel_ppl_increase`), and writes an HTML/Markdown
-report. Every artifact lands under
+report. A `validate` task checks the whole configuration first. Every artifact lands under
 `{artifact_root}/runs/{dag_id}__{run_id}/`; the Params below are the demo's defaults
 and make up the trigger form in the Airflow UI.
 """
@@ -25,6 +25,7 @@ from forgeline.operators import (
     ReportOperator,
     StrategySearchOperator,
     TrainOperator,
+    ValidateOperator,
     pipeline_params,
 )
 
@@ -40,12 +41,15 @@ with DAG(
     tags=["forgeline"],
     params=pipeline_params(artifact_root=ARTIFACT_ROOT),
 ) as dag:
-    # Each task reads the run's Params as forgeline.pipeline.PipelineParams and takes its
-    # stage's section; the search skips itself when strategy_search is off.
+    # validate checks the whole configuration first (every problem at once). Each stage
+    # task then reads the run's Params as forgeline.pipeline.PipelineParams and takes its
+    # stage's section; the search skips itself when strategy_search is off. With a Ray
+    # connection (ray_default) train runs as a Ray job and defers; its retries resume.
+    validate = ValidateOperator(task_id="validate")
     prepare = PrepareDatasetOperator(task_id="prepare", from_params=True)
     search = StrategySearchOperator(task_id="search", from_params=True)
     train = TrainOperator(task_id="train", from_params=True, trigger_rule="none_failed")
     quantize = QuantizeOperator(task_id="quantize", from_params=True)
     report = ReportOperator(task_id="report", from_params=True)
 
-    prepare >> search >> train >> quantize >> report
+    validate >> prepare >> search >> train >> quantize >> report

@@ -31,7 +31,7 @@ def test_bad_input_exits_2_naming_the_field(tmp_path, capsys):
     assert "source='file:///nope'" in capsys.readouterr().err
     assert main(["report", "--root", str(tmp_path), "--run-id", "missing"]) == 2
     with pytest.raises(SystemExit):
-        main(["train", "--model-size", "huge", "--run-id", "x"])
+        main(["train", "--model-preset", "huge", "--run-id", "x"])
 
 
 def _parsed(argv: list[str]):
@@ -86,7 +86,7 @@ def test_list_and_nested_flags_reach_the_stage(tmp_path, capsys):
 def test_run_whole_pipeline_tiny(ray_cluster, tmp_path, capsys):
     code = main(["run", "--run-id", "cli", "--artifact-root", str(tmp_path),
                  "--data-max-source-bytes", "200000", "--data-window-tokens", "64",
-                 "--train-model-size", "tiny", "--train-steps", "20",
+                 "--train-model-preset", "tiny", "--train-steps", "20",
                  "--train-micro-batch-size", "8", "--train-eval-samples", "32",
                  "--train-zero-stage", "1", "--train-throttle-enabled"])
     assert code == 0

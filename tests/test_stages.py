@@ -36,4 +36,4 @@ def test_the_pipeline_hands_each_stage_its_tables_model():
 def test_result_models_resolve():
     assert {STAGES[n].result.__name__ for n in STAGES} == {
         "DatasetResult", "StrategyResult", "TrainResult", "WarmupResult", "QuantizeResult",
-        "ReportResult"}
+        "ReportResult", "ExportResult"}

@@ -19,7 +19,7 @@ ROOT = os.environ.get("FORGELINE_EXAMPLE_ROOT", "s3://my-bucket/forgeline")
 with DAG("my_training", schedule=None, tags=["forgeline", "example"]):
     prepare = PrepareDatasetOperator(task_id="prepare", source="builtin:stdlib",
                                      window_tokens=256, artifact_root=ROOT)
-    train = TrainOperator(task_id="train", model_size="base", workers=4, steps=2000,
+    train = TrainOperator(task_id="train", model_preset="base", workers=4, steps=2000,
                           zero_stage=2, checkpoint_every_steps=200,
                           cache={"mode": "on", "capacity_bytes": 2 * 2**30},
                           artifact_root=ROOT)

@@ -6,6 +6,7 @@
     forgeline cache    --run-id R [training options]  # warm a long-lived cache server
     forgeline quantize --run-id R [quantization options]
     forgeline report   --run-id R
+    forgeline export   --run-id R [--targets model checkpoint plan]  # standard formats
     forgeline run      [all options]   # prepare → search → train → quantize → report
 
 The subcommands and their flags are generated from the stage table (``forgeline.stages``)

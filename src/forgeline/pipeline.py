@@ -15,9 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from forgeline.datasets.config import DatasetConfig
 from forgeline.options import Options
-from forgeline.quantize.stage import QuantizeOptions
+from forgeline.quantize.options import QuantizeOptions
 from forgeline.runs import RunLayout, default_artifact_root, new_run_id
-from forgeline.search.stage import StrategyOptions
+from forgeline.search.options import StrategyOptions
 from forgeline.stages import STAGES, NoOptions
 from forgeline.train.config import TrainOptions
 
@@ -63,7 +63,8 @@ class PipelineParams(Options):
         """Search at the run's worker count and ZeRO stage for its global batch."""
         train = self.train
         return StrategyOptions(
-            devices_per_node=train.workers, workers=train.workers, model_size=train.model_size,
+            devices_per_node=train.workers, workers=train.workers, model_size=train.model.preset,
+            model=None if train.model.kind == "preset" else train.model.model_dump(mode="json"),
             seq_len=self.data.window_tokens,
             global_batch_size=train.workers * train.micro_batch_size * train.grad_accum_steps,
             zero_stages=[train.zero_stage], lr=train.lr,

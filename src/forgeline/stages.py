@@ -21,10 +21,11 @@ from pydantic import BaseModel
 from forgeline import storage
 from forgeline.datasets.config import DatasetConfig
 from forgeline.errors import ConfigError
+from forgeline.export.stage import ExportOptions
 from forgeline.options import Options
-from forgeline.quantize.stage import QuantizeOptions
+from forgeline.quantize.options import QuantizeOptions
 from forgeline.runs import RunLayout
-from forgeline.search.stage import StrategyOptions
+from forgeline.search.options import StrategyOptions
 from forgeline.train.config import TrainOptions, default_deepspeed_config
 
 log = logging.getLogger(__name__)
@@ -153,19 +154,31 @@ def report(layout: RunLayout, options: NoOptions | None = None) -> BaseModel:
     return result
 
 
+def export(layout: RunLayout, options: ExportOptions) -> BaseModel:
+    """The run's model, checkpoint and plan in standard formats under ``export/``."""
+    from forgeline.export.stage import export_run
+
+    result = export_run(layout.load()["stages"], options, layout.stage_url("export"))
+    layout.record("export", result.model_dump(mode="json"))
+    return result
+
+
 STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     Stage("prepare", "build the token dataset", DatasetConfig, prepare,
           "forgeline.datasets.config:DatasetResult"),
     Stage("search", "rank parallel strategies; the train stage runs the best", StrategyOptions,
-          search, "forgeline.search.stage:StrategyResult"),
+          search, "forgeline.search.options:StrategyResult"),
     Stage("train", "train with Ray Train + DeepSpeed", TrainOptions, train,
           "forgeline.train.config:TrainResult"),
     Stage("cache", "warm the cache server with the previous run's most important samples",
           TrainOptions, warm, "forgeline.cache.warmup:WarmupResult"),
     Stage("quantize", "post-training quantization of the trained model", QuantizeOptions,
-          quantize, "forgeline.quantize.stage:QuantizeResult"),
+          quantize, "forgeline.quantize.options:QuantizeResult"),
     Stage("report", "write the run's HTML/Markdown report", NoOptions, report,
           "forgeline.reports.result:ReportResult"),
+    Stage("export", "the run's model (Hugging Face GPT-2), checkpoint (safetensors + torch "
+          "DCP) and plan (ds_config.json + launch.sh) in standard formats", ExportOptions,
+          export, "forgeline.export.stage:ExportResult"),
 )}
 """Every stage by name, in pipeline order (``cache`` is optional and runs before ``train``)."""
 

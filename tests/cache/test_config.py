@@ -30,7 +30,8 @@ def test_capacity_above_available_memory_is_refused():
 
 def test_train_options_carry_the_cache_into_the_train_config():
     cache = CacheConfig(capacity_bytes=2**20, substitution_ratio=0.1)
-    config = TrainOptions(cache=cache).to_config("file:///data/manifest.json")
+    config = TrainOptions(cache_mode="on", cache_capacity_bytes=2**20,
+                          cache_substitution_ratio=0.1).to_config("file:///data/manifest.json")
     assert config.cache == cache
     assert TrainOptions().to_config("file:///m.json").cache is None
     round_trip = type(config).model_validate(config.model_dump(mode="json"))

@@ -139,3 +139,35 @@ def test_substitutes_fill_with_the_least_important_cached_when_low_ones_run_out(
     # L = {0, 1}; H scoring below 5: {2, 3, 4}; then the lowest of the rest: 5, 6
     assert set(store.substitutes(7, set(), match="a", below=5.0)) == {("a", k) for k in range(7)}
     assert len(store.substitutes(7, set(), match="a", below=5.0, fill=False)) == 5
+
+
+def test_keep_unread_evicts_only_samples_already_read_this_epoch():
+    store = CacheStore(1_000, "importance", h_fraction=0.9, keep_unread=True)
+    keys = [("ns", k) for k in range(20)]
+    store.set_scores((k, float(k[1])) for k in keys)
+    for key in keys[:9]:  # epoch 0: H fills with 9 samples
+        assert store.put(key, _payload(key[1]))
+    store.set_epoch("ns", 1)  # none of them read yet in epoch 1: all coming hits
+    store.put(keys[15], _payload(15))  # outscores all of them, but evicts none: to L
+    assert store._entries[keys[15]].part == "L"
+    assert all(store._entries[k].part == "H" for k in keys[:9])
+    assert store.get(keys[3]) is not None  # read in epoch 1: may go now
+    store.put(keys[16], _payload(16))
+    assert keys[3] not in store._entries or store._entries[keys[3]].part == "L"
+    assert store._entries[keys[16]].part == "H"
+    assert all(store._entries[k].part == "H" for k in keys[:9] if k != keys[3])
+    assert store.check_accounting()
+
+
+def test_a_sample_pinned_by_two_readers_stays_until_both_read_it():
+    store = CacheStore(300, "lru")  # room for 3 x 100 B
+    for key in range(3):
+        store.put(key, _payload(key))
+    store.pin([0])
+    store.pin([0])  # a second rank planned it too
+    assert store.get(0) is not None  # the first reader
+    store.put(3, _payload(3))  # evicts the oldest unpinned entry, not 0
+    assert 0 in store and 1 not in store
+    assert store._pinned(store._entries[0])
+    assert store.get(0) is not None  # the second reader; now it may go
+    assert not store._pinned(store._entries[0]) and store.check_accounting()

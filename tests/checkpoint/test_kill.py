@@ -1,8 +1,12 @@
 """Crash safety: SIGKILL the writing process at random points, then check that the latest
-committed checkpoint always restores, verifies and holds exactly what was saved.
+committed checkpoint always restores, verifies and holds exactly what was saved — on a local
+folder and through throttled:// (the object-store imitation: no folders made for the writer,
+a latency per request).
 
 A "zygote" subprocess imports everything once and forks one writer per trial, so the ≥ 50
-trials cost milliseconds each instead of an interpreter start-up each.
+trials cost milliseconds each instead of an interpreter start-up each. The kill delays are
+multiples of the measured time to a writer's first commit, so that on a loaded machine the
+kills still land during saving rather than before it.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from forgeline.checkpoint import CheckpointStore
+from forgeline.throttled import throttled_url
 
 TRIALS = 51
 
@@ -73,20 +79,47 @@ def _wait_dead(pid: int) -> None:
         time.sleep(0.01)
 
 
-def test_sigkill_at_random_points_never_breaks_the_latest_checkpoint(tmp_path):
+def _fork_writer(zygote: subprocess.Popen, url: str, mode: str) -> int:
+    zygote.stdin.write(f"{url} {mode}\n")
+    zygote.stdin.flush()
+    return int(zygote.stdout.readline())
+
+
+def _url(tmp_path, url_kind: str, name: str) -> str:
+    url = f"file://{tmp_path}/{name}"
+    if url_kind == "throttled":
+        url = throttled_url(url, latency_s=0.0002, bandwidth_bytes_per_s=1e9,
+                            bucket=f"kill-{os.getpid()}")
+    return url
+
+
+def _first_commit_s(zygote: subprocess.Popen, url: str) -> float:
+    """Seconds from forking a writer to its first committed checkpoint."""
+    started = time.perf_counter()
+    pid = _fork_writer(zygote, url, "async")
+    store = CheckpointStore(url)
+    while store.latest_step() is None and time.perf_counter() - started < 60:
+        time.sleep(0.002)
+    elapsed = time.perf_counter() - started
+    os.kill(pid, signal.SIGKILL)
+    _wait_dead(pid)
+    return elapsed
+
+
+@pytest.mark.parametrize("url_kind", ["file", "throttled"])
+def test_sigkill_at_random_points_never_breaks_the_latest_checkpoint(tmp_path, url_kind):
     zygote = subprocess.Popen([sys.executable, "-c", ZYGOTE], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
     try:
         assert zygote.stdout.readline().strip() == "ready"
+        first_commit_s = _first_commit_s(zygote, _url(tmp_path, url_kind, "calibration"))
         rng = random.Random(1234)
         failures, progressed, latest_seen = [], 0, {}
         for trial in range(TRIALS):
             mode = ("async", "sync-gc", "delta")[trial % 3]
-            url = f"file://{tmp_path}/{mode}"
-            zygote.stdin.write(f"{url} {mode}\n")
-            zygote.stdin.flush()
-            pid = int(zygote.stdout.readline())
-            time.sleep(rng.uniform(0.02, 0.3))
+            url = _url(tmp_path, url_kind, mode)
+            pid = _fork_writer(zygote, url, mode)
+            time.sleep(rng.uniform(0.3, 4.0) * first_commit_s)
             os.kill(pid, signal.SIGKILL)
             _wait_dead(pid)
             store = CheckpointStore(url)
@@ -114,7 +147,8 @@ def test_sigkill_at_random_points_never_breaks_the_latest_checkpoint(tmp_path):
     finally:
         zygote.stdin.close()
         zygote.wait(timeout=30)
-    print(f"\nSIGKILL trials: {TRIALS}, failures: {len(failures)}, trials that committed new "
-          f"checkpoints before the kill: {progressed}, latest steps: {latest_seen}")
+    print(f"\n{url_kind}: first commit after {first_commit_s:.3f} s; SIGKILL trials: {TRIALS}, "
+          f"failures: {len(failures)}, trials that "
+          f"committed new checkpoints before the kill: {progressed}, latest steps: {latest_seen}")
     assert not failures, failures
     assert progressed >= TRIALS // 3  # the kills really landed during saving, not before it

@@ -79,7 +79,8 @@ def test_resume_is_bit_exact_and_export_consolidates(gloo, tiny_dataset, tmp_pat
     engine2, scheduler2 = _engine(seed=1)  # different init: everything must come from the file
     source2 = ShuffledBatches(data, 4, seed=0)
     restored = CheckpointStore(url).restore()
-    step = restore_training_state(restored.state, engine2, scheduler2, source2, 2, 1, 1)
+    step = restore_training_state(restored.state, engine2, scheduler2, source2, 2,
+                                  saved_world_size=1, world_size=1)
     assert step == 3 and engine2.global_steps == 3
     _train(engine2, iter(source2), 4)
     for name, value in engine2.module.state_dict().items():
@@ -96,7 +97,8 @@ def test_resume_is_bit_exact_and_export_consolidates(gloo, tiny_dataset, tmp_pat
         assert value.dtype == torch.float32 and torch.equal(value, at_step3[name].float()), name
 
     with pytest.raises(ConfigError, match="num_workers.*resharding optimizer state"):
-        restore_training_state(restored.state, engine2, scheduler2, source2, 2, 2, 1)
+        restore_training_state(restored.state, engine2, scheduler2, source2, 2,
+                               saved_world_size=2, world_size=1)
 
 
 def test_bad_codec_in_training_options():
@@ -131,9 +133,10 @@ def test_a_changed_zero_stage_is_refused_and_weights_only_resume_works(gloo, tin
     engine0, scheduler0 = _engine(seed=1, zero_stage=0)
     source0 = ShuffledBatches(data, 4, seed=0)
     with pytest.raises(ConfigError, match="zero_stage=0.*ZeRO-2.*resume_optimizer=False"):
-        restore_training_state(state, engine0, scheduler0, source0, 0, 1, 1)
-    step = restore_training_state(state, engine0, scheduler0, source0, 0, 1, 1,
-                                  load_optimizer=False)
+        restore_training_state(state, engine0, scheduler0, source0, 0, saved_world_size=1,
+                               world_size=1)
+    step = restore_training_state(state, engine0, scheduler0, source0, 0, saved_world_size=1,
+                                  world_size=1, load_optimizer=False)
     assert step == 3 and engine0.global_steps == 3
     assert source0.state_dict() == source.state_dict()
     assert scheduler0.state_dict() == scheduler.state_dict()

@@ -13,7 +13,7 @@ def test_the_readme_example_dag_parses_and_its_options_validate(airflow_db):
     dag = bag.get_dag("my_training")
     assert [t.task_id for t in dag.topological_sort()] == ["prepare", "train", "report"]
     train = dag.get_task("train")._options({})
-    assert (train.model_size, train.workers, train.steps, train.zero_stage) == (
+    assert (train.model.preset, train.workers, train.steps, train.zero_stage) == (
         "base", 4, 2000, 2)
     assert train.checkpoint.every_steps == 200
     assert train.cache.mode == "on" and train.cache.capacity_bytes == 2 * 2**30

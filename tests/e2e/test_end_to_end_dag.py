@@ -7,7 +7,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 TINY = {"data_max_source_bytes": 300_000, "data_window_tokens": 64,
-        "train_model_size": "tiny", "train_steps": 30, "train_micro_batch_size": 8,
+        "train_model_preset": "tiny", "train_steps": 30, "train_micro_batch_size": 8,
         "train_eval_samples": 64, "train_lr": 3e-3}
 
 

@@ -1,6 +1,6 @@
 from forgeline.operators import params_from, pipeline_params, pipeline_params_from
 from forgeline.pipeline import PipelineParams
-from forgeline.search.stage import StrategyOptions
+from forgeline.search.options import StrategyOptions
 
 
 def test_params_mirror_the_options_model():
@@ -8,7 +8,7 @@ def test_params_mirror_the_options_model():
     assert "train_manifest_url" not in params and "quantize_model_url" not in params
     assert params["train_steps"].value == 7
     assert params["train_workers"].value == PipelineParams().train.workers
-    assert params["train_model_size"].schema["enum"] == ["tiny", "small", "base", None]
+    assert params["train_model_preset"].schema["enum"] == ["tiny", "small", "base", None]
     assert params["train_zero_stage"].schema == {
         "type": ["integer", "null"], "minimum": 0, "maximum": 3, "title": "Zero stage",
         "section": "Parallelism"}

@@ -10,3 +10,15 @@ def test_airflow_providers_manager_discovers_forgeline():
     modules = [m for entry in info["operators"] for m in entry["python-modules"]]
     assert "forgeline.operators" in modules
     assert {k: info[k] for k in get_provider_info()} == get_provider_info()
+
+
+def test_the_ray_connection_type_hook_trigger_and_links_are_listed():
+    from airflow.providers_manager import ProvidersManager
+
+    manager = ProvidersManager()
+    manager.initialize_providers_hooks()
+    assert manager.hooks["ray"].hook_class_name == "forgeline.operators.hooks.RayHook"
+    info = get_provider_info()
+    triggers = [m for entry in info["triggers"] for m in entry["python-modules"]]
+    assert triggers == ["forgeline.operators.triggers"]
+    assert "forgeline.operators.links.RayJobLink" in info["extra-links"]

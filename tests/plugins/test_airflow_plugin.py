@@ -49,3 +49,13 @@ def test_reports_need_airflow_credentials(dag_run, monkeypatch):
     api = _api(monkeypatch, all_admins=False)
     url = f"/forgeline/dags/{dag_run.dag_id}/runs/{quote(dag_run.run_id, safe='')}/report"
     assert api.get(url).status_code in (401, 403)
+
+
+def test_unknown_runs_are_404_and_there_are_no_open_api_docs(dag_run, monkeypatch):
+    api = _api(monkeypatch, all_admins=True)
+    assert api.get(f"/forgeline/dags/{dag_run.dag_id}/runs/no-such-run/report") \
+        .status_code == 404
+    assert api.get("/forgeline/docs").status_code == 404
+    assert api.get("/forgeline/openapi.json").status_code == 404
+    anonymous = _api(monkeypatch, all_admins=False)
+    assert anonymous.get("/forgeline/docs").status_code in (401, 403, 404)

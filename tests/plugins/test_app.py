@@ -43,3 +43,36 @@ def test_hostile_ids_are_rejected_or_kept_inside_the_root(tmp_path):
     assert nested.status_code in (200, 404)  # 200 only for a folder under the root
     if nested.status_code == 200:
         assert "a__x_.._.._etc" in nested.text
+
+
+def test_unknown_runs_are_404_and_pending_pages_say_the_real_state(tmp_path):
+    def root_for(dag_id: str, run_id: str) -> str:
+        if run_id == "nope":
+            raise LookupError(run_id)
+        return str(tmp_path)
+
+    states = {"r-failed": "failed", "r-running": "running"}
+    client = TestClient(create_app(root_for, state_for=lambda d, r: states.get(r)))
+    assert client.get("/dags/d/runs/nope/report").status_code == 404
+    assert client.get("/dags/d/runs/nope/artifacts/run.json").status_code == 404
+    assert "failed</b> before its <code>report</code>" in \
+        client.get("/dags/d/runs/r-failed/report").text
+    assert "is <b>running</b>" in client.get("/dags/d/runs/r-running/report").text
+    assert client.get("/docs").status_code == 404
+    assert client.get("/openapi.json").status_code == 404
+
+
+def test_the_report_links_every_artifact_and_serves_it_inline(tmp_path):
+    root = str(tmp_path)
+    layout = RunLayout(root, run_name("d", "r"))
+    stages.prepare(layout, DatasetConfig(max_source_bytes=20_000, window_tokens=32))
+    stages.report(layout)
+    client = _client(root)
+    page = client.get("/dags/d/runs/r/report").text
+    assert '<a href="artifacts/prepare/manifest.json">' in page
+    manifest = client.get("/dags/d/runs/r/artifacts/prepare/manifest.json")
+    assert manifest.status_code == 200 and manifest.json()["window_tokens"] == 32
+    assert manifest.headers["content-disposition"].startswith("inline")
+    assert client.get("/dags/d/runs/r/artifacts/prepare/nothing.bin").status_code == 404
+    escaped = client.get("/dags/d/runs/r/artifacts/..%2F..%2Fetc%2Fpasswd")
+    assert escaped.status_code in (400, 404)

@@ -87,3 +87,40 @@ def test_other_bad_inputs():
     with pytest.raises(ValueError, match="percentile_pct"):
         QuantizeConfig(activation={"percentile_pct": 120})
     assert model.calls == 0
+
+
+def test_group_size_one_is_a_config_error():
+    _raises("group_size", 1, lambda: QuantizeConfig(scheme="int4_rtn", group_size=1))
+    _raises("smoothquant_alpha", 1.5, lambda: QuantizeConfig(smoothquant_alpha=1.5))
+    _raises("latency.fallback", ["w8a8"], lambda: QuantizeConfig(latency={"fallback": ["w8a8"]}))
+
+
+def test_evaluator_must_return_a_number():
+    model = CountingMLP()
+    cfg = QuantizeConfig(sensitivity={"enabled": True}, group_size=32,
+                         latency={"objective": "off"})
+    batches = [torch.randn(4, 64)]
+    _raises("eval_fn", None, lambda: quantize_model(model, cfg, batches, lambda m: None))
+    err = _raises("eval_fn", "0.9", lambda: quantize_model(model, cfg, batches, lambda m: "0.9"))
+    assert "real number" in err.reason
+    nan = float("nan")
+    with pytest.raises(ConfigError, match="eval_fn=nan: returned a non-finite"):
+        quantize_model(model, cfg, batches, lambda m: nan)
+    # a one-element tensor is a number
+    _, report = quantize_model(model, cfg, batches, lambda m: torch.tensor(1.0))
+    assert report.metric_float == 1.0
+
+
+def test_divergence_must_return_a_number():
+    model = CountingMLP()
+    cfg = QuantizeConfig(sensitivity={"enabled": True}, group_size=32,
+                         latency={"objective": "off"})
+    _raises("divergence_fn", "far", lambda: quantize_model(
+        model, cfg, [torch.randn(4, 64)], lambda m: 1.0, divergence_fn=lambda a, b: "far"))
+
+
+def test_batches_without_a_tensor_are_a_config_error():
+    model = CountingMLP()
+    with pytest.raises(ConfigError, match="calibration_batches=.*first dimension counts samples"):
+        quantize_model(model, QuantizeConfig(scheme="w8a8"), [["a", "b"]])
+    assert model.calls == 0

@@ -11,7 +11,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from forgeline.quantize import QuantizeConfig, quantize_model
-from forgeline.quantize.qmodules import QuantModule
+from forgeline.quantize.runtime.qmodules import QuantModule
+
+# These tests check the schemes themselves; the latency objective (which may keep slow
+# layers float) has its own tests.
+LATENCY_OFF = {"latency": {"objective": "off"}}
 
 
 class TinyBlock(nn.Module):
@@ -56,7 +60,9 @@ def block() -> TinyBlock:
 def test_each_scheme_on_transformer_block(block, scheme, max_rel_err):
     batches = _tokens(4, seed=1)
     before = {k: v.clone() for k, v in block.state_dict().items()}
-    qmodel, report = quantize_model(block, QuantizeConfig(scheme=scheme, group_size=32), batches)
+    qmodel, report = quantize_model(
+        block, QuantizeConfig(**LATENCY_OFF, scheme=scheme, group_size=32), batches
+    )
     layers = qmodel.layers()
     assert set(layers) == {"emb", "qkv", "proj", "fc1", "fc2", "head"}
     assert all(isinstance(m, QuantModule) for m in layers.values())
@@ -77,8 +83,8 @@ def test_gptq_lowers_output_error_versus_rtn():
     mix = torch.randn(128, 128) / 8  # correlated inputs: where GPTQ's Hessian helps
     batches = [torch.randn(64, 128) @ mix for _ in range(8)]
     cfg = dict(group_size=32, max_calibration_samples=512)
-    rtn, _ = quantize_model(lin, QuantizeConfig(scheme="int4_rtn", **cfg), batches)
-    gptq, _ = quantize_model(lin, QuantizeConfig(scheme="int4_gptq", **cfg), batches)
+    rtn, _ = quantize_model(lin, QuantizeConfig(**LATENCY_OFF, scheme="int4_rtn", **cfg), batches)
+    gptq, _ = quantize_model(lin, QuantizeConfig(**LATENCY_OFF, scheme="int4_gptq", **cfg), batches)
     x = torch.cat(batches)
     with torch.no_grad():
         ref = lin(x)
@@ -92,8 +98,10 @@ def test_smoothquant_helps_activation_channel_outliers():
     scale = torch.ones(64)
     scale[:3] = 80.0  # three outlier input channels, as in LLM activations
     batches = [torch.randn(32, 64) * scale for _ in range(4)]
-    plain, _ = quantize_model(lin, QuantizeConfig(scheme="w8a8"), batches)
-    smooth, rep = quantize_model(lin, QuantizeConfig(scheme="w8a8", smoothquant_alpha=0.5), batches)
+    plain, _ = quantize_model(lin, QuantizeConfig(**LATENCY_OFF, scheme="w8a8"), batches)
+    smooth, rep = quantize_model(
+        lin, QuantizeConfig(**LATENCY_OFF, scheme="w8a8", smoothquant_alpha=0.5), batches
+    )
     x = torch.cat(batches)
     with torch.no_grad():
         ref = lin(x)
@@ -106,8 +114,9 @@ def test_smoothquant_helps_activation_channel_outliers():
 @pytest.mark.parametrize("quantizer", ["uniform", "pwlq"])
 def test_w8a8_activation_options(block, observer, quantizer):
     act = {"observer": observer, "quantizer": quantizer, "percentile_pct": 99.9}
-    qmodel, _ = quantize_model(block, QuantizeConfig(scheme="w8a8", activation=act),
-                               _tokens(3, seed=3))
+    qmodel, _ = quantize_model(
+        block, QuantizeConfig(**LATENCY_OFF, scheme="w8a8", activation=act), _tokens(3, seed=3)
+    )
     x = _tokens(1, seed=4)[0]
     with torch.no_grad():
         out = qmodel(x)
@@ -118,14 +127,25 @@ def test_w8a8_activation_options(block, observer, quantizer):
 
 def test_conv_layers_quantize():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 1),
-                          nn.Flatten(), nn.Linear(16 * 8 * 8, 10))
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 1),
+        nn.Flatten(),
+        nn.Linear(16 * 8 * 8, 10),
+    )
     batches = [torch.randn(4, 3, 8, 8) for _ in range(3)]
     for scheme in ("int8_wo", "w8a8", "int4_gptq"):
-        cfg = QuantizeConfig(scheme=scheme, group_size=2 if scheme.startswith("int4") else 128,
-                             smoothquant_alpha=0.5 if scheme == "w8a8" else None)
+        cfg = QuantizeConfig(
+            **LATENCY_OFF,
+            scheme=scheme,
+            group_size=2 if scheme.startswith("int4") else 128,
+            smoothquant_alpha=0.5 if scheme == "w8a8" else None,
+        )
         if scheme == "int4_gptq":  # 3*3*3 = 27 columns: keep the first conv at int8
-            cfg = QuantizeConfig(scheme=scheme, group_size=8, overrides={"0": "int8_wo"})
+            cfg = QuantizeConfig(
+                **LATENCY_OFF, scheme=scheme, group_size=8, overrides={"0": "int8_wo"}
+            )
         qmodel, _ = quantize_model(model, cfg, batches)
         x = torch.randn(2, 3, 8, 8)
         with torch.no_grad():
@@ -134,7 +154,7 @@ def test_conv_layers_quantize():
 
 
 def test_overrides_keep_layers_float(block):
-    cfg = QuantizeConfig(scheme="int8_wo", overrides={"head": "fp32", "emb": "fp32"})
+    cfg = QuantizeConfig(**LATENCY_OFF, scheme="int8_wo", overrides={"head": "fp32", "emb": "fp32"})
     qmodel, report = quantize_model(block, cfg)
     assert set(qmodel.layers()) == {"qkv", "proj", "fc1", "fc2"}
     by_name = {lr.name: lr for lr in report.layers}

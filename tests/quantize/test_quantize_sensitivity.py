@@ -9,13 +9,18 @@ from torch import nn
 
 from forgeline.quantize import QuantizeConfig, plot_sensitivity, quantize_model
 
+# These tests check the schemes themselves; the latency objective (which may keep slow
+# layers float) has its own tests.
+LATENCY_OFF = {"latency": {"objective": "off"}}
+
 
 def _fragile_mlp() -> nn.Sequential:
     """fc2 (index 2) carries 100x weight outliers in one input column; the function is
     unchanged because that column's input is scaled down 100x in fc1."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
-                          nn.Linear(64, 8))
+    model = nn.Sequential(
+        nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 8)
+    )
     with torch.no_grad():
         model[0].weight[:4] /= 100.0
         model[0].bias[:4] /= 100.0
@@ -40,8 +45,12 @@ def problem():
 
 def test_sensitivity_ranks_the_fragile_layer_first(problem):
     model, batches, eval_fn = problem
-    cfg = QuantizeConfig(scheme="int8_wo", group_size=32,
-                         sensitivity={"enabled": True, "schemes": ["int4_rtn", "int8_wo"]})
+    cfg = QuantizeConfig(
+        **LATENCY_OFF,
+        scheme="int8_wo",
+        group_size=32,
+        sensitivity={"enabled": True, "schemes": ["int4_rtn", "int8_wo"]},
+    )
     _, report = quantize_model(model, cfg, batches, eval_fn)
     for scheme in ("int4_rtn", "int8_wo"):
         losses = {lr.name: lr.sensitivity[scheme].rel_metric_loss for lr in report.layers}
@@ -57,10 +66,19 @@ def test_sensitivity_ranks_the_fragile_layer_first(problem):
 def test_mixed_precision_meets_budget_with_smallest_promotion(problem, budget):
     model, batches, eval_fn = problem
     # all-int4 is far outside the budget, so layers must be promoted
-    _, all4 = quantize_model(model, QuantizeConfig(scheme="int4_rtn", group_size=32), None, eval_fn)
+    _, all4 = quantize_model(
+        model, QuantizeConfig(**LATENCY_OFF, scheme="int4_rtn", group_size=32), None, eval_fn
+    )
     assert all4.rel_metric_loss > budget
-    cfg = QuantizeConfig(group_size=32, mixed_precision={
-        "enabled": True, "max_rel_metric_loss": budget, "ladder": ["int4_rtn", "int8_wo", "fp32"]})
+    cfg = QuantizeConfig(
+        **LATENCY_OFF,
+        group_size=32,
+        mixed_precision={
+            "enabled": True,
+            "max_rel_metric_loss": budget,
+            "ladder": ["int4_rtn", "int8_wo", "fp32"],
+        },
+    )
     qmodel, report = quantize_model(model, cfg, batches, eval_fn)
     mp = report.mixed_precision
     assert mp.met and report.rel_metric_loss <= budget  # measured on the returned model

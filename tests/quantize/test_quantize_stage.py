@@ -55,7 +55,7 @@ def test_stage_writes_a_loadable_artifact_and_honours_the_budget(run_with_model)
 
 def test_fixed_scheme_without_mixed_precision(run_with_model):
     options = QuantizeOptions(scheme="int8_wo", mixed_precision=False, sensitivity=False,
-                              eval_samples=32, calibration_samples=16)
+                              eval_samples=32, calibration_samples=16, latency_objective="off")
     result = pipeline_stages.quantize(run_with_model, options)
     assert result.budget_met is None and result.sensitivity_plot_url is None
     assert set(result.scheme_counts) == {"int8_wo"}

@@ -86,4 +86,65 @@ def test_threaded_server_survives_concurrent_clients_evictions_and_large_values(
     result = stress_server(StressSpec(seconds=4.0, kill_rounds=1))
     assert result.crashes == 0, result.log_findings
     assert result.client_errors == [] and result.wrong_values == 0 and result.accounting_ok
-    assert result.servers == 2 and result.calls > 100
+    assert result.servers == 2 and result.calls >= 6 * 4 * 10  # the unkilled round's floor
+
+
+@pytest.mark.slow
+def test_one_server_per_node_shared_by_jobs_and_replaced_with_a_lost_node(tiny_dataset):
+    """A real head + 2-node cluster (own process, own RAY_TMPDIR and GCS port): each worker
+    reads through its own node's server; a second job joins the same servers; after a node
+    is removed the survivor keeps its server and samples, a new node gets a new, empty one."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = Path(__file__).with_name("multinode_cache.py")
+    short = tempfile.mkdtemp(prefix="fl-mn-", dir="/tmp")  # unix socket paths: <= 107 bytes
+    os.makedirs(os.path.join(short, "ray"))  # where Ray keeps the cluster's address file
+    env = {**os.environ, "RAY_TMPDIR": short}
+    try:
+        run = subprocess.run([sys.executable, str(script), tiny_dataset.manifest_url,
+                              str(port), short], capture_output=True, text=True, env=env,
+                             timeout=480)
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    doc = json.loads(run.stdout.strip().splitlines()[-1])
+    ids, (first, second, third) = doc["ids"], doc["jobs"]
+    for job in (first, second):
+        for name in ("node_a", "node_b"):
+            worker = job["workers"][name]
+            assert worker["worker_node"] == worker["server_node"] == ids[name]
+        assert set(job["per_node"]) == {ids["node_a"], ids["node_b"]}
+    assert first["workers"]["node_a"]["server"] != first["workers"]["node_b"]["server"]
+    assert first["job"] != second["job"]
+    for name in ("node_a", "node_b"):  # the second job joined the same servers, warm
+        assert second["workers"][name]["server"] == first["workers"][name]["server"]
+        assert first["workers"][name]["hits"] == 0 and second["workers"][name]["hits"] == 50
+        assert second["per_node"][ids[name]]["entries"] == 50
+    survivor, fresh = third["workers"]["node_a"], third["workers"]["node_c"]
+    assert survivor["server"] == first["workers"]["node_a"]["server"] and survivor["hits"] == 50
+    assert fresh["worker_node"] == fresh["server_node"] == ids["node_c"] and fresh["hits"] == 0
+    assert set(third["per_node"]) == {ids["node_a"], ids["node_c"]}  # node_b's died with it
+    assert third["per_node"][ids["node_a"]]["hits"] == 100
+
+
+def test_capacity_is_checked_against_the_servers_own_node(ray_cluster):
+    from forgeline.cache import CacheServer, available_memory_bytes
+    from forgeline.errors import ConfigError
+
+    too_much = available_memory_bytes() * 4
+    with pytest.raises(ConfigError, match=f"capacity_bytes={too_much}: above the memory "
+                                          "available on node"):
+        CacheServer(too_much, check_memory=True)
+    server = ray_cluster.remote(CacheServer).options(num_cpus=0).remote(too_much, "lru", 0.9,
+                                                                         True)
+    with pytest.raises(ray_cluster.exceptions.RayActorError, match="above the memory"):
+        ray_cluster.get(server.ping.remote())

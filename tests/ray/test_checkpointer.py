@@ -110,21 +110,93 @@ def test_adaptive_interval_follows_young_daly(tmp_path, monkeypatch):
     ckpt.close()
 
 
-def test_resume_falls_back_to_the_newest_committed_step(tmp_path, monkeypatch):
+def _pointer(tmp_path, url: str, step: int):
     import json
 
+    import ray.train
+
+    folder = tmp_path / f"pointer-{step}"
+    folder.mkdir()
+    (folder / "forgeline_checkpoint.json").write_text(
+        json.dumps({"url": url, "step": step, "world_size": 1}))
+    return ray.train.Checkpoint.from_directory(str(folder))
+
+
+def test_resume_falls_back_to_the_newest_committed_step(tmp_path, monkeypatch):
     import ray.train
 
     url = f"file://{tmp_path}/ck"
     with CheckpointStore(url) as store:
         store.save({"x": torch.ones(2)}, 2)
-    folder = tmp_path / "pointer"
-    folder.mkdir()
-    (folder / "forgeline_checkpoint.json").write_text(
-        json.dumps({"url": url, "step": 3, "world_size": 1}))  # step 3 never committed
-    monkeypatch.setattr(ray.train, "get_checkpoint",
-                        lambda: ray.train.Checkpoint.from_directory(str(folder)))
+    pointer = _pointer(tmp_path, url, 3)  # step 3 never committed
+    monkeypatch.setattr(ray.train, "get_checkpoint", lambda: pointer)
     ckpt = Checkpointer(url, rank=0, world_size=1)
     restored = ckpt.restore()
     assert restored.step == 2 and torch.equal(restored.state["x"], torch.ones(2))
     ckpt.close()
+
+
+@pytest.mark.parametrize("ray_pointer", [None, 5, 10])
+def test_resume_uses_the_newest_committed_step_whatever_ray_registered(
+        tmp_path, monkeypatch, caplog, ray_pointer):
+    import logging
+
+    import ray.train
+
+    url = f"file://{tmp_path}/ck"
+    with CheckpointStore(url) as store:
+        for step in (5, 10, 15):
+            store.save({"x": torch.full((2,), float(step))}, step)
+    with CheckpointStore(url, rank=0, world_size=2) as partial:  # a dead run's half-saved step
+        partial.save({"x": torch.zeros(2)}, 20)
+    pointer = None if ray_pointer is None else _pointer(tmp_path, url, ray_pointer)
+    monkeypatch.setattr(ray.train, "get_checkpoint", lambda: pointer)
+    ckpt = Checkpointer(url, rank=0, world_size=1)
+    with caplog.at_level(logging.INFO, logger="forgeline.ray.checkpointer"):
+        restored = ckpt.restore()
+    assert restored.step == 15 and torch.equal(restored.state["x"], torch.full((2,), 15.0))
+    said = "Ray registered none" if ray_pointer is None else f"Ray's pointer: step {ray_pointer}"
+    assert f"resuming from step 15, the newest committed checkpoint under {url} ({said})" \
+        in caplog.text
+    monkeypatch.setattr(ray.train, "report", lambda *args, **kwargs: None)
+    ckpt.save({"x": torch.ones(2)}, 20)  # the dead run's step 20 was moved aside: saved again
+    ckpt.close()
+    assert CheckpointStore(url).steps() == [5, 10, 15, 20]
+    assert list((tmp_path / "ck" / "abandoned").iterdir())
+
+
+def _resume_after_kill(config):
+    """Attempt 1: step 5 reported to Ray, 10 and 15 committed but never reported (a lagging
+    controller), then the worker dies. Attempt 2 writes down the step it resumed from."""
+    import json
+    import signal as signals
+
+    ckpt = Checkpointer(config["url"], every_steps=5)
+    restored = ckpt.restore()
+    if restored is None:
+        ckpt.save({"x": torch.zeros(1)}, 5)
+        for step in (10, 15):
+            ckpt.store.save({"x": torch.full((1,), float(step))}, step)
+        ckpt.wait()
+        os.kill(os.getpid(), signals.SIGKILL)
+    Path(config["out"]).write_text(json.dumps(
+        {"resumed_step": restored.step, "x": float(restored.state["x"][0])}))
+    ckpt.close()
+
+
+@pytest.mark.slow
+def test_a_worker_killed_after_step_15_resumes_at_15_not_at_rays_pointer(ray_cluster, tmp_path):
+    import json
+
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    url, out = f"file://{tmp_path}/ck", tmp_path / "resumed.json"
+    trainer = TorchTrainer(
+        _resume_after_kill, train_loop_config={"url": url, "out": str(out)},
+        scaling_config=ScalingConfig(num_workers=1),
+        run_config=RunConfig(name="resume-after-kill", storage_path=str(tmp_path / "ray"),
+                             failure_config=FailureConfig(max_failures=1)),
+    )
+    trainer.fit()
+    assert json.loads(out.read_text()) == {"resumed_step": 15, "x": 15.0}

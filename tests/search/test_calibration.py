@@ -27,12 +27,21 @@ A100 = ClusterSpec.preset("a100-80gb", nodes=1)
 
 def test_scaled_cluster_caps_at_one():
     fast = scaled_cluster(A100, 2.0, 2.0)
-    assert max(e for _, e in fast.matmul_efficiency) == 1.0
+    # the preset's matmul ceiling is a measured fraction (MAMF): that is what scales
+    assert fast.matmul_peak_fraction == {"bf16": 1.0, "fp16": 1.0}
+    assert fast.matmul_efficiency == A100.matmul_efficiency
+    assert max(e for _, e in fast.memory_efficiency) == 1.0
     assert fast.intra_node_efficiency == 1.0 and fast.inter_node_efficiency == 1.0
     slow = scaled_cluster(A100, 0.5, 1.0)
-    assert slow.matmul_efficiency[-1][1] == pytest.approx(A100.matmul_efficiency[-1][1] / 2)
-    with pytest.raises(ConfigError):
+    assert slow.matmul_scale("bf16") == pytest.approx(A100.matmul_scale("bf16") / 2)
+    bare = A100.model_copy(update={"matmul_peak_fraction": {}})
+    assert max(e for _, e in scaled_cluster(bare, 2.0).matmul_efficiency) == 1.0
+    assert scaled_cluster(bare, 0.5).matmul_efficiency[-1][1] == pytest.approx(
+        bare.matmul_efficiency[-1][1] / 2)
+    with pytest.raises(ConfigError, match="compute_scale=0.0"):
         scaled_cluster(A100, 0.0)
+    with pytest.raises(ConfigError, match="framework_scale=-1"):
+        scaled_cluster(A100, 1.0, 1.0, -1)
 
 
 def test_recovers_a_known_compute_factor():
@@ -105,3 +114,15 @@ def test_recovers_a_known_framework_factor():
     # a factor nothing depends on stays 1
     only_zero0 = calibrate(obs[:1], cpu, fit_comm=False)
     assert only_zero0.framework_scale == 1.0
+
+
+def test_calibration_applies_to_other_node_counts_and_presets():
+    fit = calibrate(korthikanti_observations(), A100, fit_comm=False)
+    bigger = fit.apply(nodes=16)
+    assert bigger.total_devices == 128
+    assert bigger.matmul_peak_fraction == fit.cluster.matmul_peak_fraction
+    h100 = fit.apply(ClusterSpec.preset("h100"), nodes=4)
+    assert h100.total_devices == 32
+    assert h100.matmul_peak_fraction["fp8"] == pytest.approx(0.709 * fit.compute_scale)
+    with pytest.raises(ConfigError, match="nodes=0"):
+        fit.apply(nodes=0)

@@ -63,3 +63,13 @@ def test_point_to_point_and_host_transfers():
 
 def test_overlap_leaves_only_the_excess():
     assert list(exposed_s(np.array([1.0, 3.0]), 2.0)) == [0.0, 1.0]
+
+
+def test_bucketed_overlap_leaves_the_last_chunk_exposed():
+    from forgeline.search.comm import overlapped_s
+
+    # 10 s in 4 chunks behind 8 s of compute: max(10 - 8, 10 / 4) = 2.5
+    assert float(overlapped_s(10.0, 8.0, 4)) == pytest.approx(2.5)
+    assert float(overlapped_s(10.0, 20.0, 5)) == pytest.approx(2.0)  # plenty of compute
+    assert float(overlapped_s(10.0, 0.0, 5)) == pytest.approx(10.0)  # nothing to hide behind
+    assert float(overlapped_s(10.0, 4.0, 2)) == pytest.approx(6.0)  # the link is the limit

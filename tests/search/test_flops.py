@@ -57,3 +57,25 @@ def test_gpt3_175b_iteration_flops():
 def test_unknown_recompute_mode_is_rejected():
     with pytest.raises(ValueError, match="recompute='sometimes'"):
         recompute_flops_per_iteration(B, S, L, H, "sometimes")
+
+
+def test_grouped_query_and_gated_layer_by_hand():
+    # b=1, s=4, h=8, f=16, kv width 4 (GQA), three MLP matrices (SwiGLU):
+    # projections 2h^2 + 2h kv + 3hf = 128 + 64 + 384 = 576 -> 2bs x 576 = 4608; attention
+    # 4 b s^2 h = 512
+    assert layer_forward_flops(1, 4, 8, 16, kv=4, mlp_matrices=3) == 4608 + 512
+    # kv = h and two matrices is the plain GPT layer
+    assert layer_forward_flops(1, 4, 8, 32, kv=8, mlp_matrices=2) == layer_forward_flops(
+        1, 4, 8, 32)
+
+
+def test_spec_model_flops_of_llama3_8b():
+    from forgeline.search.flops import spec_model_flops
+    from forgeline.search.published import LLAMA3_8B, _llama
+
+    model = _llama("llama3-8b", LLAMA3_8B, 8192, 128256)
+    per_token = float(spec_model_flops(model, 1)) / 8192
+    # 6 x (the layers' matrices + output head) + 12 L h s attention (norm weights do no
+    # matmul work)
+    dense = model.layers * (model.params_per_layer - 2 * 4096) + model.vocab * model.hidden
+    assert per_token == pytest.approx(6 * dense + 12 * 32 * 4096 * 8192, rel=1e-9)

@@ -141,3 +141,66 @@ def test_preset_overrides_are_validated():
     with pytest.raises(ConfigError, match="precision='bf16'"):
         v100.peak_for("bf16")  # Volta has no bf16 tensor cores
     assert b200.peak_for("bf16") == 2.25e15 and b200.peak_for("fp8") == 4.5e15
+
+
+def test_grouped_query_gated_model_counts_by_hand():
+    # h=8, 2 heads of 4, 1 kv head (kv width 4), f=16, SwiGLU, no biases, RMSNorm:
+    # 2h^2 + 2h kv + 3hf = 128 + 64 + 384 = 576 weights + 2 x 8 norm weights = 592
+    m = ModelSpec(layers=1, hidden=8, heads=2, kv_heads=1, ffn_hidden=16, gated_mlp=True,
+                  biases=False, norm="rmsnorm", seq_len=4, vocab=10)
+    assert (m.kv_hidden, m.mlp_matrices, m.params_per_layer) == (4, 3, 592)
+    gpt = ModelSpec(layers=1, hidden=8, heads=2, seq_len=4, vocab=10)
+    assert gpt.kv_heads == 2 and gpt.params_per_layer == 12 * 64 + 13 * 8
+
+
+def test_published_llama_and_mt_nlg_sizes():
+    from forgeline.search.published import LLAMA3_8B, LLAMA3_405B, PUBLISHED_RUNS, _llama
+
+    assert _llama("8b", LLAMA3_8B, 8192, 128256).total_params == 8_030_261_248
+    assert _llama("405b", LLAMA3_405B, 8192, 128256).total_params == pytest.approx(
+        405.85e9, rel=1e-4)
+    mt = next(r for r in PUBLISHED_RUNS if r.family == "megatron-deepspeed").model
+    assert mt.total_params == pytest.approx(530e9, rel=0.01)
+
+
+@pytest.mark.parametrize(("fields", "name"), [
+    ({"kv_heads": 3}, "kv_heads"),  # must divide 4 heads
+    ({"kv_heads": 8}, "kv_heads"),  # more kv than query heads
+    ({"norm": "batchnorm"}, "norm"),
+    ({"heads": 3}, "heads"),  # hidden 64 not divisible
+])
+def test_new_model_fields_reject_bad_values(fields, name):
+    with pytest.raises((ValidationError, ConfigError), match=name):
+        ModelSpec(**{"layers": 2, "hidden": 64, "heads": 4, "seq_len": 16, "vocab": 100,
+                     **fields})
+
+
+@pytest.mark.parametrize(("fields", "name"), [
+    ({"matmul_peak_fraction": {"bf16": 1.5}}, "matmul_peak_fraction"),
+    ({"attention_efficiency": {"flash2": 0.0}}, "attention_efficiency"),
+    ({"nvme_bytes_per_s": -1.0}, "nvme_bytes_per_s"),
+    ({"devices_per_node": 0}, "devices_per_node"),
+])
+def test_new_cluster_fields_reject_bad_values(fields, name):
+    with pytest.raises((ValidationError, ConfigError), match=name):
+        ClusterSpec.preset("h100", **fields)
+
+
+def test_framework_is_a_closed_set_with_profiles():
+    from forgeline.search.profiles import FRAMEWORK_NAMES
+
+    with pytest.raises(ValidationError, match="framework"):
+        TrainingSpec(global_batch_size=8, framework="jax-magic")
+    for name in FRAMEWORK_NAMES:
+        assert TrainingSpec(global_batch_size=8, framework=name).profile.name == name
+    fp8 = TrainingSpec(global_batch_size=8, precision="fp8")
+    assert (fp8.gemm_precision, fp8.attention_precision) == ("fp8", "bf16")
+
+
+def test_presets_carry_sourced_matmul_ceilings():
+    a100, h100 = ClusterSpec.preset("a100-80gb"), ClusterSpec.preset("h100")
+    assert a100.matmul_peak_fraction["bf16"] == 0.869  # MAMF 271.2 / 312
+    assert h100.matmul_peak_fraction["fp8"] == 0.709  # MAMF 1402.6 / 1979
+    # the curve's best point becomes the measured ceiling
+    assert h100.matmul_scale("bf16") * 0.95 == pytest.approx(0.803)
+    assert ClusterSpec.preset("v100-32gb").matmul_scale("fp16") == 1.0  # none measured

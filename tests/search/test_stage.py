@@ -33,6 +33,14 @@ def test_presets_and_unconstrained_zero(tmp_path):
     assert "torch_adam" not in result.deepspeed_config["optimizer"]["params"]
 
 
+def test_a_preset_without_bf16_plans_fp16(tmp_path):
+    options = StrategyOptions(cluster="v100-32gb", devices_per_node=16, model_size="tiny",
+                              seq_len=64, global_batch_size=32)
+    result = plan_strategy(options, f"file://{tmp_path}")
+    assert result.deepspeed_config["fp16"]["enabled"] is True
+    assert result.deepspeed_config["bf16"]["enabled"] is False
+
+
 @pytest.mark.parametrize(("field", "value"), [("cluster", "tpu-v9"), ("zero_stages", [4]),
                                              ("micro_batch_sizes", [0]), ("zero_stages", [])])
 def test_bad_options_fail_at_construction(field, value):

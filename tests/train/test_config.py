@@ -6,10 +6,12 @@ from forgeline.train import TrainConfig, TrainOptions, default_deepspeed_config
 
 def test_options_build_a_deepspeed_config():
     config = TrainOptions(zero_stage=1, micro_batch_size=4, grad_accum_steps=2, steps=50,
-                          model_size="tiny").to_config("file:///m.json")
+                          model_preset="tiny").to_config("file:///m.json")
     assert config.zero_stage == 1 and config.micro_batch_size == 4 and config.grad_accum_steps == 2
     assert config.deepspeed_config["scheduler"]["params"]["total_num_steps"] == 50
-    assert config.model.n_layers == 2
+    assert config.model.kind == "preset" and config.model.preset == "tiny"
+    # the former spelling still means the preset
+    assert TrainOptions(model_size="base").model.preset == "base"
 
 
 def test_a_given_deepspeed_config_is_used_as_is():
@@ -35,8 +37,10 @@ def test_bad_deepspeed_config_names_the_field(change, message):
 def test_bad_options_name_the_field():
     with pytest.raises(ValidationError, match="workers"):
         TrainOptions(workers=0)
-    with pytest.raises(ValidationError, match="model_size"):
+    with pytest.raises(ValidationError, match="model.preset"):
         TrainOptions(model_size="huge")
+    with pytest.raises(ValidationError, match="model.kind"):
+        TrainOptions(model_kind="keras")
 
 
 def test_zero3_turns_the_default_checkpoint_interval_off_but_refuses_an_explicit_one():

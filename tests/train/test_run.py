@@ -32,7 +32,10 @@ def test_two_workers_zero2_loss_decreases_and_model_is_saved(ray_cluster, tiny_d
     assert all(r["tokens_per_s"] > 0 for r in records if "loss" in r)
 
     state = load_file(tmp_path / "train" / "model.safetensors")
-    arch = ModelConfig(**json.loads((tmp_path / "train" / "model.json").read_text()))
+    saved = json.loads((tmp_path / "train" / "model.json").read_text())
+    assert saved["kind"] == "preset" and result.architecture == {
+        k: v for k, v in saved.items() if k != "format"}
+    arch = ModelConfig(**saved["shape"])
     assert arch.seq_len == 64  # taken from the dataset, not re-derived
     model = DecoderLM(arch)
     model.load_state_dict(state)

@@ -54,9 +54,7 @@ class CachedBatches:
                 continue  # the epoch's last partial batch is dropped
             batch.append(index)
             if len(batch) == self.micro_batch:
-                extra = {i: self.sampler.substituted.pop(i) for i in batch
-                         if i in self.sampler.substituted}
-                tokens = self.dataset.get_many(batch, extra)
+                tokens = self.dataset.get_many(batch)
                 indices = torch.tensor(batch, dtype=torch.int64)
                 batch = []
                 yield indices, torch.from_numpy(tokens).long()
@@ -79,11 +77,11 @@ class CachedBatches:
 
     def stats(self) -> dict[str, float]:
         c = self.dataset.counters
-        served = c["hits"] + self.sampler.substitutions
+        served = c["hits"]  # substitutes are read from the cache with their batch: hits too
         requested = max(1.0, served + c["misses"])
         return {
             "epoch": float(self.sampler.epoch),
-            "cache_hits": float(c["hits"]),
+            "cache_hits": float(c["hits"] - self.sampler.substitutions),
             "cache_substitutions": float(self.sampler.substitutions),
             "cache_misses": float(c["misses"]),
             "cache_remote_bytes": float(c["remote_bytes"]),

@@ -105,12 +105,11 @@ class CachedDataset:
             for i in part:
                 self._inflight.pop(i, None)
 
-    def get_many(self, indices: Any, extra: dict[int, bytes] | None = None) -> np.ndarray:
-        """Samples at ``indices`` as ``[len, sample_tokens]`` uint8; ``extra`` holds samples
-        already in hand (e.g. substitutes returned with their data)."""
+    def get_many(self, indices: Any) -> np.ndarray:
+        """Samples at ``indices`` as ``[len, sample_tokens]`` tokens."""
         started = time.perf_counter()
         indices = [int(i) for i in indices]
-        found: dict[int, bytes] = dict(extra or {})
+        found: dict[int, bytes] = {}
         with self._lock:
             for i in indices:
                 if i not in found and i in self._staged:
@@ -141,8 +140,9 @@ class CachedDataset:
             self.counters["wait_s"] += time.perf_counter() - started
         width = self.sample_tokens
         if not indices:
-            return np.empty((0, width), dtype=np.uint8)
-        return np.stack([np.frombuffer(found[i], dtype=np.uint8, count=width) for i in indices])
+            return np.empty((0, width), dtype=self.source.token_dtype)
+        dtype = self.source.token_dtype
+        return np.stack([np.frombuffer(found[i], dtype=dtype, count=width) for i in indices])
 
     def __getitem__(self, index: int) -> np.ndarray:
         return self.get_many([index])[0]

@@ -7,6 +7,11 @@ miss is replaced by a cached low-importance sample (iCache) while the epoch's su
 budget (``substitution_ratio`` × share) lasts; the remaining misses are handed to the
 dataset's background readers, one window ahead of the loop (NoPFS-style clairvoyant
 prefetch). ``substitution_ratio=0`` gives exact epochs: every sample exactly once.
+
+A substitute is never a sample served or on its way in the same epoch (the exclusion set is
+per epoch). ``state_dict`` carries the decisions taken this epoch, and the substitutes are
+drawn with a seed from (seed, epoch, rank, window), so a restored sampler hands out exactly
+the samples an uninterrupted one would, given the same cache contents.
 """
 
 from __future__ import annotations
@@ -57,11 +62,12 @@ class ImportanceSampler(Sampler[int]):
         self.seed, self.ratio, self.window, self.epochs = seed, substitution_ratio, window, epochs
         self.epoch, self.position = 0, 0
         self.substitutions = 0
-        self.substituted: dict[int, bytes] = {}
-        self._yielding: set[int] = set()  # the planned window being handed out
+        self._decisions: dict[int, int] = {}  # this epoch: position -> substitute sample
+        self._planned_upto = 0  # this epoch's positions [0, planned_upto) are decided
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch, self.position = epoch, 0
+        self._decisions, self._planned_upto = {}, 0
 
     def share(self, epoch: int | None = None) -> np.ndarray:
         """This rank's planned samples of ``epoch``, before any substitution."""
@@ -75,53 +81,87 @@ class ImportanceSampler(Sampler[int]):
         micro-batch) so nothing is planned or prefetched that the loop would drop."""
         return self.size // self.world // self.multiple * self.multiple
 
-    def _plan(self, chunk: list[int], budget: int) -> tuple[list[int], int]:
-        """Substitute low-importance misses of ``chunk`` (each cached sample at most once per
-        window, as iCache draws from its L part); prefetch the other misses."""
+    def _plan(self, order: list[int], first: int, budget: int, busy: set[int]) -> int:
+        """Decide the window ``order[first:first + window]`` in place: substitute its
+        low-importance misses by cached low-importance samples not in ``busy`` (this epoch's
+        samples served or on their way), prefetch its other misses; return the budget left.
+        The substitutes' choice is seeded by (seed, epoch, rank, first), so the same cache
+        contents give the same decisions."""
         ds = self.dataset
-        if ds is None:
-            return chunk, budget
+        chunk = order[first : first + self.window]
+        busy.update(chunk)
+        self._planned_upto = first + len(chunk)
+        if ds is None or not chunk:
+            return budget
         cached, low = ds.client.lookup(ds.namespace, chunk)
-        out, plain_misses = list(chunk), []
         wanted = [p for p, i in enumerate(chunk) if not cached[p] and low[p]][:budget]
-        # never a sample already on its way to the loop: its data would be taken twice
-        busy = set(chunk) | self._yielding | set(self.substituted) | ds.pending()
-        subs = ds.client.substitutes(ds.namespace, len(wanted), sorted(busy)) if wanted else {}
-        for p, (sub, data) in zip(wanted, subs.items(), strict=False):
-            out[p] = sub
-            self.substituted[sub] = data
-        budget -= len(subs)
+        subs: list[int] = []
+        if wanted:
+            seed = int(np.random.default_rng((self.seed, self.epoch, self.rank, first))
+                       .integers(2**63))
+            subs = ds.client.substitutes(ds.namespace, len(wanted), sorted(busy), seed)
+        for p, sub in zip(wanted, subs, strict=False):
+            order[first + p] = sub
+            self._decisions[first + p] = sub
+            busy.add(sub)
         self.substitutions += len(subs)
         replaced = set(wanted[: len(subs)])
-        plain_misses = [(i, False) for p, i in enumerate(chunk) if not cached[p]
-                        and p not in replaced]
-        if plain_misses:
-            ds.prefetch([i for i, _ in plain_misses], [c for _, c in plain_misses])
-        return out, budget
+        misses = [i for p, i in enumerate(chunk) if not cached[p] and p not in replaced]
+        if misses:
+            ds.prefetch(misses, [False] * len(misses))
+        return budget - len(subs)
+
+    def _order(self) -> list[int]:
+        """This epoch's order with the decisions taken so far applied."""
+        order = self.share().tolist()
+        for position, sub in self._decisions.items():
+            order[position] = sub
+        return order
+
+    def _resume_prefetch(self, order: list[int]) -> None:
+        """After a restore, the decided but unread misses are announced again."""
+        ds = self.dataset
+        if ds is not None and self._planned_upto > self.position:
+            ds.prefetch(order[self.position : self._planned_upto])
 
     def __iter__(self) -> Iterator[int]:
         while self.epochs is None or self.epoch < self.epochs:
-            share = self.share().tolist()
-            budget = int(self.ratio * len(share)) if self.dataset is not None else 0
-            start = self.position
-            planned, next_first = self._plan(share[start : start + self.window], budget)
-            budget = next_first
-            first = start
-            while first < len(share):
-                following = first + self.window
-                upcoming = share[following : following + self.window]
-                self._yielding = set(planned)
-                after, budget = self._plan(upcoming, budget) if upcoming else ([], budget)
-                for index in planned:
+            order = self._order()
+            budget = (int(self.ratio * len(order)) - len(self._decisions)
+                      if self.dataset is not None else 0)
+            # per epoch (the last epoch's samples do not count): this epoch's decided samples,
+            # the planned ones and their substitutes, as ``_plan`` collected them
+            busy = set(order[: self._planned_upto]) | set(
+                self.share()[: self._planned_upto].tolist())
+            if self.dataset is not None:
+                self.dataset.client.new_epoch(self.dataset.namespace, self.epoch)
+            if self._planned_upto == 0:
+                budget = self._plan(order, 0, budget, busy)
+            else:
+                self._resume_prefetch(order)
+            while self.position < len(order):
+                # one window ahead: decide the next window before handing out this one
+                window_end = min(len(order), (self.position // self.window + 1) * self.window)
+                if self._planned_upto <= window_end and window_end < len(order):
+                    budget = self._plan(order, window_end, budget, busy)
+                while self.position < window_end:
+                    index = order[self.position]
                     self.position += 1
                     yield index
-                planned, first = after, following
-            self.epoch, self.position = self.epoch + 1, 0
+            self.set_epoch(self.epoch + 1)
 
     def state_dict(self) -> dict[str, Any]:
+        """Everything that decides the rest of the order: epoch, position, the positions
+        decided so far this epoch and this epoch's substitutions (a log of the decisions)."""
+        positions = sorted(self._decisions)
         return {"epoch": self.epoch, "position": self.position,
-                "substitutions": self.substitutions}
+                "substitutions": self.substitutions, "planned_upto": self._planned_upto,
+                "sub_positions": positions,
+                "sub_indices": [self._decisions[p] for p in positions]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
         self.substitutions = int(state.get("substitutions", 0))
+        self._planned_upto = int(state.get("planned_upto", 0))
+        self._decisions = {int(p): int(i) for p, i in zip(
+            state.get("sub_positions", []), state.get("sub_indices", []), strict=True)}

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import sys
 import threading
 from typing import Any
 
 import numpy as np
 
-from forgeline.cache.config import CacheConfig
+from forgeline.cache.config import CacheConfig, available_memory_bytes
 from forgeline.cache.importance import ImportanceTable
 from forgeline.cache.store import CacheStore
 from forgeline.errors import ConfigError
@@ -41,8 +42,13 @@ class CacheServer:
     """Store + per-namespace importance; every method takes and returns plain data."""
 
     def __init__(self, capacity_bytes: int, policy: str = "importance",
-                 h_fraction: float = 0.9) -> None:
-        self.store = CacheStore(capacity_bytes, policy, h_fraction)
+                 h_fraction: float = 0.9, check_memory: bool = False,
+                 keep_unread: bool = False) -> None:
+        if check_memory and capacity_bytes > (available := available_memory_bytes()):
+            raise ConfigError("capacity_bytes", capacity_bytes,
+                              f"above the memory available on node {_node_id()} "
+                              f"({available} bytes)")
+        self.store = CacheStore(capacity_bytes, policy, h_fraction, keep_unread)
         self.tables: dict[str, ImportanceTable] = {}
         self.quantiles: dict[str, float] = {}
         self._thresholds: dict[str, tuple[int, float]] = {}
@@ -98,6 +104,10 @@ class CacheServer:
         self.store.pin(k for k, c in zip(keys, cached, strict=True) if c)
         return cached, low.tolist()
 
+    def new_epoch(self, ns: str, epoch: int) -> None:
+        """A reader of ``ns`` started ``epoch`` (for the H part's ``keep_unread``)."""
+        self.store.set_epoch(ns, epoch)
+
     def get_many(self, ns: str, indices: list[int]) -> dict[int, bytes]:
         found = self.store.get_many((ns, int(i)) for i in indices)
         return {key[1]: data for key, data in found.items()}
@@ -105,12 +115,16 @@ class CacheServer:
     def put_many(self, ns: str, items: list[tuple[int, bytes]]) -> int:
         return self.store.put_many(((ns, int(i)), data) for i, data in items)
 
-    def substitutes(self, ns: str, n: int, exclude: list[int]) -> dict[int, bytes]:
-        """Up to ``n`` cached low-importance samples of ``ns`` not in ``exclude``, with data."""
+    def substitutes(self, ns: str, n: int, exclude: list[int],
+                    seed: int | None = None) -> list[int]:
+        """Up to ``n`` cached low-importance samples of ``ns`` not in ``exclude``, pinned
+        until read (the caller reads them with its batch, like planned hits); the random
+        choice is seeded by ``seed``, so the same cache contents give the same answer."""
+        rng = random.Random(seed) if seed is not None else None
         keys = self.store.substitutes(n, {(ns, int(i)) for i in exclude}, match=ns,
-                                      below=self._low_threshold(ns))
-        found = self.store.get_many(keys)
-        return {key[1]: data for key, data in found.items()}
+                                      below=self._low_threshold(ns), rng=rng)
+        self.store.pin(keys)
+        return [key[1] for key in keys]
 
     def feedback(self, ns: str, indices: list[int], losses: list[float]) -> None:
         table = self._table(ns)
@@ -143,6 +157,10 @@ class CacheClient:
 
         return ray.get(getattr(self.server, method).remote(*args))
 
+    def ping(self) -> dict[str, Any]:
+        """The server's settings, process id and node id (where it really runs)."""
+        return self._call("ping")
+
     def register(self, ns: str, size: int, **kwargs: Any) -> bool:
         if not self.remote:
             return self.server.register(ns, size, **kwargs)
@@ -153,14 +171,18 @@ class CacheClient:
     def lookup(self, ns: str, indices: list[int]) -> tuple[list[bool], list[bool]]:
         return self._call("lookup", ns, indices)
 
+    def new_epoch(self, ns: str, epoch: int) -> None:
+        self._call("new_epoch", ns, epoch)
+
     def get_many(self, ns: str, indices: list[int]) -> dict[int, bytes]:
         return self._call("get_many", ns, indices)
 
     def put_many(self, ns: str, items: list[tuple[int, bytes]]) -> int:
         return self._call("put_many", ns, items)
 
-    def substitutes(self, ns: str, n: int, exclude: list[int]) -> dict[int, bytes]:
-        return self._call("substitutes", ns, n, exclude)
+    def substitutes(self, ns: str, n: int, exclude: list[int],
+                    seed: int | None = None) -> list[int]:
+        return self._call("substitutes", ns, n, exclude, seed)
 
     def feedback(self, ns: str, indices: list[int], losses: list[float]) -> None:
         """Fire-and-forget on Ray: the loop never waits for importance bookkeeping."""
@@ -184,31 +206,46 @@ def actor_name(config: CacheConfig, node_id: str) -> str:
 
 
 def connect(config: CacheConfig, node_id: str | None = None) -> CacheClient:
-    """A client of this node's cache server: the shared Ray actor (created on first use) or,
-    for ``server="local"``, a fresh in-process store."""
+    """A client of this node's cache server: the shared Ray actor or, for
+    ``server="local"``, a fresh in-process store.
+
+    Under Ray there is one named, detached server per node (``actor_name``), pinned there by
+    node affinity and found from the caller's own node id: the first caller on a node creates
+    it (its capacity checked against that node's memory), every later worker and job on that
+    node joins it. A dead node's server dies with it; a new node gets a new, empty one.
+    """
     if config.server == "local":
-        return CacheClient(CacheServer(config.capacity_bytes, config.policy, config.h_fraction))
+        return CacheClient(CacheServer(config.capacity_bytes, config.policy, config.h_fraction,
+                                       False, config.h_keep_unread))
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     if not ray.is_initialized():
         ray.init()
     node_id = node_id or ray.get_runtime_context().get_node_id()
+    name = actor_name(config, node_id)
     handle = (
         ray.remote(CacheServer)
         .options(
-            name=actor_name(config, node_id), namespace=ACTOR_NAMESPACE, get_if_exists=True,
+            name=name, namespace=ACTOR_NAMESPACE, get_if_exists=True,
             lifetime="detached", num_cpus=0, max_concurrency=config.server_concurrency,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
         )
-        .remote(config.capacity_bytes, config.policy, config.h_fraction)
+        .remote(config.capacity_bytes, config.policy, config.h_fraction, True,
+                config.h_keep_unread)
     )
     client = CacheClient(handle)
-    info = client._call("ping")
+    try:
+        info = client.ping()
+    except ray.exceptions.RayActorError as exc:
+        cause = getattr(exc, "cause", None) or exc
+        if isinstance(cause, ConfigError) or "ConfigError" in str(exc):
+            raise ConfigError("capacity_bytes", config.capacity_bytes,
+                              f"the cache server {name} did not start: {cause}") from exc
+        raise
     if info["capacity_bytes"] != config.capacity_bytes or info["policy"] != config.policy:
         log.warning("joined the running cache server %s (%s); its settings win over %s",
-                    actor_name(config, node_id), info, config.model_dump(
-                        include={"capacity_bytes", "policy"}))
+                    name, info, config.model_dump(include={"capacity_bytes", "policy"}))
     return client
 
 

@@ -34,14 +34,16 @@ class _Entry:
     crc: int
     part: str  # "H", "L" or "A" (the single part of lru / never_evict)
     version: int
-    pinned_at: int = -1  # put clock when a reader announced it will read it; -1: not pinned
+    pinned_at: int = -1  # put clock of the latest pin; -1: not pinned
+    pins: int = 0  # readers that announced they will read it (each read ends one)
+    read_epoch: int = -1  # the namespace's epoch in which it was last read (or read in)
 
 
 class CacheStore:
     """Thread-safe; ``used_bytes`` is always the exact sum of the stored payloads."""
 
     def __init__(self, capacity_bytes: int, policy: str = "importance",
-                 h_fraction: float = 0.9) -> None:
+                 h_fraction: float = 0.9, keep_unread: bool = False) -> None:
         if capacity_bytes <= 0:
             raise ConfigError("capacity_bytes", capacity_bytes, "must be > 0")
         if policy not in POLICIES:
@@ -60,6 +62,8 @@ class CacheStore:
         self._used = {"H": 0, "L": 0, "A": 0}
         self._versions = itertools.count()
         self._clock = 0  # puts so far: pins older than one turnover of the cache expire
+        self.keep_unread = keep_unread
+        self._epochs: dict[object, int] = {}  # namespace -> its readers' current epoch
         self.counters = dict.fromkeys(
             ("hits", "misses", "inserts", "rejected", "evictions", "corrupt_dropped"), 0
         )
@@ -127,17 +131,33 @@ class CacheStore:
     def pin(self, keys: Iterable[Key]) -> None:
         """Keep these cached samples until they are read: a reader has planned them as hits
         (evicting one in between would put a read on the training loop's critical path).
-        A pin ends at the read, or after ``PIN_TURNOVERS`` x as many puts as the cache holds
-        entries (a reader that went away)."""
+        Pins count: two readers (ranks, jobs) that both planned a sample keep it until both
+        read it. A pin ends at its read, or all pins after ``PIN_TURNOVERS`` x as many puts
+        as the cache holds entries (a reader that went away)."""
         with self._lock:
             for key in keys:
                 entry = self._entries.get(key)
                 if entry is not None:
-                    entry.pinned_at = self._clock
+                    entry.pinned_at, entry.pins = self._clock, entry.pins + 1
 
     def _pinned(self, entry: _Entry) -> bool:
-        return (entry.pinned_at >= 0
+        return (entry.pins > 0
                 and self._clock - entry.pinned_at <= PIN_TURNOVERS * len(self._entries))
+
+    # --- epochs -----------------------------------------------------------------------
+    def set_epoch(self, namespace: object, epoch: int) -> None:
+        """The readers of ``namespace`` started ``epoch`` (the highest one counts)."""
+        with self._lock:
+            self._epochs[namespace] = max(epoch, self._epochs.get(namespace, 0))
+
+    def _epoch_of(self, key: Key) -> int:
+        return self._epochs.get(key[0] if isinstance(key, tuple) else None, 0)
+
+    def _unread(self, key: Key, entry: _Entry) -> bool:
+        """``keep_unread``: not yet read in its namespace's current epoch. Ranks' shares of an
+        epoch are disjoint, so a sample read this epoch is not asked for again until the
+        next one, while an unread one is a coming hit: H evicts read ones first."""
+        return self.keep_unread and entry.read_epoch < self._epoch_of(key)
 
     # --- removal ----------------------------------------------------------------------
     def _remove(self, key: Key) -> _Entry:
@@ -157,7 +177,7 @@ class CacheStore:
 
     # --- admission --------------------------------------------------------------------
     def _insert(self, key: Key, data: bytes, crc: int, part: str) -> None:
-        entry = _Entry(data, crc, part, next(self._versions))
+        entry = _Entry(data, crc, part, next(self._versions), read_epoch=self._epoch_of(key))
         self._entries[key] = entry
         self._used[part] += len(data)
         if part == "H":
@@ -180,7 +200,8 @@ class CacheStore:
                 low = self._heap_min()
                 if low is None or low[0] >= score:
                     break
-                if self._pinned(self._entries[low[1]]):
+                if self._pinned(self._entries[low[1]]) or self._unread(low[1],
+                                                                       self._entries[low[1]]):
                     aside.append(heapq.heappop(self._heap))
                     continue
                 demoted = self._remove(low[1])  # leaves H; keeps its ghost score
@@ -235,7 +256,10 @@ class CacheStore:
                 return None
             if self.policy == "lru":
                 self._lru.move_to_end(key)
-            entry.pinned_at = -1
+            entry.pins = max(0, entry.pins - 1)  # one reader done; others may still come
+            if not entry.pins:
+                entry.pinned_at = -1
+            entry.read_epoch = self._epoch_of(key)
             self.counters["hits"] += 1
             return entry.data
 

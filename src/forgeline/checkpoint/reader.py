@@ -62,7 +62,11 @@ def committed_steps(url: str) -> dict[int, int]:
     found: dict[int, int] = {}
     for step, entry in step_folders(fs, root).items():
         shards: dict[int, set[int]] = {}
-        for shard in fs.ls(entry, detail=False):
+        try:
+            listed = fs.ls(entry, detail=False)
+        except FileNotFoundError:  # deleted by retention meanwhile
+            continue
+        for shard in listed:
             parsed = parse_shard_name(posixpath.basename(shard))
             if parsed:
                 shards.setdefault(parsed[1], set()).add(parsed[0])

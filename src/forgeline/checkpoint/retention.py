@@ -79,7 +79,11 @@ def _retire(url: str, policy: RetentionPolicy) -> tuple[list[int], list[int]]:
     doomed = steps_to_delete(intact, policy)
     for step in doomed:
         folder = step_dir(root, step)
-        for shard in sorted(fs.ls(folder, detail=False), reverse=True):
+        try:
+            shards = fs.ls(folder, detail=False)
+        except FileNotFoundError:  # moved aside or deleted meanwhile
+            continue
+        for shard in sorted(shards, reverse=True):
             with contextlib.suppress(FileNotFoundError):  # never half-visible: one rank gone
                 fs.rm_file(shard)  # and the step is no longer committed
         with contextlib.suppress(OSError, NotImplementedError):

@@ -67,7 +67,7 @@ def capture_training_state(engine: Any, scheduler: Any, source: Any, step: int,
 
 
 def restore_training_state(state: dict[str, Any], engine: Any, scheduler: Any, source: Any,
-                           zero_stage: int, saved_world_size: int, world_size: int,
+                           zero_stage: int, *, saved_world_size: int, world_size: int,
                            load_optimizer: bool = True) -> int:
     """Put ``state`` back into the engine, scheduler, batch source and RNGs; return the step.
 

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from forgeline import storage
 from forgeline.datasets.build import TOKENS_COLUMN
 from forgeline.datasets.config import DatasetManifest
+from forgeline.datasets.tokenizer import numpy_dtype
 from forgeline.errors import ConfigError, IntegrityError
 
 
@@ -24,7 +25,8 @@ def load_manifest(manifest_url: str) -> DatasetManifest:
 
 
 class TokenDataset:
-    """Samples of one split as uint8 arrays of ``sample_tokens``; indexable, picklable.
+    """Samples of one split as arrays of ``sample_tokens`` (the manifest's ``token_dtype``);
+    indexable, picklable.
 
     Reads one Parquet row group per miss and keeps the last ``cached_row_groups`` decoded,
     so sequential and nearby reads touch storage once per group.
@@ -38,6 +40,7 @@ class TokenDataset:
         self.split = split
         self.shards = self.manifest.splits[split].shards
         self._firsts = [s.first_index for s in self.shards]
+        self.token_dtype = numpy_dtype(self.manifest.token_dtype)
         self._base = posixpath.dirname(manifest_url)
         self._cached_row_groups = cached_row_groups
         self._files: dict[int, pq.ParquetFile] = {}
@@ -71,7 +74,7 @@ class TokenDataset:
             self._groups.move_to_end(key)
             return self._groups[key]
         column = self._file(shard).read_row_group(group, columns=[TOKENS_COLUMN]).column(0)
-        flat = np.frombuffer(column.combine_chunks().buffers()[1], dtype=np.uint8)
+        flat = np.frombuffer(column.combine_chunks().buffers()[1], dtype=self.token_dtype)
         rows = flat[: len(column) * self.sample_tokens].reshape(-1, self.sample_tokens)
         self._groups[key] = rows
         if len(self._groups) > self._cached_row_groups:
@@ -86,7 +89,7 @@ class TokenDataset:
     def get_many(self, indices: Any) -> np.ndarray:
         """Samples at ``indices`` stacked into ``[len(indices), sample_tokens]``."""
         return np.stack([self[i] for i in indices]) if len(indices) else np.empty(
-            (0, self.sample_tokens), dtype=np.uint8
+            (0, self.sample_tokens), dtype=self.token_dtype
         )
 
     def verify(self) -> None:

@@ -10,6 +10,13 @@ from the DAG's Params instead, read as ``forgeline.pipeline.PipelineParams`` (th
 end-to-end DAG does this). Artifacts go to ``{artifact_root}/runs/{run}/{stage}/``. A stage
 whose templated ``enabled`` renders false skips itself; downstream stages then fall back to
 their own options.
+
+A stage that runs on Ray (``runs_on_ray``, the train stage) runs as a Ray job when the Ray
+connection ``ray_conn_id`` (default ``ray_default``) exists: the task submits it
+(``forgeline.ray.jobs``), frees its worker slot by deferring to ``RayJobTrigger`` and, once
+the job succeeded, returns the stage's result from ``run.json``. Without that connection
+the stage runs in the task (embedded). Stages with an Asset (dataset, model, quantized
+model) emit an event with the result's key facts as its extra.
 """
 
 from __future__ import annotations
@@ -18,10 +25,12 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 from pydantic import BaseModel, ValidationError
 
 from forgeline.errors import ConfigError, StorageError
+from forgeline.operators.assets import STAGE_ASSETS, asset_extra
+from forgeline.operators.links import RayJobLink, ReportLink
 from forgeline.options import flat_fields, unflatten
 from forgeline.runs import RunLayout, default_artifact_root
 from forgeline.stages import STAGES, Stage
@@ -43,12 +52,17 @@ class StageOperator(BaseOperator):
     """Base of forgeline's operators; see the module docstring."""
 
     stage: ClassVar[str]
+    runs_on_ray: ClassVar[bool] = False
+    """With a Ray connection, run the stage as a Ray job and defer (see the module doc)."""
     template_fields: Sequence[str] = _BASE_FIELDS
     ui_color = "#e8f0fe"
+    operator_extra_links = (ReportLink(),)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.template_fields = (*_BASE_FIELDS, *cls.spec().options.model_fields)
+        if cls.runs_on_ray:
+            cls.operator_extra_links = (ReportLink(), RayJobLink())
 
     @classmethod
     def spec(cls) -> Stage:
@@ -61,14 +75,19 @@ class StageOperator(BaseOperator):
         forgeline_run_id: str | None = None,
         enabled: bool | str = True,
         from_params: bool = False,
+        ray_conn_id: str | None = "ray_default",
         **kwargs: Any,
     ) -> None:
         model = self.spec().options
         accepted = set(model.model_fields) | {f.name for f in flat_fields(model)}
         given = {k: kwargs.pop(k) for k in list(kwargs) if k in accepted}
+        if self.stage in STAGE_ASSETS and "outlets" not in kwargs:
+            kwargs["outlets"] = [STAGE_ASSETS[self.stage][0]]
         super().__init__(**kwargs)
         self.artifact_root, self.forgeline_run_id = artifact_root, forgeline_run_id
         self.enabled, self.from_params = enabled, from_params
+        self.ray_conn_id = ray_conn_id
+        self.ray_job_url: str | None = None
         for name, value in unflatten(model, given).items():
             setattr(self, name, value)
         for name in model.model_fields:
@@ -102,8 +121,52 @@ class StageOperator(BaseOperator):
         if options is None:
             raise AirflowSkipException(f"{self.task_id}: switched off by the DAG's Params")
         self.log.info("forgeline %s → %s", self.stage, layout.stage_url(self.stage))
+        if self.runs_on_ray:
+            from forgeline.operators.hooks import RayHook
+
+            hook = RayHook.find(self.ray_conn_id)
+            if hook is not None:
+                self._submit_and_defer(hook, layout, options, context)
         try:
-            result = self.spec().run(layout, options)
+            result = self.spec().run(layout, options).model_dump(mode="json")
         except (ConfigError, StorageError) as exc:
             raise AirflowFailException(f"{self.task_id}: {exc}") from exc
-        return result.model_dump(mode="json")
+        return self._emit(context, layout, result)
+
+    def _submit_and_defer(self, hook: Any, layout: RunLayout, options: BaseModel,
+                          context: Any) -> None:
+        from forgeline.operators.triggers import RayJobTrigger
+        from forgeline.ray.jobs import StageJob, submit_stage
+
+        cluster = hook.cluster()
+        job = StageJob(self.stage, layout, options, attempt=int(context["ti"].try_number))
+        submission_id = submit_stage(cluster, job)
+        self.ray_job_url = cluster.job_url(submission_id)
+        self.log.info("forgeline %s runs as Ray job %s: %s", self.stage, submission_id,
+                      self.ray_job_url)
+        self.defer(trigger=RayJobTrigger(hook.ray_conn_id, submission_id),
+                   method_name="execute_complete")
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        """The Ray job ended: its stage result from ``run.json``, or a (retryable) failure."""
+        from forgeline.operators.hooks import RayHook
+
+        submission_id, status = event["submission_id"], event["status"]
+        hook = RayHook.find(self.ray_conn_id)
+        self.ray_job_url = hook.cluster().job_url(submission_id) if hook else None
+        if status != "SUCCEEDED":
+            raise AirflowException(f"{self.task_id}: Ray job {submission_id} ended {status}: "
+                                   f"{event.get('message', '')}")
+        layout = self.layout(context)
+        result = layout.load()["stages"].get(self.stage)
+        if result is None:
+            raise AirflowException(f"{self.task_id}: Ray job {submission_id} succeeded but "
+                                   f"{layout.run_json_url} has no {self.stage} result")
+        return self._emit(context, layout, result)
+
+    def _emit(self, context: Any, layout: RunLayout, result: dict[str, Any]) -> dict[str, Any]:
+        """Attach the stage's Asset event extra (if it has an Asset); return the result."""
+        if self.stage in STAGE_ASSETS:
+            asset = STAGE_ASSETS[self.stage][0]
+            context["outlet_events"][asset].extra = asset_extra(self.stage, result, layout)
+        return result

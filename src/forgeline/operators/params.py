@@ -14,7 +14,7 @@ from typing import Any
 from airflow.sdk import Param
 from pydantic import BaseModel
 
-from forgeline.options import FlatField, flat_fields, unflatten
+from forgeline.options import FlatField, flat_fields
 from forgeline.pipeline import PipelineParams
 
 _JSON_TYPES = {"bool": "boolean", "int": "integer", "float": "number", "str": "string",
@@ -86,6 +86,6 @@ def pipeline_params(**defaults: Any) -> dict[str, Param]:
 def pipeline_params_from(values: Mapping[str, Any]) -> PipelineParams:
     """Validate a DAG run's Params as ``PipelineParams``: null means the default; unknown
     keys and every bad value are reported together."""
-    optional = {f.name for f in flat_fields(PipelineParams) if f.optional}
-    given = {k: v for k, v in values.items() if v is not None or k in optional}
-    return PipelineParams.model_validate(unflatten(PipelineParams, given))
+    from forgeline.preflight import edge_values
+
+    return PipelineParams.model_validate(edge_values(values))

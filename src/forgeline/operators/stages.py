@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from forgeline.operators.base import StageOperator
 
 
@@ -28,9 +30,18 @@ class WarmCacheOperator(StageOperator):
 
 class TrainOperator(StageOperator):
     """Train on the run's dataset with Ray Train + DeepSpeed; kwargs are
-    ``forgeline.train.TrainOptions`` fields (sections: checkpoint, cache, throttle)."""
+    ``forgeline.train.TrainOptions`` fields (sections: checkpoint, cache, throttle).
+
+    With the Ray connection ``ray_conn_id`` it runs as a Ray job and defers. Retries
+    (default 2) resume from the newest committed checkpoint (``checkpoint_resume``)."""
 
     stage = "train"
+    runs_on_ray = True
+
+    def __init__(self, **kwargs: object) -> None:
+        kwargs.setdefault("retries", 2)
+        kwargs.setdefault("retry_delay", timedelta(seconds=10))
+        super().__init__(**kwargs)
 
 
 class QuantizeOperator(StageOperator):
@@ -45,8 +56,15 @@ class ReportOperator(StageOperator):
     stage = "report"
 
 
+class ExportOperator(StageOperator):
+    """Export the run's model, checkpoint and plan in standard formats; kwargs are
+    ``forgeline.export.ExportOptions`` fields."""
+
+    stage = "export"
+
+
 STAGE_OPERATORS: dict[str, type[StageOperator]] = {
     op.stage: op for op in (PrepareDatasetOperator, StrategySearchOperator, WarmCacheOperator,
-                            TrainOperator, QuantizeOperator, ReportOperator)
+                            TrainOperator, QuantizeOperator, ReportOperator, ExportOperator)
 }
 """The operator of every stage in ``forgeline.stages.STAGES``."""

@@ -3,6 +3,7 @@ adds a "forgeline report" tab to every DAG run page.
 
 A run's artifact root is the one it used: its trigger conf's ``artifact_root``, else the
 DAG's ``artifact_root`` Param default, else ``$FORGELINE_ARTIFACT_ROOT`` / ``./artifacts``.
+A DAG run Airflow does not know is a 404; a run without a report shows its real state.
 Access needs the same permission as reading the DAG run in Airflow.
 """
 
@@ -26,7 +27,9 @@ def airflow_root_for(dag_id: str, run_id: str) -> str:
 
     with create_session() as session:
         dag_run = session.query(DagRun).filter_by(dag_id=dag_id, run_id=run_id).one_or_none()
-        conf_root = (dag_run.conf or {}).get("artifact_root") if dag_run else None
+        if dag_run is None:
+            raise LookupError(f"{dag_id}/{run_id}")
+        conf_root = (dag_run.conf or {}).get("artifact_root")
         if conf_root:
             return str(conf_root)
         serialized = SerializedDagModel.get(dag_id, session=session)
@@ -38,6 +41,17 @@ def airflow_root_for(dag_id: str, run_id: str) -> str:
     return default_artifact_root()
 
 
+def airflow_state_of(dag_id: str, run_id: str) -> str | None:
+    """The DAG run's state in Airflow's metastore (``running``, ``failed`` …)."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        dag_run = session.query(DagRun).filter_by(dag_id=dag_id, run_id=run_id).one_or_none()
+        return str(dag_run.state.value if hasattr(dag_run.state, "value") else dag_run.state) \
+            if dag_run is not None and dag_run.state is not None else None
+
+
 class ForgelinePlugin(AirflowPlugin):
     name = "forgeline"
     fastapi_apps = [
@@ -45,6 +59,7 @@ class ForgelinePlugin(AirflowPlugin):
             "app": create_app(
                 airflow_root_for,
                 dependencies=[requires_access_dag("GET", DagAccessEntity.RUN)],
+                state_for=airflow_state_of,
             ),
             "url_prefix": URL_PREFIX,
             "name": "forgeline reports",

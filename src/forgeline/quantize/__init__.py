@@ -1,8 +1,9 @@
 """Post-training quantization: calibrated int8/int4 schemes, sensitivity and
-accuracy-aware mixed precision, safetensors export, a light loader, runtime backends.
+accuracy- and latency-aware mixed precision (the algorithm side, here), plus
+``forgeline.quantize.runtime`` (layers, kernels, export, loader; torch + safetensors only).
 
-Names are imported lazily so that ``forgeline.quantize.loader`` (torch + safetensors
-only) can be used for inference without pydantic or the training stack.
+Names are imported lazily so that ``forgeline.quantize.runtime`` can be used for inference
+without pydantic or the training stack.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ _EXPORTS = {
     "SCHEMES": "config",
     "QuantizeReport": "report",
     "LayerReport": "report",
-    "QuantizedModel": "qmodel",
-    "save_quantized": "export",
-    "load_quantized": "loader",
-    "read_map": "loader",
+    "QuantizedModel": "runtime",
+    "save_quantized": "runtime",
+    "load_quantized": "runtime",
+    "read_map": "runtime",
     "available_backends": "runtime",
     "plot_sensitivity": "sensitivity",
 }
@@ -63,12 +64,15 @@ if TYPE_CHECKING:
         QuantizeConfig,
         SensitivityConfig,
     )
-    from forgeline.quantize.export import save_quantized
-    from forgeline.quantize.loader import load_quantized, read_map
     from forgeline.quantize.options import QuantizeOptions, QuantizeResult, SchemeName
-    from forgeline.quantize.qmodel import QuantizedModel
     from forgeline.quantize.report import LayerReport, QuantizeReport
-    from forgeline.quantize.runtime import available_backends
+    from forgeline.quantize.runtime import (
+        QuantizedModel,
+        available_backends,
+        load_quantized,
+        read_map,
+        save_quantized,
+    )
     from forgeline.quantize.sensitivity import plot_sensitivity
     from forgeline.quantize.stage import quantize_stage
 

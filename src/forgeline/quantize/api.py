@@ -1,4 +1,10 @@
-"""``quantize_model``: calibrate, quantize, measure; the one entry point of the stage."""
+"""``quantize_model``: calibrate, quantize, measure; the one entry point of the stage.
+
+The steps, in order: check the inputs and plan each layer's candidate schemes; calibrate
+(the statistics those schemes need); measure sensitivity and choose the mixed-precision
+assignment within the accuracy budget; apply the latency objective; build the returned
+model on its backend; report.
+"""
 
 from __future__ import annotations
 
@@ -6,37 +12,43 @@ import copy
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
 from forgeline.errors import ConfigError
 from forgeline.quantize import calibrate
-from forgeline.quantize.architecture import describe, type_name
 from forgeline.quantize.config import SCHEMES, QuantizeConfig
-from forgeline.quantize.observers import ChannelAbsMaxObserver, HessianObserver, RangeObserver
-from forgeline.quantize.qmodel import QuantizedModel
-from forgeline.quantize.qmodules import QuantModule
-from forgeline.quantize.report import LayerReport, QuantizeReport
+from forgeline.quantize.latency import LatencyTask, apply_latency_objective
+from forgeline.quantize.report import LatencyReport, LayerReport, QuantizeReport
+from forgeline.quantize.runtime.architecture import describe, type_name
+from forgeline.quantize.runtime.backends import kernel_summary, resolve_backend
+from forgeline.quantize.runtime.qmodel import QuantizedModel
+from forgeline.quantize.runtime.qmodules import QuantModule
 from forgeline.quantize.schemes import (
     LayerStats,
     check_layer,
     quantizable_layers,
     scheme_for,
-    smooth_scale,
-    smoothquant_applies,
+    skipped_layers,
 )
 from forgeline.quantize.sensitivity import (
+    Divergence,
     LayerBank,
-    OutputKL,
+    OutputDivergence,
+    as_metric,
     choose_mixed_precision,
     measure_sensitivity,
     rel_metric_loss,
 )
+from forgeline.quantize.stats import collect_stats, needs_of
 
 log = logging.getLogger(__name__)
 
 EvalFn = Callable[[nn.Module], float]
+"""``eval_fn(model) -> float``: the task metric of a model (a real, finite number)."""
 
 
 def load_float_state(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
@@ -64,64 +76,88 @@ def load_float_state(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -
     model.load_state_dict(state_dict, strict=True)
 
 
-def _collect_stats(
-    model: nn.Module,
-    layers: dict[str, nn.Module],
-    needs: dict[str, set[str]],
-    batches: list,
-    config: QuantizeConfig,
-) -> dict[str, LayerStats]:
-    """One calibration pass (two with SmoothQuant) feeding the observers layers need."""
-    act = config.activation
-    stats = {n: LayerStats() for n in layers}
-    obs: dict[str, list] = {}
-    sq = config.smoothquant_alpha is not None
-    for name, need in needs.items():
-        m = layers[name]
-        if "hessian" in need and _gptq_capable(m):
-            obs.setdefault(name, []).append(HessianObserver(m))
-        if "ranges" in need and not isinstance(m, nn.Embedding):
-            if sq and smoothquant_applies(m):
-                ch = -1 if isinstance(m, nn.Linear) else 1
-                obs.setdefault(name, []).append(ChannelAbsMaxObserver(ch))
-            else:
-                obs.setdefault(name, []).append(
-                    RangeObserver(act.topk, act.sample_values_per_batch)
-                )
-    if obs:
-        calibrate.observe(model, batches, obs)
-    transforms, second = {}, {}
-    for name, olist in obs.items():
-        for o in olist:
-            if isinstance(o, HessianObserver):
-                stats[name].hessian = o.h
-            elif isinstance(o, RangeObserver):
-                stats[name].ranges = o
-            elif isinstance(o, ChannelAbsMaxObserver):
-                s = smooth_scale(o.absmax, layers[name].weight, config.smoothquant_alpha)
-                stats[name].smooth_scale = s
-                transforms[name] = (
-                    (lambda x, _s=s: x / _s)
-                    if isinstance(layers[name], nn.Linear)
-                    else (lambda x, _s=s: x / _s.view(1, -1, *([1] * (x.dim() - 2))))
-                )
-                second[name] = [RangeObserver(act.topk, act.sample_values_per_batch)]
-    if second:  # activation ranges after SmoothQuant's division
-        calibrate.observe(model, batches, second, transforms)
-        for name, (o,) in second.items():
-            stats[name].ranges = o
-    return stats
+class _Clock:
+    """Runs the metric and divergence functions and adds up the time they take."""
+
+    def __init__(self, eval_fn: EvalFn | None) -> None:
+        self.eval_fn, self.seconds = eval_fn, 0.0
+
+    def run(self, fn: Callable[[nn.Module], Any], model: nn.Module) -> Any:
+        started = time.perf_counter()
+        with torch.no_grad():
+            value = fn(model)
+        self.seconds += time.perf_counter() - started
+        return value
+
+    def metric(self, model: nn.Module) -> float:
+        return as_metric(self.run(self.eval_fn, model))
 
 
-def _gptq_capable(m: nn.Module) -> bool:
-    """GPTQ needs the columns the weight sees: Linear, or ungrouped Conv with int padding."""
-    if isinstance(m, nn.Linear):
-        return True
-    return isinstance(m, nn.Conv1d | nn.Conv2d) and m.groups == 1 and not isinstance(m.padding, str)
+@dataclass
+class _Plan:
+    """Each layer's default scheme, every scheme it may be tried with, what they need."""
+
+    layers: dict[str, nn.Module]
+    default: dict[str, str]
+    candidates: dict[str, set[str]]
+    needs: dict[str, set[str]]
+    skipped: dict[str, str]
 
 
-def _needs(scheme: str) -> set[str]:
-    return {"w8a8": {"ranges"}, "int4_gptq": {"hessian"}}.get(scheme, set())
+@dataclass
+class _Outcome:
+    """What the report is built from."""
+
+    model: nn.Module
+    qmodel: QuantizedModel
+    config: QuantizeConfig
+    plan: _Plan
+    assignment: dict[str, str]
+    bank: LayerBank
+    batches: list
+    quantize_s: float
+    eval_s: float
+    metric_float: float | None = None
+    metric_quantized: float | None = None
+    sensitivity: dict = field(default_factory=dict)
+    mixed: Any = None
+    latency: LatencyReport | None = None
+    divergence_name: str | None = None
+    float_resident_bytes: int = 0
+
+
+def _plan(model: nn.Module, config: QuantizeConfig, eval_fn: EvalFn | None,
+          with_batches: bool) -> _Plan:
+    """Check model, schemes and layers against the config; raise before any work."""
+    if not isinstance(model, nn.Module):
+        raise ConfigError("model", type(model).__name__, "must be a torch.nn.Module")
+    layers = quantizable_layers(model, config)
+    if not layers:
+        raise ConfigError(
+            "model", type(model).__name__, "has no Linear/Conv1d/Conv2d/Embedding layer to quantize"
+        )
+    sens, mp = config.sensitivity, config.mixed_precision
+    default = {n: scheme_for(n, config) for n in layers}
+    extra: set[str] = set()
+    if sens.enabled or mp.enabled:
+        if eval_fn is None:
+            raise ConfigError(
+                "eval_fn", None,
+                "sensitivity and mixed precision need a metric function eval_fn(model) -> float",
+            )
+        extra |= set(sens.schemes) if sens.enabled else set()
+        extra |= set(mp.ladder) if mp.enabled else set()
+    candidates = {n: {default[n]} | extra for n in layers}
+    for n, schemes in candidates.items():
+        for s in sorted(schemes):
+            check_layer(n, layers[n], s, config)
+    needs = {n: set().union(*(needs_of(s) for s in schemes)) for n, schemes in candidates.items()}
+    if config.latency.objective != "off" and with_batches and "w8a8" in config.latency.fallback:
+        for n, m in layers.items():  # ranges for a W8A8 fallback of a slow Linear
+            if isinstance(m, nn.Linear):
+                needs[n].add("ranges")
+    return _Plan(layers, default, candidates, {n: v for n, v in needs.items() if v},
+                 skipped_layers(model, config))
 
 
 def quantize_model(
@@ -131,212 +167,174 @@ def quantize_model(
     eval_fn: EvalFn | None = None,
     *,
     state_dict: Mapping[str, torch.Tensor] | None = None,
+    divergence_fn: Divergence | None = None,
 ) -> tuple[QuantizedModel, QuantizeReport]:
     """Quantize ``model`` (left untouched) per ``config``; return the model and a report.
 
     ``calibration_batches``: input batches (see :mod:`forgeline.quantize.calibrate`);
-    needed by ``w8a8`` / ``int4_gptq`` and KL sensitivity. ``eval_fn(model) -> float``:
-    the metric (direction: ``config.metric_higher_is_better``); needed for sensitivity
-    and mixed precision, optional otherwise. ``state_dict``: a float checkpoint to load
-    into ``model`` first. Every input is checked before any work starts.
+    needed by ``w8a8`` / ``int4_gptq``, by the sensitivity divergence and for the latency
+    objective's timing inputs. ``eval_fn(model) -> float``: the task metric (direction:
+    ``config.metric_higher_is_better``); needed for sensitivity and mixed precision,
+    optional otherwise. ``state_dict``: a float checkpoint to load into ``model`` first.
+    ``divergence_fn(float_output, quantized_output) -> float``: the per-layer output
+    divergence of the sensitivity table (default: KL of softmax outputs). Every input is
+    checked before any work starts.
     """
     config.check()
-    if not isinstance(model, nn.Module):
-        raise ConfigError("model", type(model).__name__, "must be a torch.nn.Module")
-    if state_dict is not None:
+    if state_dict is not None and isinstance(model, nn.Module):
         load_float_state(model, state_dict)
-    layers = quantizable_layers(model, config)
-    if not layers:
-        raise ConfigError(
-            "model", type(model).__name__, "has no Linear/Conv1d/Conv2d/Embedding layer to quantize"
-        )
-    sens_cfg, mp_cfg = config.sensitivity, config.mixed_precision
-    plan = {n: scheme_for(n, config) for n in layers}
-    candidates = {n: {plan[n]} for n in layers}
-    if mp_cfg.enabled:
-        for n in layers:
-            candidates[n] |= set(mp_cfg.ladder)
-    if sens_cfg.enabled or mp_cfg.enabled:
-        extra = set(sens_cfg.schemes) | (set(mp_cfg.ladder) - {"fp32"} if mp_cfg.enabled else set())
-        for n in layers:
-            candidates[n] |= extra
-        if eval_fn is None:
-            raise ConfigError(
-                "eval_fn",
-                None,
-                "sensitivity and mixed precision need a metric function eval_fn(model) -> float",
-            )
-    for n, schemes in candidates.items():
-        for s in sorted(schemes):
-            check_layer(n, layers[n], s, config)
-    needs = {n: set().union(*(_needs(s) for s in schemes)) for n, schemes in candidates.items()}
-    needs = {n: v for n, v in needs.items() if v}
-    need_data = bool(needs)
+    plan = _plan(model, config, eval_fn, calibration_batches is not None)
     batches: list = []
-    if calibration_batches is not None or need_data:
+    if calibration_batches is not None or plan.needs:
         batches = calibrate.take_batches(calibration_batches, config.max_calibration_samples)
-
-    eval_s = 0.0
-
-    def timed(fn: Callable, m: nn.Module):
-        nonlocal eval_s
-        t = time.perf_counter()
-        with torch.no_grad():
-            value = fn(m)
-        eval_s += time.perf_counter() - t
-        return value
-
-    def timed_eval(m: nn.Module) -> float:
-        return float(timed(eval_fn, m))
-
-    t0 = time.perf_counter()
+    clock = _Clock(eval_fn)
+    started = time.perf_counter()
     was_training = model.training
     model.eval()
     try:
-        stats = _collect_stats(model, layers, needs, batches, config)
-        metric_float = timed_eval(model) if eval_fn is not None else None
-        work = copy.deepcopy(model)
-        floats = {n: work.get_submodule(n) for n in layers}
-        bank = LayerBank(work, floats, config, stats)
-        names = list(layers)
-        sensitivity: dict = {}
-        if sens_cfg.enabled or mp_cfg.enabled:
-            kl_fn = OutputKL(model, batches[: sens_cfg.kl_batches]) if sens_cfg.kl_batches else None
-            kl = (lambda m: timed(kl_fn, m)) if kl_fn is not None else None
-            schemes = list(
-                dict.fromkeys(
-                    (sens_cfg.schemes if sens_cfg.enabled else [])
-                    + ([s for s in mp_cfg.ladder if s != "fp32"] if mp_cfg.enabled else [])
-                )
-            )
-            sensitivity = measure_sensitivity(
-                bank,
-                names,
-                schemes,
-                lambda: timed_eval(bank.work),
-                metric_float,
-                config.metric_higher_is_better,
-                kl,
-            )
-        mp_report = None
-        if mp_cfg.enabled:
-            mp_report = choose_mixed_precision(
-                bank,
-                names,
-                mp_cfg.ladder,
-                sensitivity,
-                lambda: timed_eval(bank.work),
-                metric_float,
-                config.metric_higher_is_better,
-                mp_cfg.max_rel_metric_loss,
-            )
-            assignment = mp_report.assignment
-        else:
-            assignment = plan
-        bank.apply(assignment)
-        qmodel = QuantizedModel(bank.work, describe(bank.work)).eval()
-        kernels = qmodel.set_backend(config.backend)
-        quantize_s = time.perf_counter() - t0 - eval_s
-        metric_q = timed_eval(qmodel) if eval_fn is not None else None
+        outcome = _quantize(model, config, plan, batches, clock, divergence_fn)
     finally:
         model.train(was_training)
-
-    report = _report(
-        model,
-        qmodel,
-        config,
-        layers,
-        assignment,
-        bank,
-        sensitivity,
-        kernels,
-        batches,
-        quantize_s,
-        eval_s,
-        metric_float,
-        metric_q,
-        mp_report,
-    )
-    if mp_report is not None and metric_q is not None:
-        final_loss = report.rel_metric_loss
-        mp_report.met = final_loss is not None and final_loss <= mp_cfg.max_rel_metric_loss
-    log.info(
-        "quantized %d layers (%s) in %.2fs; size ratio %.2f",
-        len(layers),
-        config.scheme,
-        quantize_s,
-        report.size_ratio,
-    )
-    return qmodel, report
+    outcome.quantize_s = time.perf_counter() - started - clock.seconds
+    if eval_fn is not None:
+        outcome.metric_quantized = clock.metric(outcome.qmodel)
+    outcome.eval_s = clock.seconds
+    report = _report(outcome)
+    if report.mixed_precision is not None and report.rel_metric_loss is not None:
+        budget = config.mixed_precision.max_rel_metric_loss
+        report.mixed_precision.met = report.rel_metric_loss <= budget
+    log.info("quantized %d layers (%s) in %.2fs; size ratio %.2f; runs %s", len(plan.layers),
+             report.scheme, outcome.quantize_s, report.size_ratio, report.backend)
+    return outcome.qmodel, report
 
 
-def _report(
-    model,
-    qmodel,
-    config,
-    layers,
-    assignment,
-    bank,
-    sensitivity,
-    kernels,
-    batches,
-    quantize_s,
-    eval_s,
-    metric_float,
-    metric_q,
-    mp_report,
-) -> QuantizeReport:
-    rows = []
-    for n, m in layers.items():
-        scheme = assignment[n]
-        stored = bank.weight_bytes(n, scheme)
-        q = bank.get(n, scheme)
-        rows.append(
-            LayerReport(
-                name=n,
-                type=type_name(m),
-                scheme=scheme,
-                bits=SCHEMES[scheme][0],
-                group_size=config.group_size if SCHEMES[scheme][0] == 4 else None,
-                params=m.weight.numel(),
-                float_bytes=m.weight.numel() * 4,
-                stored_bytes=stored,
-                kernel=kernels.get(n, "float") if isinstance(q, QuantModule) else "float",
-                sensitivity=sensitivity.get(n, {}),
-                notes=bank.notes.get(n, []),
-            )
-        )
-    seen, float_bytes = set(), 0
+def _quantize(model: nn.Module, config: QuantizeConfig, plan: _Plan, batches: list,
+              clock: _Clock, divergence_fn: Divergence | None) -> _Outcome:
+    """Calibrate, choose per-layer schemes (accuracy, then latency), build the model."""
+    float_resident = _resident(model)
+    stats = collect_stats(model, plan.layers, plan.needs, batches, config)
+    metric_float = clock.metric(model) if clock.eval_fn is not None else None
+    work = copy.deepcopy(model)
+    bank = LayerBank(work, {n: work.get_submodule(n) for n in plan.layers}, config, stats)
+    outcome = _Outcome(model=model, qmodel=None, config=config, plan=plan,  # type: ignore[arg-type]
+                       assignment=plan.default, bank=bank, batches=batches, quantize_s=0.0,
+                       eval_s=0.0, metric_float=metric_float,
+                       float_resident_bytes=float_resident)
+    _choose_for_accuracy(outcome, clock, divergence_fn)
+    backend = resolve_backend(config.backend, _device(model))
+    if config.latency.objective != "off":
+        outcome.latency = _choose_for_latency(outcome, clock, stats, backend)
+    bank.apply(outcome.assignment)
+    outcome.qmodel = QuantizedModel(bank.work, describe(bank.work)).eval()
+    outcome.qmodel.set_backend(config.backend)
+    return outcome
+
+
+def _choose_for_accuracy(outcome: _Outcome, clock: _Clock,
+                         divergence_fn: Divergence | None) -> None:
+    """Sensitivity per layer, then the mixed-precision assignment within the budget."""
+    config, bank, names = outcome.config, outcome.bank, list(outcome.plan.layers)
+    sens, mp = config.sensitivity, config.mixed_precision
+    if not (sens.enabled or mp.enabled):
+        return
+    divergence = None
+    if sens.kl_batches and outcome.batches:
+        div = OutputDivergence(outcome.model, outcome.batches[: sens.kl_batches], divergence_fn)
+        outcome.divergence_name = div.name if div.usable else None
+        divergence = lambda m: clock.run(div, m)  # noqa: E731
+    schemes = list(dict.fromkeys((sens.schemes if sens.enabled else [])
+                                 + ([s for s in mp.ladder if s != "fp32"] if mp.enabled else [])))
+    outcome.sensitivity = measure_sensitivity(
+        bank, names, schemes, lambda: clock.metric(bank.work), outcome.metric_float,
+        config.metric_higher_is_better, divergence, outcome.divergence_name or "kl")
+    if mp.enabled:
+        outcome.mixed = choose_mixed_precision(
+            bank, names, mp.ladder, outcome.sensitivity, lambda: clock.metric(bank.work),
+            outcome.metric_float, config.metric_higher_is_better, mp.max_rel_metric_loss)
+        outcome.assignment = dict(outcome.mixed.assignment)
+
+
+def _choose_for_latency(outcome: _Outcome, clock: _Clock, stats: dict[str, LayerStats],
+                        backend) -> LatencyReport:
+    """Apply the latency objective to the accuracy choice (see ``forgeline.quantize.latency``)."""
+    config = outcome.config
+    if not outcome.batches:
+        return LatencyReport(objective=config.latency.objective, checked=False, notes=[
+            "not checked: no calibration batches to time the model on"])
+    budget = None
+    if clock.eval_fn is not None and outcome.metric_float is not None:
+        limit = (config.mixed_precision.max_rel_metric_loss if config.mixed_precision.enabled
+                 else None)
+        if limit is not None:
+            def budget() -> bool:
+                loss = rel_metric_loss(clock.metric(outcome.bank.work), outcome.metric_float,
+                                       config.metric_higher_is_better)
+                return loss <= limit
+    task = LatencyTask(
+        float_model=outcome.model, bank=outcome.bank, backend=backend,
+        example=outcome.batches[0], config=config.latency, within_budget=budget,
+        stats_for=lambda n, s: s != "w8a8" or stats.get(n, LayerStats()).ranges is not None)
+    outcome.assignment = apply_latency_objective(task, outcome.assignment)
+    return task.report
+
+
+def _device(model: nn.Module) -> str:
+    for t in list(model.parameters()) + list(model.buffers()):
+        return t.device.type
+    return "cpu"
+
+
+def _resident(model: nn.Module) -> int:
+    seen, total = set(), 0
     for t in list(model.parameters()) + list(model.buffers()):
         if t.data_ptr() not in seen:
             seen.add(t.data_ptr())
-            float_bytes += t.numel() * t.element_size()
-    stored = qmodel.stored_bytes()
-    lin_fp, lin_q = qmodel.linear_weight_bytes()
-    rel = (
-        rel_metric_loss(metric_q, metric_float, config.metric_higher_is_better)
-        if metric_q is not None and metric_float is not None
-        else None
+            total += t.numel() * t.element_size()
+    return total
+
+
+def _layer_row(o: _Outcome, name: str, m: nn.Module) -> LayerReport:
+    scheme = o.assignment[name]
+    bits = SCHEMES[scheme][0]
+    q = o.bank.get(name, scheme)
+    stats = o.bank.stats.get(name)
+    return LayerReport(
+        name=name, type=type_name(m), scheme=scheme, bits=bits,
+        group_size=o.config.group_size if bits == 4 else None,
+        params=m.weight.numel(), float_bytes=m.weight.numel() * 4,
+        stored_bytes=o.bank.weight_bytes(name, scheme),
+        kernel=o.qmodel.kernels.get(name, "float") if isinstance(q, QuantModule) else "float",
+        smoothquant_alpha=stats.smoothquant_alpha if stats and scheme == "w8a8" else None,
+        sensitivity=o.sensitivity.get(name, {}),
+        notes=o.bank.notes.get((name, scheme), []),
     )
+
+
+def _report(o: _Outcome) -> QuantizeReport:
+    rows = [_layer_row(o, n, m) for n, m in o.plan.layers.items()]
+    stored = o.qmodel.stored_bytes()
+    lin_fp, lin_q = o.qmodel.linear_weight_bytes()
+    rel = (rel_metric_loss(o.metric_quantized, o.metric_float, o.config.metric_higher_is_better)
+           if o.metric_quantized is not None and o.metric_float is not None else None)
     notes = sorted({f"{r.name}: {x}" for r in rows for x in r.notes})
+    if o.config.backend == "dequant_cached":
+        notes.append("backend dequant_cached keeps a decoded fp32 copy of every quantized "
+                     "weight after its first call: float speed, float memory")
     return QuantizeReport(
-        scheme=config.scheme if not config.mixed_precision.enabled else "mixed",
-        backend=qmodel.backend,
-        quantize_s=quantize_s,
-        eval_s=eval_s,
-        calibration_samples=calibrate.count_samples(batches) if batches else 0,
-        calibration_batches=len(batches),
-        metric_higher_is_better=config.metric_higher_is_better,
-        metric_float=metric_float,
-        metric_quantized=metric_q,
-        rel_metric_loss=rel,
-        float_bytes=float_bytes,
-        stored_bytes=stored,
-        size_ratio=float_bytes / max(stored, 1),
-        linear_float_bytes=lin_fp,
-        linear_stored_bytes=lin_q,
+        scheme=o.config.scheme if not o.config.mixed_precision.enabled else "mixed",
+        backend=kernel_summary(o.qmodel.kernels),
+        backend_requested=o.config.backend,
+        quantize_s=o.quantize_s, eval_s=o.eval_s,
+        calibration_samples=calibrate.count_samples(o.batches) if o.batches else 0,
+        calibration_batches=len(o.batches),
+        metric_higher_is_better=o.config.metric_higher_is_better,
+        metric_float=o.metric_float, metric_quantized=o.metric_quantized, rel_metric_loss=rel,
+        float_bytes=_resident(o.model), stored_bytes=stored,
+        size_ratio=_resident(o.model) / max(stored, 1),
+        linear_float_bytes=lin_fp, linear_stored_bytes=lin_q,
         linear_size_ratio=lin_fp / lin_q if lin_q else None,
-        layers=rows,
-        mixed_precision=mp_report,
+        layers=rows, mixed_precision=o.mixed, latency=o.latency, skipped=o.plan.skipped,
+        divergence_metric=o.divergence_name,
+        resident_bytes=o.qmodel.resident_bytes(), float_resident_bytes=o.float_resident_bytes,
         notes=notes,
     )

@@ -32,12 +32,31 @@ def run_model(model: nn.Module, batch: Batch) -> Any:
 
 
 def _rows(batch: Batch) -> int:
-    first = (
-        next(iter(batch.values()))
-        if isinstance(batch, Mapping)
-        else (batch[0] if isinstance(batch, tuple | list) else batch)
-    )
-    return int(first.shape[0]) if isinstance(first, torch.Tensor) and first.dim() else 1
+    """Samples in ``batch``: the first dimension of its first tensor (of any dict value or
+    tuple element); a batch without one is a ``ConfigError``."""
+    values = (list(batch.values()) if isinstance(batch, Mapping)
+              else list(batch) if isinstance(batch, tuple | list) else [batch])
+    for v in values:
+        if isinstance(v, torch.Tensor) and v.dim():
+            return int(v.shape[0])
+    raise ConfigError("calibration_batches", f"<batch of {type(batch).__name__}>",
+                      "a batch must hold a tensor whose first dimension counts samples "
+                      "(a tensor, a tuple/list or a dict of tensors)")
+
+
+def resize(batch: Batch, n: int) -> Batch:
+    """``batch`` with exactly ``n`` samples: cut, or its rows repeated (latency inputs)."""
+    def fit(v: Any) -> Any:
+        if not isinstance(v, torch.Tensor) or not v.dim():
+            return v
+        reps = -(-n // v.shape[0])
+        return v.repeat(reps, *([1] * (v.dim() - 1)))[:n].contiguous()
+
+    if isinstance(batch, Mapping):
+        return {k: fit(v) for k, v in batch.items()}
+    if isinstance(batch, tuple | list):
+        return type(batch)(fit(v) for v in batch)
+    return fit(batch)
 
 
 def _head(batch: Batch, n: int) -> Batch:
@@ -49,7 +68,8 @@ def _head(batch: Batch, n: int) -> Batch:
 
 
 def take_batches(batches: Iterable[Batch] | None, max_samples: int) -> list[Batch]:
-    """The first ``max_samples`` rows of ``batches`` as a list (the last batch trimmed).
+    """The first ``max_samples`` samples (rows, not batches) of ``batches`` as a list, the
+    last batch cut to fit.
 
     Raises ``ConfigError('calibration_batches', ...)`` when there is nothing to calibrate on.
     """
@@ -82,6 +102,7 @@ def take_batches(batches: Iterable[Batch] | None, max_samples: int) -> list[Batc
 
 
 def count_samples(batches: list[Batch]) -> int:
+    """Samples (first-dimension rows) over ``batches``."""
     return sum(_rows(b) for b in batches)
 
 

@@ -99,6 +99,41 @@ class MixedPrecisionConfig(_Strict):
             )
 
 
+class LatencyConfig(_Strict):
+    """Latency objective beside the accuracy budget, measured on the backend the model runs on.
+
+    ``not_slower`` (default): after the accuracy choice, time the float and the quantized
+    model (interleaved, median of ``repeats``) at each of ``batch_sizes`` on inputs cut from
+    the first calibration batch; while the quantized one is slower at any batch size, the
+    layers whose kernels lose to their float op move to the first ``fallback`` scheme whose
+    kernel wins, else stay float; every change is listed in the report. ``off``: no timing.
+    """
+
+    objective: Literal["not_slower", "off"] = "not_slower"
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 32])
+    """Batch sizes (first-dimension rows) the model must not be slower at."""
+    repeats: int = Field(5, ge=1)
+    """Interleaved float/quantized timing rounds per batch size (the median is compared)."""
+    tolerance: float = Field(0.05, ge=0.0, le=0.5)
+    """Relative slack for timing noise: ``quantized <= float * (1 + tolerance)`` passes."""
+    fallback: list[str] = Field(default_factory=lambda: ["w8a8", "fp32"])
+    """Schemes tried, in order, for a layer whose kernel is slower than float. ``w8a8`` is
+    tried only under a mixed-precision budget and kept only if the budget still holds
+    (re-measured); must end in ``fp32``."""
+
+    def check(self) -> None:
+        for i, b in enumerate(self.batch_sizes):
+            if not isinstance(b, int) or b < 1:
+                raise ConfigError(f"latency.batch_sizes[{i}]", b, "must be a positive integer")
+        for i, s in enumerate(self.fallback):
+            if s not in SCHEMES:
+                raise ConfigError(f"latency.fallback[{i}]", s,
+                                  f"unknown scheme; choose from {sorted(SCHEMES)}")
+        if not self.fallback or self.fallback[-1] != "fp32":
+            raise ConfigError("latency.fallback", self.fallback,
+                              "must end with 'fp32' so a slow layer can always stay float")
+
+
 class QuantizeConfig(_Strict):
     """What to quantize and how. Units: bytes, seconds, samples; losses are relative."""
 
@@ -112,22 +147,35 @@ class QuantizeConfig(_Strict):
     quantize_embeddings: bool = True
     """Quantize ``nn.Embedding`` tables (weight-only; W8A8 means int8 weights there)."""
     max_calibration_samples: int = Field(256, ge=1)
-    """Calibration rows (first dimension of each batch) used at most."""
+    """Calibration samples (rows: the first dimension of each batch) used at most; the last
+    batch is cut to fit."""
     activation: ActivationConfig = Field(default_factory=ActivationConfig)
-    smoothquant_alpha: float | None = Field(None, ge=0.0, le=1.0)
-    """SmoothQuant migration strength for W8A8 Linear layers (≈0.5); ``None`` = off."""
+    smoothquant_alpha: float | Literal["auto"] | None = None
+    """SmoothQuant for W8A8 Linear layers (migrate activation outliers into the weights).
+    ``"auto"`` (recommended) picks the strength per layer from ``smoothquant_alphas`` by
+    the least output error on calibration samples; 0 (no smoothing) is a candidate, so
+    it never does worse there than plain W8A8. A number fixes it for every layer (a fixed
+    0.5 can hurt: measure). ``None``: off."""
+    smoothquant_alphas: list[float] = Field(
+        default_factory=lambda: [0.0, 0.25, 0.5, 0.6, 0.75, 0.85])
+    """Candidates of the ``auto`` search."""
     gptq_damp_ratio: float = Field(0.01, gt=0.0)
     """Damping added to the Hessian diagonal, as a fraction of its mean."""
     gptq_block_columns: int = Field(128, ge=1)
     """Columns processed per GPTQ block (lazy batch updates)."""
     sensitivity: SensitivityConfig = Field(default_factory=SensitivityConfig)
     mixed_precision: MixedPrecisionConfig = Field(default_factory=MixedPrecisionConfig)
+    latency: LatencyConfig = Field(default_factory=LatencyConfig)
     metric_higher_is_better: bool = False
     """Direction of ``eval_fn``'s metric: False for loss/perplexity, True for accuracy."""
     backend: str = "auto"
     """Runtime backend the returned model runs on (see ``forgeline.quantize.runtime``)."""
 
     def __init__(self, **data: Any) -> None:
+        if "group_size" in data and isinstance(data["group_size"], int) \
+                and data["group_size"] < 2:
+            raise ConfigError("group_size", data["group_size"],
+                              "must be an even number >= 2 (two 4-bit codes per byte)")
         # Checked here, outside pydantic's validation, so the error stays a ConfigError.
         # (Nested configs are checked from here too: pydantic would wrap their errors.)
         super().__init__(**data)
@@ -138,6 +186,9 @@ class QuantizeConfig(_Strict):
             raise ConfigError(
                 "scheme", self.scheme, f"unknown scheme; choose from {sorted(SCHEMES)}"
             )
+        alpha = self.smoothquant_alpha
+        if isinstance(alpha, float | int) and not 0.0 <= alpha <= 1.0:
+            raise ConfigError("smoothquant_alpha", alpha, "must lie in [0, 1], or be 'auto'")
         if self.group_size % 2:
             raise ConfigError(
                 "group_size",
@@ -151,7 +202,11 @@ class QuantizeConfig(_Strict):
                 )
         self.sensitivity.check()
         self.mixed_precision.check()
-        from forgeline.quantize.runtime import BACKENDS  # torch-only; cheap
+        self.latency.check()
+        for i, a in enumerate(self.smoothquant_alphas):
+            if not 0.0 <= a <= 1.0:
+                raise ConfigError(f"smoothquant_alphas[{i}]", a, "must lie in [0, 1]")
+        from forgeline.quantize.runtime.backends import BACKENDS  # torch-only; cheap
 
         if self.backend != "auto" and self.backend not in BACKENDS:
             raise ConfigError(

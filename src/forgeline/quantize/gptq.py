@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from forgeline.quantize.qtensor import (
+from forgeline.quantize.runtime.qtensor import (
     QuantizedWeight,
     int4_group_params,
     pack_int4,

@@ -3,6 +3,7 @@
 - :class:`RangeObserver` - per-tensor range (min/max, top-k extremes, a value sample).
 - :class:`ChannelAbsMaxObserver` - per-input-channel max |x| (SmoothQuant).
 - :class:`HessianObserver` - ``2/n * X^T X`` of the layer's input columns (GPTQ).
+- :class:`RowSampler` - a sample of input rows (the SmoothQuant strength search).
 """
 
 from __future__ import annotations
@@ -117,3 +118,20 @@ class HessianObserver:
         self.n += n_new
         cols = cols * (2.0 / self.n) ** 0.5
         self.h += cols.t() @ cols
+
+
+class RowSampler:
+    """A random sample of at most ``max_rows`` input rows of a Linear (SmoothQuant search)."""
+
+    def __init__(self, max_rows: int = 512, seed: int = 0) -> None:
+        self.max_rows = max_rows
+        self.rows = torch.empty(0)
+        self._gen = torch.Generator().manual_seed(seed)
+
+    def observe(self, x: torch.Tensor) -> None:
+        x = x.detach().to(torch.float32).reshape(-1, x.shape[-1]).cpu()
+        merged = torch.cat([self.rows.reshape(-1, x.shape[-1]), x])
+        if len(merged) > self.max_rows:
+            keep = torch.randperm(len(merged), generator=self._gen)[: self.max_rows]
+            merged = merged[keep]
+        self.rows = merged

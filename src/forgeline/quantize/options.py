@@ -31,6 +31,9 @@ class QuantizeOptions(BaseModel):
     max_rel_ppl_increase: float = Field(
         0.01, ge=0.0, description="Tolerable relative validation-perplexity increase."
     )
+    latency_objective: Literal["not_slower", "off"] = Field(
+        "not_slower", description="not_slower: layers whose quantized kernel is slower than "
+        "float here move to a faster scheme or stay float; off: accuracy and size only.")
     sensitivity: bool = Field(True, description="Measure per-layer sensitivity (table + plot).")
     calibration_samples: int = Field(64, ge=1, description="Validation windows to calibrate on.")
     eval_samples: int = Field(128, ge=1, description="Other validation windows to score on.")
@@ -66,5 +69,13 @@ class QuantizeResult(BaseModel):
     size_ratio: float
     linear_size_ratio: float | None
     latency_ms: dict[str, float]
+    backend: str = Field("", description="Kernels that really run, e.g. 'dequant×5 + ...'.")
+    latency_met: bool | None = Field(
+        None, description="Not slower than float at batch 1 and 32 (None: not checked).")
+    latency_changes: dict[str, str] = Field(
+        default_factory=dict, description="Layers the latency objective moved, and why.")
+    skipped_layers: dict[str, str] = Field(
+        default_factory=dict, description="Weight layers left float, and why.")
+    resident_bytes: int | None = Field(None, description="Quantized model's bytes after a forward.")
     quantize_s: float
     wall_s: float

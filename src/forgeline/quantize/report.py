@@ -12,7 +12,10 @@ class SensitivityEntry(BaseModel):
     rel_metric_loss: float | None = None
     """Relative metric loss versus the float model (positive = worse)."""
     kl: float | None = None
-    """Mean KL(float || quantized) of output distributions on calibration batches (nats)."""
+    """Mean KL(float || quantized) of output distributions on calibration batches (nats),
+    when the divergence is the default KL."""
+    divergence: float | None = None
+    """The report's ``divergence_metric`` (KL by default, else the user's function)."""
 
 
 class LayerReport(BaseModel):
@@ -27,6 +30,7 @@ class LayerReport(BaseModel):
     stored_bytes: int
     """Bytes of codes + scales + zero-points (or the float weight when kept fp32)."""
     kernel: str | None = None
+    smoothquant_alpha: float | None = None
     sensitivity: dict[str, SensitivityEntry] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
 
@@ -48,9 +52,33 @@ class MixedPrecisionReport(BaseModel):
     steps: list[MixedPrecisionStep]
 
 
+class LatencyReport(BaseModel):
+    """The latency objective: float vs quantized model, measured here, and what it changed."""
+
+    objective: str
+    checked: bool
+    """False when there was nothing to time on (no calibration batches)."""
+    met: bool | None = None
+    """Quantized <= float × (1 + tolerance) at every batch size, after the changes."""
+    tolerance: float = 0.0
+    float_ms: dict[str, float] = Field(default_factory=dict)
+    """Median forward time of the float model per batch size (``b1``, ``b32`` …)."""
+    quantized_ms: dict[str, float] = Field(default_factory=dict)
+    ratio: dict[str, float] = Field(default_factory=dict)
+    """quantized ÷ float, per batch size (median of paired rounds)."""
+    first_ratio: dict[str, float] = Field(default_factory=dict)
+    """The same for the accuracy-only assignment, before any latency change."""
+    changes: dict[str, str] = Field(default_factory=dict)
+    """Layer → ``"int4_rtn → fp32: …why…"`` for each layer the objective moved."""
+    notes: list[str] = Field(default_factory=list)
+
+
 class QuantizeReport(BaseModel):
     scheme: str
     backend: str
+    """What really runs: kernels and how many layers each (e.g. ``fbgemm_int8_static×5 +
+    dequant×14``); ``float`` when no layer stayed quantized."""
+    backend_requested: str = "auto"
     quantize_s: float
     """Wall seconds of calibration + quantization (evaluations excluded)."""
     eval_s: float
@@ -73,6 +101,14 @@ class QuantizeReport(BaseModel):
     """fp32 bytes / stored bytes over quantized ``nn.Linear`` weights."""
     layers: list[LayerReport]
     mixed_precision: MixedPrecisionReport | None = None
+    latency: LatencyReport | None = None
+    skipped: dict[str, str] = Field(default_factory=dict)
+    """Weight layers left float, with the reason (e.g. inside nn.MultiheadAttention)."""
+    divergence_metric: str | None = None
+    """Name of the per-layer output divergence in the sensitivity entries."""
+    resident_bytes: int | None = None
+    """Bytes the returned model holds in memory (parameters, buffers, kernel state)."""
+    float_resident_bytes: int | None = None
     notes: list[str] = Field(default_factory=list)
 
     def sensitivity_table(self) -> list[dict[str, object]]:

@@ -18,12 +18,12 @@ import torch
 from torch import nn
 
 from forgeline.errors import ConfigError
-from forgeline.quantize.architecture import constructor_args, type_name
 from forgeline.quantize.config import SCHEMES, QuantizeConfig
 from forgeline.quantize.gptq import gptq_int4
 from forgeline.quantize.observers import RangeObserver
-from forgeline.quantize.qmodules import KIND_OF, QuantModule
-from forgeline.quantize.qtensor import (
+from forgeline.quantize.runtime.architecture import constructor_args, type_name
+from forgeline.quantize.runtime.qmodules import KIND_OF, QuantModule, layer_kind
+from forgeline.quantize.runtime.qtensor import (
     QuantizedWeight,
     fake_quant_pwlq,
     pwlq_levels,
@@ -44,20 +44,38 @@ class LayerStats:
     channel_absmax: torch.Tensor | None = None
     smooth_scale: torch.Tensor | None = None
     hessian: torch.Tensor | None = None
+    smoothquant_alpha: float | None = None
     notes: list[str] = field(default_factory=list)
 
 
 def quantizable_layers(model: nn.Module, config: QuantizeConfig) -> dict[str, nn.Module]:
-    """Linear / Conv1d / Conv2d / Embedding layers that have a quantized counterpart."""
-    out = {}
+    """Linear / Conv1d / Conv2d / Embedding layers (or subclasses) that have a quantized
+    counterpart; :func:`skipped_layers` says why the others are left float."""
+    skipped = skipped_layers(model, config)
+    return {name: m for name, m in model.named_modules()
+            if layer_kind(m) is not None and name not in skipped}
+
+
+def skipped_layers(model: nn.Module, config: QuantizeConfig) -> dict[str, str]:
+    """Weight layers left float, each with the reason (listed in the report)."""
+    out: dict[str, str] = {}
+    parents = {name: m for name, m in model.named_modules()}
     for name, m in model.named_modules():
-        if type(m) not in KIND_OF:
+        if not isinstance(m, tuple(KIND_OF)):
             continue
-        if isinstance(m, nn.Embedding) and (not config.quantize_embeddings or m.max_norm):
-            continue
-        if isinstance(m, nn.Conv1d | nn.Conv2d) and m.padding_mode != "zeros":
-            continue
-        out[name] = m
+        parent = parents.get(name.rpartition(".")[0]) if name else None
+        if isinstance(parent, nn.MultiheadAttention):
+            out[name] = ("inside nn.MultiheadAttention, which reads its .weight directly "
+                         "(the layer's forward is never called), so it stays float")
+        elif layer_kind(m) is None:
+            out[name] = (f"{type(m).__name__} overrides forward(); a quantized stand-in "
+                         "could not reproduce it, so it stays float")
+        elif isinstance(m, nn.Embedding) and not config.quantize_embeddings:
+            out[name] = "quantize_embeddings is False"
+        elif isinstance(m, nn.Embedding) and m.max_norm:
+            out[name] = "max_norm renormalizes the float table in place on lookup"
+        elif isinstance(m, nn.Conv1d | nn.Conv2d) and m.padding_mode != "zeros":
+            out[name] = f"padding_mode={m.padding_mode!r} (only 'zeros' is supported)"
     return out
 
 
@@ -95,7 +113,7 @@ def _spec(
     smooth: bool,
 ) -> dict[str, Any]:
     return {
-        "kind": KIND_OF[type(m)],
+        "kind": layer_kind(m),
         "float_type": type_name(m),
         "args": constructor_args(m),
         "scheme": scheme,
@@ -162,6 +180,7 @@ def build_layer(
     is_embedding = isinstance(m, nn.Embedding)
     activation, smooth = None, None
     if scheme == "w8a8" and not is_embedding:
+        notes.extend(stats.notes)
         if stats.smooth_scale is not None:
             smooth = stats.smooth_scale
             w = w * smooth.view(1, -1, *([1] * (w.dim() - 2)))

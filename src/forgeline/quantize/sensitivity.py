@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -21,19 +22,33 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from forgeline.errors import ConfigError
 from forgeline.quantize.calibrate import Batch, run_model
 from forgeline.quantize.config import QuantizeConfig
-from forgeline.quantize.qmodel import replace_submodule
-from forgeline.quantize.qmodules import QuantModule
 from forgeline.quantize.report import (
     MixedPrecisionReport,
     MixedPrecisionStep,
     SensitivityEntry,
 )
-from forgeline.quantize.runtime import DequantBackend
+from forgeline.quantize.runtime.backends import DequantBackend
+from forgeline.quantize.runtime.qmodel import replace_submodule
+from forgeline.quantize.runtime.qmodules import QuantModule
 from forgeline.quantize.schemes import LayerStats, build_layer
 
 log = logging.getLogger(__name__)
+
+
+def as_metric(value: Any, field_name: str = "eval_fn") -> float:
+    """``value`` as a float, or a ``ConfigError`` naming ``field_name``: the evaluator
+    contract is a real, finite number (a Python number or a one-element tensor)."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(field_name, value, "must return a real number (float), e.g. "
+                          "accuracy or perplexity; got " + type(value).__name__)
+    if not math.isfinite(float(value)):
+        raise ConfigError(field_name, value, "returned a non-finite number")
+    return float(value)
 
 
 def rel_metric_loss(metric: float, base: float, higher_is_better: bool) -> float:
@@ -54,7 +69,7 @@ class LayerBank:
     ) -> None:
         self.work, self.floats, self.config, self.stats = work, floats, config, stats
         self._built: dict[tuple[str, str], QuantModule] = {}
-        self.notes: dict[str, list[str]] = {}
+        self.notes: dict[tuple[str, str], list[str]] = {}
 
     def get(self, name: str, scheme: str) -> nn.Module:
         if scheme == "fp32":
@@ -64,8 +79,7 @@ class LayerBank:
             q, notes = build_layer(self.floats[name], scheme, self.config, self.stats.get(name))
             q.kernel_name = DequantBackend(cache=True).install(q)  # fast trial evaluations
             self._built[key] = q
-            known = self.notes.setdefault(name, [])
-            known.extend(n for n in notes if n not in known)
+            self.notes[key] = notes
         return self._built[key]
 
     def apply(self, assignment: dict[str, str]) -> None:
@@ -82,28 +96,9 @@ class LayerBank:
         return m.weight.numel() * 4
 
 
-class OutputKL:
-    """KL(float || quantized) of softmax outputs on a few cached calibration batches."""
-
-    def __init__(self, model: nn.Module, batches: list[Batch]) -> None:
-        self.batches = batches
-        with torch.no_grad():
-            self.ref = [_logits(run_model(model, b)) for b in batches]
-        self.usable = bool(batches) and all(r is not None for r in self.ref)
-
-    @torch.no_grad()
-    def __call__(self, model: nn.Module) -> float | None:
-        if not self.usable:
-            return None
-        total, n = 0.0, 0
-        for b, ref in zip(self.batches, self.ref, strict=True):
-            out = _logits(run_model(model, b))
-            p_log = F.log_softmax(ref.float(), dim=-1)
-            q_log = F.log_softmax(out.float(), dim=-1)
-            kl = (p_log.exp() * (p_log - q_log)).sum(-1)
-            total += float(kl.sum())
-            n += kl.numel()
-        return total / max(n, 1)
+Divergence = Callable[[Any, Any], float]
+"""``divergence(float_output, quantized_output) -> float``: how far one batch's quantized
+output is from the float one (larger = worse), e.g. ``1 - cosine`` of embeddings."""
 
 
 def _logits(out: Any) -> torch.Tensor | None:
@@ -119,6 +114,42 @@ def _logits(out: Any) -> torch.Tensor | None:
     return None
 
 
+def kl_divergence(ref: Any, out: Any) -> float | None:
+    """Mean KL(float || quantized) over positions of softmax outputs (nats); ``None`` when
+    the outputs are not logits (a float tensor with more than one class)."""
+    p, q = _logits(ref), _logits(out)
+    if p is None or q is None:
+        return None
+    p_log = F.log_softmax(p.float(), dim=-1)
+    q_log = F.log_softmax(q.float(), dim=-1)
+    return float((p_log.exp() * (p_log - q_log)).sum(-1).mean())
+
+
+class OutputDivergence:
+    """Mean ``divergence(float, quantized)`` of outputs over a few cached calibration
+    batches; KL of softmax outputs by default (language models, classifiers)."""
+
+    def __init__(self, model: nn.Module, batches: list[Batch],
+                 divergence: Divergence | None = None) -> None:
+        self.batches, self.fn = batches, divergence or kl_divergence
+        self.name = "kl" if divergence is None else getattr(divergence, "__name__", "custom")
+        with torch.no_grad():
+            self.ref = [run_model(model, b) for b in batches]
+        self.usable = bool(batches) and (
+            divergence is not None or all(_logits(r) is not None for r in self.ref))
+
+    @torch.no_grad()
+    def __call__(self, model: nn.Module) -> float | None:
+        if not self.usable:
+            return None
+        values = [self.fn(ref, run_model(model, b))
+                  for b, ref in zip(self.batches, self.ref, strict=True)]
+        if self.fn is kl_divergence and None in values:
+            return None
+        values = [as_metric(v, "divergence_fn") for v in values]
+        return sum(values) / len(values)
+
+
 def measure_sensitivity(
     bank: LayerBank,
     names: list[str],
@@ -126,7 +157,8 @@ def measure_sensitivity(
     evaluate: Callable[[], float],
     base: float,
     higher_is_better: bool,
-    kl: OutputKL | None,
+    divergence: Callable[[nn.Module], float | None] | None,
+    divergence_name: str = "kl",
 ) -> dict[str, dict[str, SensitivityEntry]]:
     """``{layer: {scheme: entry}}``: each layer quantized alone, the rest float."""
     out: dict[str, dict[str, SensitivityEntry]] = {}
@@ -139,10 +171,12 @@ def measure_sensitivity(
             bank.apply({name: scheme})
             try:
                 metric = evaluate()
+                value = divergence(bank.work) if divergence is not None else None
                 out[name][scheme] = SensitivityEntry(
                     metric=metric,
                     rel_metric_loss=rel_metric_loss(metric, base, higher_is_better),
-                    kl=kl(bank.work) if kl is not None else None,
+                    kl=value if divergence_name == "kl" else None,
+                    divergence=value,
                 )
             finally:
                 bank.apply({name: "fp32"})

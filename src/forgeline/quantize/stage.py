@@ -21,9 +21,14 @@ from forgeline import storage
 from forgeline.datasets import TokenDataset
 from forgeline.errors import ConfigError
 from forgeline.quantize.api import quantize_model
-from forgeline.quantize.config import MixedPrecisionConfig, QuantizeConfig, SensitivityConfig
-from forgeline.quantize.export import save_quantized
+from forgeline.quantize.config import (
+    LatencyConfig,
+    MixedPrecisionConfig,
+    QuantizeConfig,
+    SensitivityConfig,
+)
 from forgeline.quantize.options import QuantizeOptions, QuantizeResult
+from forgeline.quantize.runtime.export import save_quantized
 from forgeline.quantize.sensitivity import plot_sensitivity
 
 REPORT_FILE = "quantize_report.json"
@@ -67,14 +72,15 @@ def _latency_ms(model: torch.nn.Module, tokens: torch.Tensor, repeats: int = 5) 
 def quantize_stage(
     options: QuantizeOptions, model_url: str, manifest_url: str, output_url: str
 ) -> QuantizeResult:
-    """Quantize the ``DecoderLM`` at ``model_url`` (its ``model.json`` beside it)."""
-    from forgeline.train.model import DecoderLM, ModelConfig
+    """Quantize the trained model at ``model_url`` (its ``model.json`` beside it)."""
+    from forgeline.train.models import build_saved_model
 
     started = time.perf_counter()
     config = QuantizeConfig(
         scheme=options.scheme, group_size=options.group_size,
         max_calibration_samples=options.calibration_samples,
         sensitivity=SensitivityConfig(enabled=options.sensitivity),
+        latency=LatencyConfig(objective=options.latency_objective),
         mixed_precision=MixedPrecisionConfig(
             enabled=options.mixed_precision, max_rel_metric_loss=options.max_rel_ppl_increase
         ),
@@ -83,14 +89,13 @@ def quantize_stage(
     if not storage.exists(model_url) or not storage.exists(config_url):
         raise ConfigError("model_url", model_url, "no trained model (and model.json) here")
     storage.ensure_writable(output_url, "output_url")
-    architecture = ModelConfig.model_validate(storage.read_json(config_url))
     fs, path = storage.filesystem(model_url)
     state = load_safetensors(fs.cat_file(path))
     validation = TokenDataset(manifest_url, "validation")
     calibration = _windows(validation, 0, options.calibration_samples)
     held_out = _windows(validation, options.calibration_samples, options.eval_samples)
 
-    float_model = DecoderLM(architecture)
+    float_model = build_saved_model(config_url)
     batches = [calibration[i : i + options.batch_size, :-1]
                for i in range(0, len(calibration), options.batch_size)]
     qmodel, report = quantize_model(
@@ -132,6 +137,11 @@ def quantize_stage(
         size_ratio=report.size_ratio,
         linear_size_ratio=report.linear_size_ratio,
         latency_ms={k: round(v, 3) for k, v in latency.items()},
+        backend=report.backend,
+        latency_met=report.latency.met if report.latency else None,
+        latency_changes=report.latency.changes if report.latency else {},
+        skipped_layers=report.skipped,
+        resident_bytes=qmodel.resident_bytes(),
         quantize_s=report.quantize_s,
         wall_s=round(time.perf_counter() - started, 3),
     )

@@ -9,6 +9,7 @@ from forgeline.ray.cache import (
     aggregate_cache_stats,
     cache_client,
     cached_batches,
+    node_cache_stats,
 )
 from forgeline.ray.checkpoint_callbacks import CheckpointRetention, FailureStatistics
 from forgeline.ray.checkpointer import Checkpointer, read_pointer, young_daly_interval_s
@@ -22,6 +23,7 @@ __all__ = [
     "aggregate_cache_stats",
     "cache_client",
     "cached_batches",
+    "node_cache_stats",
     "CheckpointRetention",
     "Checkpointer",
     "FailureStatistics",

@@ -3,7 +3,8 @@
 Worker side (inside a user's ``train_func``): ``cached_batches`` gives the rank's batch source
 reading through this node's shared cache actor. Controller side: ``CacheStatsCallback`` sums
 every worker's ``cache_*`` counters from each ``ray.train.report`` and keeps the totals
-(optionally written to ``{root}/runs/{id}/train/cache_stats.json``).
+(optionally written to ``{root}/runs/{id}/train/cache_stats.json``); ``node_cache_stats``
+reads every node's server.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from ray.train import UserCallback
 from forgeline import storage
 from forgeline.cache import CacheClient, CacheConfig, CachedBatches, CachedDataset, connect
 from forgeline.cache import ImportanceSampler as ImportanceSampler
+from forgeline.cache.server import ACTOR_NAMESPACE, actor_name
 
 ImportanceCacheClient = CacheClient
 """The worker-side client of the node's cache server (batched get/put/feedback)."""
@@ -36,6 +38,25 @@ def cached_batches(config: CacheConfig, manifest_url: str, micro_batch: int,
         config, manifest_url, micro_batch, seed, context.get_world_rank(),
         context.get_world_size(),
     )
+
+
+def node_cache_stats(config: CacheConfig) -> dict[str, dict[str, Any]]:
+    """Each alive node's cache server statistics, by node id (nodes without one are left
+    out; a dead node's server died with it)."""
+    import ray
+
+    out = {}
+    for node in ray.nodes():
+        if not node.get("Alive"):
+            continue
+        node_id = node["NodeID"]
+        try:
+            handle = ray.get_actor(actor_name(config, node_id), namespace=ACTOR_NAMESPACE)
+            info, stats = ray.get([handle.ping.remote(), handle.stats.remote()], timeout=30)
+        except (ValueError, ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            continue
+        out[node_id] = {**stats, "server_node_id": info["node_id"]}
+    return out
 
 
 _SUMMED = ("cache_hits", "cache_substitutions", "cache_misses", "cache_remote_bytes",
@@ -85,4 +106,5 @@ __all__ = [
     "aggregate_cache_stats",
     "cache_client",
     "cached_batches",
+    "node_cache_stats",
 ]

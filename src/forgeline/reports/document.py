@@ -10,13 +10,15 @@ from typing import Any
 from forgeline import storage
 from forgeline.errors import StorageError
 from forgeline.reports.artifacts import Artifact, list_artifacts
-from forgeline.reports.metrics import LossCurve, load_loss_curve
+from forgeline.reports.cards import Card, RunFacts, build_cards
+from forgeline.reports.metrics import LossCurve, load_loss_curve, read_records
 from forgeline.reports.sections import (
     Image,
     Section,
     generic_section,
     prepare_section,
     quantize_section,
+    search_section,
     train_section,
 )
 from forgeline.runs import RunLayout
@@ -24,7 +26,10 @@ from forgeline.runs import RunLayout
 REPORT_STAGE = "report"
 """The report's own folder (and stage name) under the run; never part of its contents."""
 
-PIPELINE_ORDER: tuple[str, ...] = ("prepare", "search", "cache", "train", "checkpoint", "quantize")
+PIPELINE_ORDER: tuple[str, ...] = ("prepare", "search", "cache", "train", "checkpoint", "quantize",
+                                   "export")
+CACHE_STATS_FILE = "cache_stats.json"
+"""Written by the train stage's cache statistics callback under ``train/``."""
 """Stages in pipeline order; unknown stages follow, alphabetically."""
 
 
@@ -42,6 +47,8 @@ class ReportDocument:
     others: list[Section]
     curve: LossCurve
     artifacts: list[Artifact] = field(default_factory=list)
+    cards: list[Card] = field(default_factory=list)
+    """One summary card per stage, shown first; the sections are the raw tables below."""
 
     @property
     def artifacts_total_bytes(self) -> int:
@@ -89,7 +96,45 @@ def _quantize_extras(result: dict[str, Any], run_url: str) -> tuple[list[dict], 
     return rows, plot
 
 
+def _checkpoint_stats(url: Any) -> tuple[list[dict[str, float]], int]:
+    """``Manifest.stats`` of every rank of every committed checkpoint, and how many steps."""
+    if not isinstance(url, str):
+        return [], 0
+    from forgeline.checkpoint import CheckpointReader, committed_steps
+
+    committed = committed_steps(url)
+    reader = CheckpointReader(url)
+    stats = []
+    for step, world in sorted(committed.items()):
+        for rank in range(world):
+            try:
+                stats.append(dict(reader.manifest(step, rank).stats))
+            except FileNotFoundError:  # removed by retention while we read
+                continue
+    return stats, len(committed)
+
+
+def _json_or_none(url: Any) -> Any:
+    return storage.read_json(url) if isinstance(url, str) and storage.exists(url) else None
+
+
+def gather_facts(layout: RunLayout, stages: dict[str, Any]) -> RunFacts:
+    """What the cards need beyond ``run.json``: metrics, manifests, cache and quantize files."""
+    train = stages.get("train") if isinstance(stages.get("train"), dict) else {}
+    quantize = stages.get("quantize") if isinstance(stages.get("quantize"), dict) else {}
+    checkpoint_stats, kept = _checkpoint_stats(train.get("checkpoint_url"))
+    cache = _json_or_none(storage.join(layout.stage_url("train"), CACHE_STATS_FILE))
+    return RunFacts(
+        stages=stages, records=read_records(layout.metrics_url),
+        checkpoint_stats=checkpoint_stats, checkpoints_kept=kept,
+        cache_stats=cache.get("latest") if isinstance(cache, dict) else None,
+        quantize_report=_json_or_none(quantize.get("report_url")),
+    )
+
+
 def _stage_section(stage: str, result: Any, run_url: str) -> Section:
+    if isinstance(result, dict) and stage == "search":
+        return search_section(result)
     if isinstance(result, dict) and stage == "quantize":
         return quantize_section(result, *_quantize_extras(result, run_url))
     if isinstance(result, dict) and stage == "prepare":
@@ -116,4 +161,5 @@ def build_document(layout: RunLayout) -> ReportDocument:
         others=list(sections.values()),
         curve=load_loss_curve(layout.metrics_url),
         artifacts=list_artifacts(layout.url, exclude_dirs=(REPORT_STAGE,)),
+        cards=build_cards(gather_facts(layout, results)),
     )

@@ -83,6 +83,16 @@ def _list(items: list[Any] | tuple[Any, ...]) -> str:
     return f"{len(items):,} item{'s' if len(items) != 1 else ''}"
 
 
+def _dict(value: dict[str, Any]) -> str:
+    """A small dict of scalars inline (``int4_rtn: 11, int8_wo: 8``); a bigger one counted."""
+    if not value:
+        return "(empty)"
+    scalars = all(not isinstance(v, dict | list | tuple) for v in value.values())
+    if scalars and len(value) <= _MAX_LIST_ITEMS:
+        return ", ".join(f"{k}: {value_text(str(k), v)}" for k, v in value.items())
+    return f"{len(value):,} keys"
+
+
 def value_text(key: str, value: Any) -> str:
     """Display text for ``value``; ``key`` picks units (``*bytes``, ``*_s``, ``num_*``)."""
     if value is None:
@@ -103,7 +113,7 @@ def value_text(key: str, value: Any) -> str:
     if isinstance(value, list | tuple):
         return _list(value)
     if isinstance(value, dict):
-        return f"{len(value):,} keys" if value else "(empty)"
+        return _dict(value)
     return _text(str(value))
 
 

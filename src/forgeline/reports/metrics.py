@@ -64,6 +64,22 @@ def parse_metrics(lines: list[str]) -> LossCurve:
     return curve
 
 
+def read_records(metrics_url: str, stage: str = _TRAIN_STAGE) -> list[dict[str, Any]]:
+    """The readable ``metrics.jsonl`` records of ``stage`` (none if the file is missing)."""
+    fs, path = storage.filesystem(metrics_url, "metrics_url")
+    if not fs.exists(path):
+        return []
+    records = []
+    for line in fs.cat_file(path).decode("utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get("stage", _TRAIN_STAGE) == stage:
+            records.append(record)
+    return records
+
+
 def load_loss_curve(metrics_url: str) -> LossCurve:
     """Read ``metrics_url``; a missing or empty file gives an empty curve with a note."""
     fs, path = storage.filesystem(metrics_url, "metrics_url")

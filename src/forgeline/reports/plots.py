@@ -19,7 +19,7 @@ def _wants_log_y(values: list[float]) -> bool:
 
 
 def loss_plot_png(curve: LossCurve, title: str = "Training loss") -> bytes:
-    """Training loss vs step (line), validation loss (markers) if any, as PNG bytes."""
+    """Training loss vs step (line), validation loss as points if any, as PNG bytes."""
     fig = Figure(figsize=(7.0, 4.0), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     try:
@@ -29,15 +29,9 @@ def loss_plot_png(curve: LossCurve, title: str = "Training loss") -> bytes:
             ax.plot(steps, losses, color="#2563eb", linewidth=1.4, label="train loss")
         if curve.validation:
             steps, losses = zip(*curve.validation, strict=True)
-            ax.plot(
-                steps,
-                losses,
-                color="#dc2626",
-                marker="o",
-                linestyle="--",
-                linewidth=1.0,
-                label="validation loss",
-            )
+            # measured points, not a trend: no line between them
+            ax.scatter(steps, losses, color="#dc2626", marker="o", s=36, zorder=3,
+                       label="validation loss")
         if _wants_log_y([loss for _, loss in curve.train + curve.validation]):
             ax.set_yscale("log")
         ax.set_xlabel("step")

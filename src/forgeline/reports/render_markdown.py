@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from forgeline.reports.cards import Card
 from forgeline.reports.document import ReportDocument
 from forgeline.reports.formatting import human_bytes
 from forgeline.reports.sections import Section
@@ -35,8 +36,28 @@ def _section(sec: Section, level: int) -> list[str]:
     for table in sec.tables:
         lines += [f"{'#' * level} {md_text(table.title)}", ""]
         lines += _table(("field", "value"), table.rows)
+    for title, text in sec.code:
+        lines += [f"{'#' * level} {md_text(title)}", "", "```json", text, "```", ""]
     lines += [f"![{md_text(img.alt)}](../{img.path})\n" for img in sec.images]
     return lines
+
+
+def _card(card: Card, loss_plot_name: str | None, doc: ReportDocument) -> list[str]:
+    lines = [f"### {md_text(card.title)}", "", f"**{md_text(card.headline)}**", ""]
+    lines += _table(("", ""), card.rows)
+    if card.grid:
+        lines += _table(card.grid.header, card.grid.rows)
+    lines += [f"- {md_text(note)}" for note in card.notes] + ([""] if card.notes else [])
+    if card.plot and loss_plot_name:
+        lines += [f"![Training loss vs step]({loss_plot_name})", ""]
+    if card.plot and doc.curve.note:
+        lines += [f"_{md_text(doc.curve.note)}_", ""]
+    return lines
+
+
+def _details(title: str, body: list[str]) -> list[str]:
+    """A collapsed block (GitHub-flavoured Markdown renders the HTML ``<details>``)."""
+    return [f"<details><summary>{md_text(title)}</summary>", "", *body, "</details>", ""]
 
 
 def render_markdown(doc: ReportDocument, loss_plot_name: str | None) -> str:
@@ -47,33 +68,31 @@ def render_markdown(doc: ReportDocument, loss_plot_name: str | None) -> str:
         "",
         f"Root {_code(doc.root)} · generated {doc.generated_at} · stages: {md_text(stages)}",
         "",
-        "## Dataset",
+        "## What each stage did",
         "",
     ]
-    lines += _section(doc.dataset, 3) if doc.dataset else ["_No prepare stage recorded._", ""]
-    lines += ["## Training", ""]
-    lines += _section(doc.training, 3) if doc.training else ["_No train stage recorded._", ""]
-    lines += ["### Training curve", ""]
+    for card in doc.cards:
+        lines += _card(card, loss_plot_name, doc)
+    if not doc.cards:
+        lines += ["_No stage results recorded yet._", ""]
+    lines += ["## Details", ""]
+    lines += _details("Dataset", _section(doc.dataset, 4) if doc.dataset
+                      else ["_No prepare stage recorded._", ""])
+    training = _section(doc.training, 4) if doc.training else ["_No train stage recorded._", ""]
     if loss_plot_name:
-        lines += [f"![Training loss vs step]({loss_plot_name})", ""]
-    if doc.curve.note:
-        lines += [f"_{md_text(doc.curve.note)}_", ""]
-    if doc.others:
-        lines += ["## Other stages", ""]
-        for sec in doc.others:
-            lines += [f"### Stage {_code(sec.title)}", ""] + _section(sec, 4)
-    lines += ["## Artifacts", ""]
+        training += [f"![Training loss vs step]({loss_plot_name})", ""]
+    lines += _details("Training", training)
+    for sec in doc.others:
+        lines += _details(f"Stage {sec.stage}", _section(sec, 4))
     if doc.artifacts:
         rows = [
             (f"`{a.path}`", human_bytes(a.size_bytes), f"{a.size_bytes:,}") for a in doc.artifacts
         ]
-        lines += _table(("path", "size", "bytes"), rows)
         total = doc.artifacts_total_bytes
-        lines += [
+        body = _table(("path", "size", "bytes"), rows) + [
             f"{len(doc.artifacts)} files, {human_bytes(total)} ({total:,} bytes), "
-            f"under {_code(doc.run_url)}",
-            "",
-        ]
+            f"under {_code(doc.run_url)}", ""]
     else:
-        lines += [f"_No files under {_code(doc.run_url)}._", ""]
+        body = [f"_No files under {_code(doc.run_url)}._", ""]
+    lines += _details(f"Artifacts ({len(doc.artifacts)} files)", body)
     return "\n".join(lines)

@@ -38,6 +38,8 @@ class Section:
     facts: list[str] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
     images: list[Image] = field(default_factory=list)
+    code: list[tuple[str, str]] = field(default_factory=list)
+    """Titled verbatim blocks (e.g. a DeepSpeed config as JSON), shown as they are."""
 
 
 _PREPARE_FIELDS: tuple[tuple[str, str], ...] = (
@@ -133,7 +135,7 @@ def train_section(result: dict[str, Any]) -> Section:
 
 
 _QUANTIZE_FIELDS: tuple[tuple[str, str], ...] = (
-    ("Scheme requested", "scheme"),
+    ("Scheme option (all layers when mixed precision is off)", "scheme"),
     ("Layers per scheme", "scheme_counts"),
     ("Budget met", "budget_met"),
     ("Validation perplexity, float", "val_ppl_float"),
@@ -192,6 +194,47 @@ def quantize_section(
     tables += _leftover_table(result, known)
     return Section("quantize", "Quantization", facts, [t for t in tables if t.rows],
                    [plot] if plot else [])
+
+
+_SEARCH_FIELDS: tuple[tuple[str, str], ...] = (
+    ("Cluster", "cluster"),
+    ("Devices", "devices"),
+    ("Workers", "num_workers"),
+    ("ZeRO stage", "zero_stage"),
+    ("Micro-batch size", "micro_batch_size"),
+    ("Gradient accumulation steps", "grad_accum_steps"),
+    ("Activation recompute", "activation_checkpointing"),
+    ("Predicted step time", "predicted_step_s"),
+    ("Predicted memory per device", "predicted_memory_bytes"),
+    ("Bound by", "bound_by"),
+    ("Candidates evaluated", "candidates_evaluated"),
+    ("Search time", "search_s"),
+    ("Plan file", "plan_url"),
+)
+
+
+def search_section(result: dict[str, Any]) -> Section:
+    """The chosen plan's fields, every ranked plan, and the DeepSpeed config verbatim."""
+    import json
+
+    from forgeline.reports.cards import plan_text
+
+    tables = [Table("Chosen plan", _curated_rows(result, _SEARCH_FIELDS))]
+    ranking = result.get("ranking") or []
+    tables.append(Table("Ranking (predicted step time; memory per device)", [
+        (f"#{i} {plan_text(p.get('config') or {})}",
+         f"{value_text('step_time_s', p.get('step_time_s'))}; "
+         f"{value_text('memory_bytes', p.get('memory_bytes'))}")
+        for i, p in enumerate(ranking, 1)
+    ]))
+    known = {key for _, key in _SEARCH_FIELDS} | {"ranking", "deepspeed_config"}
+    tables += _leftover_table(result, known)
+    code = []
+    if isinstance(result.get("deepspeed_config"), dict):
+        code.append(("DeepSpeed config", json.dumps(result["deepspeed_config"], indent=2,
+                                                    sort_keys=True)))
+    return Section("search", "Strategy search", tables=[t for t in tables if t.rows],
+                   code=code)
 
 
 def generic_section(stage: str, result: Any) -> Section:

@@ -30,6 +30,9 @@ class Observation(BaseModel):
     step_time_s: float = Field(gt=0, description="measured seconds per optimizer step")
     peak_memory_bytes: float | None = Field(None, gt=0, description="measured peak per device")
     source: str = Field("", description="where the measurement comes from")
+    cluster: ClusterSpec | None = Field(None, description="the system it ran on, when it "
+                                        "differs from the one being calibrated; the fitted "
+                                        "factors scale it the same way")
 
 
 class CalibrationRow(BaseModel):
@@ -42,7 +45,8 @@ class CalibrationRow(BaseModel):
 
 
 class Calibration(BaseModel):
-    """The corrected cluster plus the evidence for it."""
+    """The corrected cluster plus the evidence for it. :meth:`apply` carries the fitted
+    factors to any other cluster: another node count, or another preset."""
 
     cluster: ClusterSpec
     compute_scale: float
@@ -53,17 +57,34 @@ class Calibration(BaseModel):
     memory_mape_pct: float | None = Field(None, description="over rows with measured memory")
     rows: list[CalibrationRow]
 
+    def apply(self, cluster: ClusterSpec | None = None, nodes: int | None = None) -> ClusterSpec:
+        """``cluster`` (default: the calibrated one) with the fitted factors applied, resized
+        to ``nodes`` when given; validated like any spec."""
+        if nodes is not None and nodes < 1:
+            raise ConfigError("nodes", nodes, "must be at least 1")
+        if cluster is None:
+            base = self.cluster
+        else:
+            base = scaled_cluster(cluster, self.compute_scale, self.comm_scale,
+                                  self.framework_scale)
+        return base if nodes is None else ClusterSpec(**{**base.model_dump(), "nodes": nodes})
+
 
 def scaled_cluster(cluster: ClusterSpec, compute_scale: float = 1.0,
                    comm_scale: float = 1.0, framework_scale: float = 1.0) -> ClusterSpec:
-    """``cluster`` with its efficiency curves and link fractions multiplied (capped at 1)
-    and its ZeRO bookkeeping time multiplied by ``framework_scale``."""
-    if compute_scale <= 0 or comm_scale <= 0 or framework_scale <= 0:
-        raise ConfigError("scale", (compute_scale, comm_scale, framework_scale),
-                          "must be positive")
+    """``cluster`` with its efficiency curves (or, where set, its measured matmul peak
+    fractions) and link fractions multiplied (capped at 1) and its ZeRO bookkeeping time
+    multiplied by ``framework_scale``."""
+    for name, value in (("compute_scale", compute_scale), ("comm_scale", comm_scale),
+                        ("framework_scale", framework_scale)):
+        if value <= 0:
+            raise ConfigError(name, value, "must be positive")
+    fractions = cluster.matmul_peak_fraction
     return cluster.model_copy(update={
-        "matmul_efficiency": [(x, min(1.0, e * compute_scale))
-                              for x, e in cluster.matmul_efficiency],
+        # where the curve's ceiling is a measured fraction per precision, that is scaled
+        "matmul_efficiency": cluster.matmul_efficiency if fractions else [
+            (x, min(1.0, e * compute_scale)) for x, e in cluster.matmul_efficiency],
+        "matmul_peak_fraction": {k: min(1.0, f * compute_scale) for k, f in fractions.items()},
         "memory_efficiency": [(x, min(1.0, e * compute_scale))
                               for x, e in cluster.memory_efficiency],
         "intra_node_efficiency": min(1.0, cluster.intra_node_efficiency * comm_scale),
@@ -78,16 +99,19 @@ def _sized(cluster: ClusterSpec, devices: int) -> ClusterSpec:
     return cluster if nodes == cluster.nodes else cluster.model_copy(update={"nodes": nodes})
 
 
-def _predict(obs: list[Observation], cluster: ClusterSpec) -> list[tuple[float, float]]:
+def _predict(obs: list[Observation], cluster: ClusterSpec,
+             scales: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> list[tuple[float, float]]:
     out = []
     for o in obs:
-        plan = estimate(o.config, o.model, _sized(cluster, o.config.devices), o.training)
+        own = cluster if o.cluster is None else scaled_cluster(o.cluster, *scales)
+        plan = estimate(o.config, o.model, _sized(own, o.config.devices), o.training)
         out.append((plan.step_time_s, plan.memory.total_bytes))
     return out
 
 
-def _loss(obs: list[Observation], cluster: ClusterSpec) -> float:
-    preds = _predict(obs, cluster)
+def _loss(obs: list[Observation], cluster: ClusterSpec,
+          scales: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> float:
+    preds = _predict(obs, cluster, scales)
     return sum(math.log(p / o.step_time_s) ** 2 for (p, _), o in zip(preds, obs, strict=True))
 
 
@@ -98,7 +122,7 @@ def _golden(f, lo: float, hi: float, iters: int = 24) -> float:
     c, d = b - g * (b - a), a + g * (b - a)
     fc, fd = f(math.exp(c)), f(math.exp(d))
     for _ in range(iters):
-        if fc < fd:
+        if fc <= fd:  # ties (a capped plateau) move toward the smaller factor
             b, d, fd = d, c, fc
             c = b - g * (b - a)
             fc = f(math.exp(c))
@@ -129,7 +153,7 @@ def calibrate(observations: list[Observation], cluster: ClusterSpec,
     if not observations:
         raise ConfigError("observations", [], "need at least one measured run")
     for o in observations:
-        o.config.check(o.model, _sized(cluster, o.config.devices), o.training)
+        o.config.check(o.model, _sized(o.cluster or cluster, o.config.devices), o.training)
     scales = [1.0, 1.0, 1.0]  # compute, comm, framework
     top = 1.0 / max(cluster.intra_node_efficiency, cluster.inter_node_efficiency)
     bounds = [(0.2, 5.0), (0.05, top), (0.05, 20.0)]
@@ -138,7 +162,7 @@ def calibrate(observations: list[Observation], cluster: ClusterSpec,
     def loss_at(i: int, x: float) -> float:
         trial = list(scales)
         trial[i] = x
-        return _loss(observations, scaled_cluster(cluster, *trial))
+        return _loss(observations, scaled_cluster(cluster, *trial), tuple(trial))
 
     for _ in range(rounds if (fit_comm or fit_framework) else 1):
         for i in range(3):
@@ -146,7 +170,8 @@ def calibrate(observations: list[Observation], cluster: ClusterSpec,
                 scales[i] = _fit(lambda x, i=i: loss_at(i, x), *bounds[i], scales[i])
     cs, ms, fs = scales
     fitted = scaled_cluster(cluster, cs, ms, fs)
-    before, after = _predict(observations, cluster), _predict(observations, fitted)
+    before = _predict(observations, cluster)
+    after = _predict(observations, fitted, (cs, ms, fs))
     rows = [CalibrationRow(source=o.source, measured_step_s=o.step_time_s,
                            predicted_step_s_before=b[0], predicted_step_s_after=a[0],
                            measured_memory_bytes=o.peak_memory_bytes,

@@ -1,13 +1,24 @@
 """Analytical step time and memory of a configuration, evaluated on whole arrays at once.
 
 Every kernel takes ``flops / (peak * eff(flops)) + bytes / (hbm * eff(bytes))`` (Calculon's
-no-overlap mode), with the achieved-fraction curves of the :class:`ClusterSpec`. A layer
-is its six GEMMs, the attention core and the memory-bound kernels (LayerNorm, softmax,
-dropout, GeLU, residual). Backward is twice the forward GEMMs and memory traffic. The
-pipeline runs ``m + (p-1)/v`` stage-times per step. Communication comes from
-:mod:`forgeline.search.comm`, memory from :mod:`forgeline.search.memory`. DeepSpeed's
-ZeRO bookkeeping (buffer and shard copies, ZeRO-3 hooks) is its own term, hidden behind
-compute as far as the cluster's ``overlap_efficiency`` allows (all of it on GPUs, none on CPUs).
+no-overlap mode), with the achieved-fraction curves of the :class:`ClusterSpec` (the matmul
+curve topped by the GPU's measured matmul ceiling per precision). A layer is its GEMMs
+(grouped-query K/V, gated MLPs), the attention core and the memory-bound kernels (norms,
+softmax, dropout, activation, residual). FP8 runs only the GEMMs in FP8: attention and the
+memory-bound kernels stay 16-bit, and every GEMM operand pays a cast (plus an amax pass
+under dynamic scaling). Backward is twice the forward GEMMs and memory traffic. The
+pipeline runs ``m + (p-1)/v`` stage-times per step on the busiest stage (``ceil(L/p)``
+layers: uneven stages allowed). Context parallelism splits each sequence over ``c`` ranks
+and passes K/V round a ring behind the attention blocks.
+
+Overlap is computed, not assumed: a collective that the framework overlaps (its
+:class:`~forgeline.search.profiles.FrameworkProfile`) hides behind the compute that runs
+alongside it, except its last bucket or chunk (:func:`forgeline.search.comm.overlapped_s`):
+the data-parallel reduce behind one micro-batch's backward, parameter gathers behind
+forward, tensor-parallel collectives behind the layer's GEMMs. Communication comes from
+:mod:`forgeline.search.comm`, memory from :mod:`forgeline.search.memory`. DeepSpeed's ZeRO
+bookkeeping (buffer and shard copies, ZeRO-3 hooks) is its own term, hidden behind compute
+as far as the cluster's ``overlap_efficiency`` allows (GPUs: all of it, CPUs: none).
 """
 
 from __future__ import annotations
@@ -63,15 +74,16 @@ def _curve(x: Any, points: list[tuple[float, float]]) -> Any:
 class _Kernels:
     """Time of one matmul / memory-bound kernel on one device (arrays in, arrays out)."""
 
-    def __init__(self, cluster: ClusterSpec, peak_flops: float) -> None:
-        self.cluster, self.peak = cluster, peak_flops
+    def __init__(self, cluster: ClusterSpec, precision: str) -> None:
+        self.cluster, self.peak = cluster, cluster.peak_for(precision)
+        self.scale = cluster.matmul_scale(precision)
 
     def mem(self, nbytes: Any) -> Any:
         eff = _curve(nbytes, self.cluster.memory_efficiency)
         return nbytes / (self.cluster.hbm_bytes_per_s * eff)
 
     def mm(self, flops: Any, nbytes: Any) -> Any:
-        eff = _curve(flops, self.cluster.matmul_efficiency)
+        eff = _curve(flops, self.cluster.matmul_efficiency) * self.scale
         return flops / (self.peak * eff) + self.mem(nbytes)
 
     def gemm(self, m: Any, k: Any, n: Any, e: int) -> Any:
@@ -181,8 +193,8 @@ def evaluate(c: dict[str, np.ndarray], model: ModelSpec, cluster: ClusterSpec,
     flash = training.flash_attention
     bp, bg = DTYPE_BYTES[model.param_dtype], DTYPE_BYTES[model.grad_dtype]
     bo = training.optimizer_bytes_per_param(model)
-    k = _Kernels(cluster, cluster.peak_for(training.gemm_precision))
-    k16 = _Kernels(cluster, cluster.peak_for(training.attention_precision))
+    k = _Kernels(cluster, training.gemm_precision)
+    k16 = _Kernels(cluster, training.attention_precision)
     m = B / (d * b)
     tok = b * s / cp  # tokens of one micro-batch on one device
     full, selective = rc == 2, rc == 1

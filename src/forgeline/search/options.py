@@ -36,6 +36,9 @@ class StrategyOptions(BaseModel):
     nodes: int = Field(1, ge=1, description="Nodes of the cluster.")
     devices_per_node: int = Field(2, ge=1, description="Devices (or CPU workers) per node.")
     model_size: ModelSize = Field("small", description="The DecoderLM preset to train.")
+    model: dict[str, Any] | None = Field(
+        None, description="The training stage's model section (forgeline.train.ModelOptions); "
+        "None: the model_size preset.")
     seq_len: int | None = Field(None, ge=1, description="Default: the run's dataset window.")
     workers: int | None = Field(
         None, ge=1, description="Fix the data-parallel size; None lets the search choose."

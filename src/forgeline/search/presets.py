@@ -46,6 +46,14 @@ GPU_MEMORY_EFFICIENCY = [(1e4, 0.3), (1e6, 0.6), (1e7, 0.75), (1e8, 0.9)]
 # itself up to 75 % (forward, fp16): 0.35 and 0.6 (backward lower). Blackwell: the Hopper
 # fractions (assumed).
 _AMPERE_ATTENTION = {"flash2": 0.55}
+# Best achievable matmul fraction of peak (MAMF / datasheet), stas00/ml-engineering
+# compute/accelerator/README.md "Maximum Achievable Matmul FLOPS comparison table":
+# bf16 A100 SXM 271.2/312, H100 SXM 794.5/989 ("H200 is the same"), B200 1745/2250; fp8
+# H100 1402.6/1979, H200 1453.4/1979, B200 3432.5/4500. fp16 is taken as bf16.
+_A100_MAMF = {"bf16": 0.869, "fp16": 0.869}
+_H100_MAMF = {"bf16": 0.803, "fp16": 0.803, "fp8": 0.709}
+_H200_MAMF = {"bf16": 0.803, "fp16": 0.803, "fp8": 0.734}
+_B200_MAMF = {"bf16": 0.776, "fp16": 0.776, "fp8": 0.763}
 _HOPPER_ATTENTION = {"flash2": 0.35, "flash3": 0.6}
 
 _A100_PEAKS = {"fp32": 19.5e12, "tf32": 156e12, "bf16": 312e12, "fp16": 312e12}
@@ -66,6 +74,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         intra_node_bytes_per_s=300e9, inter_node_bytes_per_s=25e9,
         host_memory_bytes=1 * TIB, host_memory_bytes_per_s=409.6e9, host_link_bytes_per_s=25e9,
         nvme_bytes_per_s=25e9, nvme_bytes=15 * 10**12, attention_efficiency=_AMPERE_ATTENTION,
+        matmul_peak_fraction=_A100_MAMF,
         notes="NVIDIA A100 datasheet; DGX A100 node (NVLink 3, 200 Gb/s HDR per GPU)",
     ),
     "a100-80gb": dict(
@@ -73,6 +82,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         intra_node_bytes_per_s=300e9, inter_node_bytes_per_s=25e9,
         host_memory_bytes=2 * TIB, host_memory_bytes_per_s=409.6e9, host_link_bytes_per_s=25e9,
         nvme_bytes_per_s=25e9, nvme_bytes=15 * 10**12, attention_efficiency=_AMPERE_ATTENTION,
+        matmul_peak_fraction=_A100_MAMF,
         notes="NVIDIA A100 datasheet; DGX A100 node (NVLink 3, 200 Gb/s HDR per GPU)",
     ),
     "h100": dict(
@@ -80,6 +90,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         intra_node_bytes_per_s=450e9, inter_node_bytes_per_s=50e9,
         host_memory_bytes=2 * TIB, host_memory_bytes_per_s=614e9, host_link_bytes_per_s=50e9,
         nvme_bytes_per_s=50e9, nvme_bytes=30 * 10**12, attention_efficiency=_HOPPER_ATTENTION,
+        matmul_peak_fraction=_H100_MAMF,
         notes="NVIDIA H100 SXM datasheet; DGX H100 node (NVLink 4, 400 Gb/s NDR per GPU)",
     ),
     "h200": dict(
@@ -87,6 +98,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         intra_node_bytes_per_s=450e9, inter_node_bytes_per_s=50e9,
         host_memory_bytes=2 * TIB, host_memory_bytes_per_s=614e9, host_link_bytes_per_s=50e9,
         nvme_bytes_per_s=50e9, nvme_bytes=30 * 10**12, attention_efficiency=_HOPPER_ATTENTION,
+        matmul_peak_fraction=_H200_MAMF,
         notes="NVIDIA H200 SXM datasheet; DGX H200 node (NVLink 4, 400 Gb/s NDR per GPU)",
     ),
     "b200": dict(
@@ -96,6 +108,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         intra_node_bytes_per_s=900e9, inter_node_bytes_per_s=50e9,
         host_memory_bytes=2 * TIB, host_memory_bytes_per_s=614e9, host_link_bytes_per_s=50e9,
         nvme_bytes_per_s=50e9, nvme_bytes=30 * 10**12, attention_efficiency=_HOPPER_ATTENTION,
+        matmul_peak_fraction=_B200_MAMF,
         notes="NVIDIA HGX B200 datasheet (180 GB = 167 GiB); DGX B200 node (NVLink 5, "
               "400 Gb/s per GPU)",
     ),

@@ -32,7 +32,11 @@ from forgeline.search.specs import ClusterSpec, ModelSpec, TrainingSpec
 
 
 class SearchSpace(BaseModel):
-    """Which values each dimension may take; ``None`` means every valid value."""
+    """Which values each dimension may take; ``None`` means every valid value.
+
+    Every field is a list of candidate values for the :class:`ParallelConfig` field it
+    names: the parallel degrees keep the config's (singular) names, the rest are plural
+    (``micro_batch_sizes``, ``zero_stages``); a config holds one value of each."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

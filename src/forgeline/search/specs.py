@@ -179,6 +179,10 @@ class ClusterSpec(BaseModel):
         "order of magnitude that calibration's framework_scale corrects); tensors under the "
         "persistence threshold are not counted"
     )
+    matmul_peak_fraction: dict[str, float] = Field(
+        default_factory=dict, description="best achievable fraction of the datasheet peak "
+        "for a matmul, per precision (measured MAMF / peak); the matmul_efficiency curve is "
+        "rescaled so its best point equals it; a precision not listed uses the curve as is")
     attention_efficiency: dict[str, float] = Field(
         default_factory=dict, description="achieved fraction of the 16-bit peak of each fused "
         "attention kernel class ('flash2', 'flash3') on this GPU; a kernel not listed runs "
@@ -193,6 +197,9 @@ class ClusterSpec(BaseModel):
                 raise ConfigError(name, curve, "needs (size > 0, 0 < efficiency <= 1) points")
         if not self.peak_flops_per_s or any(v <= 0 for v in self.peak_flops_per_s.values()):
             raise ConfigError("peak_flops_per_s", self.peak_flops_per_s, "needs positive rates")
+        if any(not 0 < e <= 1 for e in self.matmul_peak_fraction.values()):
+            raise ConfigError("matmul_peak_fraction", self.matmul_peak_fraction,
+                              "each fraction must be in (0, 1]")
         if any(not 0 < e <= 1 for e in self.attention_efficiency.values()):
             raise ConfigError("attention_efficiency", self.attention_efficiency,
                               "each fraction must be in (0, 1]")
@@ -206,6 +213,11 @@ class ClusterSpec(BaseModel):
     @property
     def total_devices(self) -> int:
         return self.nodes * self.devices_per_node
+
+    def matmul_scale(self, precision: str) -> float:
+        """Factor on the matmul efficiency curve at ``precision`` (see matmul_peak_fraction)."""
+        fraction = self.matmul_peak_fraction.get(precision)
+        return fraction / max(e for _, e in self.matmul_efficiency) if fraction else 1.0
 
     def peak_for(self, precision: str) -> float:
         """Peak FLOP/s of one device at ``precision``; ConfigError if the cluster lacks it."""

@@ -35,7 +35,7 @@ def model_spec(model_size: str, seq_len: int, precision: str) -> ModelSpec:
     from forgeline.train.model import DecoderLM, ModelConfig
 
     module = DecoderLM(ModelConfig.preset(model_size, seq_len=seq_len))  # type: ignore[arg-type]
-    dtype = "fp32" if precision == "fp32" else "bf16"
+    dtype = precision if precision in ("fp32", "fp16") else "bf16"
     spec = ModelSpec.from_module(module, seq_len=seq_len, name=f"DecoderLM-{model_size}")
     return spec.model_copy(update={"param_dtype": dtype, "grad_dtype": dtype})
 
@@ -49,8 +49,13 @@ def plan_strategy(options: StrategyOptions, output_url: str) -> StrategyResult:
     cluster = _cluster(options)
     seq_len = options.seq_len
     on_cpu = options.cluster == THIS_MACHINE
-    precision = "fp32" if on_cpu else "bf16"
+    # Volta has no bf16: such presets train in fp16
+    precision = "fp32" if on_cpu else ("bf16" if "bf16" in cluster.peak_flops_per_s else "fp16")
     model = model_spec(options.model_size, seq_len, precision)
+    if options.model is not None:  # the training stage's own model (Hugging Face, factory)
+        from forgeline.train.models import trained_model_spec
+
+        model = trained_model_spec(options.model, seq_len, precision)
     training = TrainingSpec(global_batch_size=options.global_batch_size, precision=precision,
                             learning_rate=options.lr)
     space = SearchSpace(

@@ -48,6 +48,74 @@ class ModelConfig(BaseModel):
         return cls(**{**shapes[size], **overrides})
 
 
+ModelKind = Literal["preset", "hf_config", "pretrained", "factory"]
+
+
+class ModelOptions(BaseModel):
+    """Which model the training stage trains: a built-in ``DecoderLM`` preset, a Hugging Face
+    causal LM built from a config (fields or a config.json URL), a pretrained Hugging Face
+    folder at an fsspec URL (fine-tuning; safetensors weights), or an importable factory.
+
+    A factory ``package.module:function`` is called as ``function(vocab_size=…, seq_len=…,
+    activation_checkpointing=…, **factory_kwargs)`` and returns an ``nn.Module`` whose forward
+    maps int64 tokens ``[batch, seq]`` to logits ``[batch, seq, ≥ vocab_size]``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=(),
+                              title="Model")
+
+    kind: ModelKind = Field(
+        "preset", description="preset (built-in DecoderLM), hf_config (a Hugging Face "
+        "causal LM from a config), pretrained (a Hugging Face folder: fine-tune), factory."
+    )
+    preset: ModelSize = Field("small", description="DecoderLM preset (kind preset): tiny, "
+                              "small or base.")
+    hf_config: dict[str, Any] | None = Field(
+        None, description="transformers config fields, model_type included (kind hf_config), "
+        'e.g. {"model_type": "gpt2", "n_layer": 2, "n_embd": 64, "n_head": 4}.'
+    )
+    hf_config_url: str | None = Field(
+        None, description="A config.json at any fsspec URL (kind hf_config; hf_config "
+        "fields override it)."
+    )
+    pretrained_url: str | None = Field(
+        None, description="A Hugging Face model folder (config.json + model.safetensors) at "
+        "any fsspec URL (kind pretrained)."
+    )
+    factory: str | None = Field(
+        None, description="package.module:function returning the nn.Module (kind factory)."
+    )
+    factory_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments of the factory."
+    )
+
+    @model_validator(mode="after")
+    def _fields_of_the_kind(self) -> ModelOptions:
+        needs = {"hf_config": ("hf_config", "hf_config_url"), "pretrained": ("pretrained_url",),
+                 "factory": ("factory",)}.get(self.kind, ())
+        if needs and not any(getattr(self, name) for name in needs):
+            raise ConfigError(f"model.{needs[0]}", None,
+                              f"needed for model kind {self.kind!r}")
+        if self.kind == "factory" and ":" not in str(self.factory):
+            raise ConfigError("model.factory", self.factory, "use 'package.module:function'")
+        if self.kind == "hf_config" and self.hf_config is not None and not self.hf_config_url \
+                and "model_type" not in self.hf_config:
+            raise ConfigError("model.hf_config", self.hf_config,
+                              "needs a model_type (e.g. 'gpt2', 'llama')")
+        return self
+
+    @property
+    def name(self) -> str:
+        """A short human name of the model (reports, search plans)."""
+        if self.kind == "preset":
+            return f"DecoderLM-{self.preset}"
+        if self.kind == "factory":
+            return str(self.factory)
+        if self.kind == "pretrained":
+            return f"pretrained:{self.pretrained_url}"
+        return f"hf:{(self.hf_config or {}).get('model_type') or self.hf_config_url}"
+
+
 def default_deepspeed_config(
     *,
     zero_stage: int = 2,
@@ -59,13 +127,15 @@ def default_deepspeed_config(
     total_steps: int = 300,
 ) -> dict[str, Any]:
     """A DeepSpeed config for CPU training: torch AdamW, warmup + cosine LR, ZeRO ``zero_stage``."""
-    return {
+    from forgeline.search.emitter import for_cpu
+
+    return for_cpu({
         "train_micro_batch_size_per_gpu": micro_batch_size,
         "gradient_accumulation_steps": grad_accum_steps,
         "gradient_clipping": 1.0,
         "optimizer": {
             "type": "AdamW",
-            "params": {"lr": lr, "weight_decay": weight_decay, "torch_adam": True},
+            "params": {"lr": lr, "weight_decay": weight_decay},
         },
         "scheduler": {
             "type": "WarmupCosineLR",
@@ -78,7 +148,7 @@ def default_deepspeed_config(
         "zero_optimization": {"stage": zero_stage},
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
-    }
+    })
 
 
 class TrainConfig(BaseModel):
@@ -87,7 +157,16 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     manifest_url: str = Field(description="The prepare stage's dataset manifest.")
-    model: ModelConfig = Field(default_factory=ModelConfig)
+    model: ModelOptions = Field(default_factory=ModelOptions)
+    shape: ModelConfig | None = Field(
+        None, description="The DecoderLM's resolved shape (kind preset): the preset at the "
+        "dataset's window and vocabulary, or a given one."
+    )
+    seq_len: int = Field(128, ge=1, description="The dataset's window (tokens per sample).")
+    vocab_size: int = Field(VOCAB_SIZE, ge=2, description="The dataset's vocabulary.")
+    activation_checkpointing: bool = Field(
+        False, description="Recompute activations in backward to save memory."
+    )
     num_workers: int = Field(2, ge=1, description="Ray Train workers (data-parallel ranks).")
     use_gpu: bool = False
     steps: int = Field(300, ge=1, description="Optimizer steps.")
@@ -114,6 +193,21 @@ class TrainConfig(BaseModel):
     cache: CacheConfig | None = Field(
         None, description="Read training samples through forgeline.cache; None reads directly."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_decoder_shape_as_model(cls, data: Any) -> Any:
+        """``model=ModelConfig(...)`` (a DecoderLM shape) still means that preset shape."""
+        if isinstance(data, dict) and isinstance(data.get("model"), ModelConfig | dict):
+            model = data["model"]
+            shape = model if isinstance(model, ModelConfig) else None
+            if isinstance(model, dict) and "d_model" in model:
+                shape = ModelConfig.model_validate(model)
+            if shape is not None:
+                data = {**data, "model": ModelOptions(), "shape": shape,
+                        "seq_len": shape.seq_len, "vocab_size": shape.vocab_size,
+                        "activation_checkpointing": shape.activation_checkpointing}
+        return data
 
     @field_validator("deepspeed_config")
     @classmethod
@@ -164,7 +258,8 @@ class TrainResult(BaseModel):
 
     model_url: str
     model_config_url: str
-    architecture: ModelConfig
+    architecture: dict[str, Any] = Field(description="The model trained: kind, name and "
+                                         "config.")
     num_params: int
     workers: int
     zero_stage: int
@@ -179,6 +274,12 @@ class TrainResult(BaseModel):
     val_ppl_after: float
     tokens_per_s: float
     wall_s: float
+    step_s: float | None = Field(None, description="Measured mean optimizer-step time.")
+    peak_rss_bytes: int | None = Field(
+        None, description="Peak resident memory of rank 0's worker process (whole process).")
+    checkpoint_url: str | None = Field(None, description="The run's checkpoint store.")
+    resumed_from_step: int | None = Field(None, description="Checkpoint step resumed from.")
+    restore_s: float | None = Field(None, description="Time to restore that checkpoint.")
 
 
 class ThrottleOptions(BaseModel):
@@ -208,9 +309,12 @@ class TrainCache(CacheConfig):
     substitution_ratio: float = Field(
         0.3, description=CacheConfig.model_fields["substitution_ratio"].description)
 
-    def engine_config(self, root: str) -> CacheConfig:
-        """The cache engine's config; importance is kept under the artifact root by default."""
-        importance = self.importance_url or storage.join(root, "cache", "importance")
+    def engine_config(self, root: str | None) -> CacheConfig:
+        """The cache engine's config; importance is kept under the artifact root by default
+        (with no root and no ``importance_url``, it is not kept)."""
+        importance = self.importance_url
+        if importance is None and root is not None:
+            importance = storage.join(root, "cache", "importance")
         return CacheConfig(**self.model_dump(exclude={"mode", "importance_url"}),
                            importance_url=importance)
 
@@ -230,7 +334,8 @@ class TrainOptions(Options):
     manifest_url: str | None = Field(
         None, description="Dataset manifest; default: the run's prepare stage result."
     )
-    model_size: ModelSize = Field("small", description="Decoder preset: tiny, small or base.")
+    model: ModelOptions = Field(default_factory=ModelOptions,
+                                description="The model to train (or fine-tune).")
     activation_checkpointing: bool = Field(
         False, description="Recompute activations in backward (less memory, more compute).",
         json_schema_extra=_PARALLELISM,
@@ -264,7 +369,24 @@ class TrainOptions(Options):
         default_factory=ThrottleOptions, description="Imitated object storage for the data."
     )
 
-    def data_access(self, manifest_url: str, root: str) -> tuple[str, CacheConfig | None]:
+    @model_validator(mode="before")
+    @classmethod
+    def _model_size_is_the_preset(cls, data: Any) -> Any:
+        """The former ``model_size`` option is ``model.preset``."""
+        if isinstance(data, dict) and "model_size" in data:
+            data = dict(data)
+            size, model = data.pop("model_size"), data.get("model") or {}
+            if isinstance(model, BaseModel):
+                model = model.model_dump(exclude_unset=True)
+            data["model"] = {"preset": size, **model}
+        return data
+
+    @property
+    def model_size(self) -> ModelSize:
+        """The DecoderLM preset (``model.preset``)."""
+        return self.model.preset
+
+    def data_access(self, manifest_url: str, root: str | None) -> tuple[str, CacheConfig | None]:
         """The manifest URL the workers read, and the cache config (None: no cache)."""
         if self.throttle.enabled:
             from forgeline.throttled import throttled_url
@@ -284,11 +406,9 @@ class TrainOptions(Options):
         )
 
     def to_config(self, manifest_url: str, root: str | None = None) -> TrainConfig:
-        """The training engine's config; ``root`` (the artifact root) enables data access
-        through the throttled filesystem and the cache."""
-        cache = None
-        if root is not None:
-            manifest_url, cache = self.data_access(manifest_url, root)
+        """The training engine's config, data access (throttling, cache) resolved; ``root``
+        (the artifact root) is where the cache keeps per-sample importance by default."""
+        manifest_url, cache = self.data_access(manifest_url, root)
         ds = self.deepspeed()
         checkpoint = self.checkpoint
         if ds.get("zero_optimization", {}).get("stage") == 3 and (
@@ -297,9 +417,7 @@ class TrainOptions(Options):
             checkpoint = checkpoint.model_copy(update={"every_steps": None})
         return TrainConfig(
             manifest_url=manifest_url,
-            model=ModelConfig.preset(
-                self.model_size, activation_checkpointing=self.activation_checkpointing
-            ),
+            model=self.model, activation_checkpointing=self.activation_checkpointing,
             num_workers=self.workers, steps=self.steps, deepspeed_config=ds,
             eval_samples=self.eval_samples, seed=self.seed, checkpoint=checkpoint,
             max_failures=self.max_failures, cache=cache,

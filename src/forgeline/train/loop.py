@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import resource
 import time
 from typing import Any
 
@@ -20,14 +21,16 @@ from forgeline.checkpoint.training import (
     restore_training_state,
 )
 from forgeline.datasets import TokenDataset
+from forgeline.logs import quiet_worker
 from forgeline.train.batches import BatchSource, ShuffledBatches
 from forgeline.train.config import TrainConfig
-from forgeline.train.model import DecoderLM, lm_loss, per_sample_loss
+from forgeline.train.model import lm_loss, per_sample_loss
+from forgeline.train.models import MODEL_CONFIG_FILE as MODEL_CONFIG_FILE  # re-exported
+from forgeline.train.models import MODEL_FILE as MODEL_FILE
+from forgeline.train.models import build_model, save_trained_model
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.safetensors"
-MODEL_CONFIG_FILE = "model.json"
 SUMMARY_FILE = "summary.json"
 
 
@@ -76,14 +79,15 @@ def _full_state_dict(engine: Any, zero_stage: int) -> dict[str, torch.Tensor]:
 
 
 def save_model(state: dict[str, torch.Tensor], config: TrainConfig, output_url: str) -> str:
-    from safetensors.torch import save
+    return save_trained_model(state, config, output_url)
 
-    url = storage.join(output_url, MODEL_FILE)
-    storage.write_bytes_atomic(url, save({k: v.contiguous() for k, v in state.items()}))
-    storage.write_json_atomic(
-        storage.join(output_url, MODEL_CONFIG_FILE), config.model.model_dump(mode="json")
-    )
-    return url
+
+def progress_line(step: int, steps: int, loss: float, tokens_per_s: float,
+                  step_s: float) -> str:
+    """``step 10/40 · loss 4.1800 · 26,000 tokens/s · ETA 12 s``: the periodic log line."""
+    eta = max(0.0, (steps - step) * step_s)
+    return (f"step {step}/{steps} · loss {loss:.4f} · {tokens_per_s:,.0f} tokens/s · "
+            f"ETA {eta:.0f} s")
 
 
 def make_batch_source(
@@ -113,6 +117,7 @@ def make_checkpointer(config: TrainConfig, output_url: str, rank: int, world: in
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Entry point of each Ray Train worker. ``loop_config`` = {"train": ..., "output_url": ...}."""
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
+    quiet_worker()
     import deepspeed
     import ray.train
 
@@ -122,7 +127,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     torch.manual_seed(config.seed)
     train_set = TokenDataset(config.manifest_url, "train")
     val_set = TokenDataset(config.manifest_url, "validation")
-    model = DecoderLM(config.model)
+    model = build_model(config)
     engine, _, _, scheduler = deepspeed.initialize(
         model=model, model_parameters=model.parameters(), config=config.deepspeed_config,
         dist_init_required=False,
@@ -136,17 +141,21 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     checkpointer = make_checkpointer(config, output_url, rank, world)
     if checkpointer is not None:
         checkpointer.protect(engine)
-    start_step, extra = 0, {}
+    start_step, extra, restore_s = 0, {}, None
+    restore_started = time.perf_counter()
     resume = checkpointer.resume_step() if checkpointer and config.checkpoint.resume else None
     if resume is not None:  # saved by any worker count: ZeRO optimizer partitions resharded
         optimizer = config.checkpoint.resume_optimizer
         state = load_training_state(checkpointer.store, resume, rank, world, optimizer)
         start_step = restore_training_state(state, engine, scheduler, source, config.zero_stage,
-                                            world, world, load_optimizer=optimizer)
+                                            saved_world_size=world, world_size=world,
+                                            load_optimizer=optimizer)
         extra = state.get("extra") or {}
-        log.info("rank %d resumed from forgeline checkpoint step %d", rank, start_step)
+        restore_s = time.perf_counter() - restore_started
+        log.info("rank %d resumed from forgeline checkpoint step %d in %.2f s", rank,
+                 start_step, restore_s)
     batches = iter(source)
-    tokens_per_step = world * micro * config.grad_accum_steps * config.model.seq_len
+    tokens_per_step = world * micro * config.grad_accum_steps * config.seq_len
     started = last_time = time.perf_counter()
     first_loss, window_losses = extra.get("first_loss", math.nan), []
     mean_loss = extra.get("last_loss", math.nan)
@@ -174,7 +183,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 **source.stats(),
             }
             if rank == 0:
-                log.info("step %d/%d loss %.4f", step, config.steps, mean_loss)
+                log.info("%s", progress_line(step, config.steps, mean_loss,
+                                             metrics["tokens_per_s"],
+                                             (now - started) / (step - start_step)))
             ray.train.report(metrics)
             last_time, window_losses = now, []
         if checkpointer is not None and checkpointer.should_save(step):
@@ -195,6 +206,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         "train_loss_final": mean_loss,
         "tokens_per_s": tokens_per_step * (config.steps - start_step) / train_s,
         "num_params": sum(v.numel() for v in state.values()),
+        "step_s": train_s / max(1, config.steps - start_step),
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "resumed_from_step": start_step if resume is not None else None,
+        "restore_s": restore_s,
     }
     if rank == 0:
         save_model(state, config, output_url)

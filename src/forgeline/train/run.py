@@ -13,19 +13,26 @@ import ray
 from forgeline import storage
 from forgeline.datasets import load_manifest
 from forgeline.errors import ConfigError
+from forgeline.logs import RAY_LOGS_DIR, MetricsProgress, collect_ray_logs, local_ray_environment
 from forgeline.ray import CheckpointRetention, FailureStatistics, MetricsLogger
 from forgeline.runs import safe_run_id
 from forgeline.train.config import TrainConfig, TrainResult
 from forgeline.train.loop import MODEL_CONFIG_FILE, MODEL_FILE, SUMMARY_FILE, train_loop_per_worker
+from forgeline.train.models import describe_model, resolve_model
 
 log = logging.getLogger(__name__)
 
-def _ensure_ray(address: str | None) -> bool:
+
+def _ensure_ray(address: str | None, init_kwargs: dict[str, Any]) -> bool:
     """Connect to Ray; return True when this call started a local cluster that we own."""
     if ray.is_initialized():
         return False
-    ray.init(address=address, include_dashboard=False)
-    return address is None and not os.environ.get("RAY_ADDRESS")
+    local = address is None and not os.environ.get("RAY_ADDRESS")
+    if local:
+        ray.init(**init_kwargs)
+    else:
+        ray.init(address=address, log_to_driver=init_kwargs["log_to_driver"])
+    return local
 
 
 RAY_STORAGE_DIR = "ray"
@@ -53,36 +60,24 @@ def ray_run_name(config: TrainConfig) -> str:
     return safe_run_id(f"forgeline-{config.run_name}") if config.run_name else "forgeline-train"
 
 
+def _checkpoint_url(config: TrainConfig, output_url: str) -> str | None:
+    """The run's checkpoint store (None when checkpointing is off)."""
+    if config.checkpoint.every_steps is None:
+        return None
+    return config.checkpoint.url or storage.join(output_url, "checkpoints")
+
+
 def _checkpoint_callbacks(config: TrainConfig, output_url: str) -> list[Any]:
     """Controller-side retention/GC and failure statistics for the training checkpoints."""
-    if config.checkpoint.every_steps is None:
+    url = _checkpoint_url(config, output_url)
+    if url is None:
         return []
-    url = config.checkpoint.url or storage.join(output_url, "checkpoints")
     return [CheckpointRetention(url, config.checkpoint.retention()), FailureStatistics(url)]
 
 
-def run_training(
-    config: TrainConfig, output_url: str, metrics_url: str | None = None,
-    callbacks: list[Any] | None = None,
-) -> TrainResult:
-    """Train ``config.model`` on the dataset with Ray Train + DeepSpeed; write the model under
-    ``output_url``; append metrics to ``metrics_url``; return the result."""
-    if output_url.startswith("memory://"):
-        raise ConfigError(
-            "output_url", output_url,
-            "Ray workers are separate processes; use a shared filesystem (file://, s3://, …)",
-        )
-    manifest = load_manifest(config.manifest_url)
-    if config.model.seq_len != manifest.window_tokens:
-        config = config.model_copy(
-            update={"model": config.model.model_copy(update={"seq_len": manifest.window_tokens})}
-        )
-    if config.model.vocab_size < manifest.vocab_size:
-        raise ConfigError("model.vocab_size", config.model.vocab_size,
-                          f"smaller than the dataset's vocabulary ({manifest.vocab_size})")
-    storage.ensure_writable(output_url, "output_url")
-    started = time.perf_counter()
-    owns_ray = _ensure_ray(config.ray_address)
+def _fit(config: TrainConfig, output_url: str, metrics_url: str | None,
+         callbacks: list[Any] | None, owns_ray: bool) -> None:
+    """Run the TorchTrainer with progress from the driver; keep Ray's logs of a local run."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -101,15 +96,41 @@ def run_training(
                 failure_config=FailureConfig(max_failures=config.max_failures),
             ),
         )
-        trainer.fit()
+        if metrics_url is None:
+            trainer.fit()
+        else:
+            with MetricsProgress(metrics_url, config.steps):
+                trainer.fit()
     finally:
         if owns_ray:
+            where = collect_ray_logs(storage.join(output_url, RAY_LOGS_DIR))
+            if where:
+                log.info("Ray and DeepSpeed output of this run: %s", where)
             ray.shutdown()
+
+
+def run_training(
+    config: TrainConfig, output_url: str, metrics_url: str | None = None,
+    callbacks: list[Any] | None = None,
+) -> TrainResult:
+    """Train ``config.model`` on the dataset with Ray Train + DeepSpeed; write the model under
+    ``output_url``; append metrics to ``metrics_url``; return the result."""
+    if output_url.startswith("memory://"):
+        raise ConfigError(
+            "output_url", output_url,
+            "Ray workers are separate processes; use a shared filesystem (file://, s3://, …)",
+        )
+    config = resolve_model(config, load_manifest(config.manifest_url))
+    storage.ensure_writable(output_url, "output_url")
+    started = time.perf_counter()
+    with local_ray_environment() as init_kwargs:
+        owns_ray = _ensure_ray(config.ray_address, init_kwargs)
+        _fit(config, output_url, metrics_url, callbacks, owns_ray)
     summary = storage.read_json(storage.join(output_url, SUMMARY_FILE))
     return TrainResult(
         model_url=storage.join(output_url, MODEL_FILE),
         model_config_url=storage.join(output_url, MODEL_CONFIG_FILE),
-        architecture=config.model,
+        architecture=describe_model(config, output_url),
         num_params=summary["num_params"],
         workers=config.num_workers,
         zero_stage=config.zero_stage,
@@ -124,4 +145,9 @@ def run_training(
         val_ppl_after=math.exp(summary["val_loss_after"]),
         tokens_per_s=summary["tokens_per_s"],
         wall_s=round(time.perf_counter() - started, 3),
+        step_s=summary.get("step_s"),
+        peak_rss_bytes=summary.get("peak_rss_bytes"),
+        checkpoint_url=_checkpoint_url(config, output_url),
+        resumed_from_step=summary.get("resumed_from_step"),
+        restore_s=summary.get("restore_s"),
     )

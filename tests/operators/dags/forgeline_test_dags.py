@@ -34,7 +34,7 @@ with DAG("forgeline_test_disabled", schedule=None, start_date=START,
     prepare = PrepareDatasetOperator(task_id="prepare", max_source_bytes=20_000, window_tokens=32,
                                      **ROOT)
     search = StrategySearchOperator(task_id="search", enabled="{{ params.search }}",
-                                    model_size="tiny", **ROOT)
+                                    model_preset="tiny", **ROOT)
     prepare >> search >> ReportOperator(task_id="report", trigger_rule="none_failed", **ROOT)
 
 with DAG("forgeline_test_report", schedule=None, start_date=START,

@@ -12,13 +12,19 @@ from forgeline.errors import ConfigError
 from forgeline.quantize import QuantizeConfig, available_backends, quantize_model
 from forgeline.quantize.runtime import resolve_backend
 
+# These tests check the schemes themselves; the latency objective (which may keep slow
+# layers float) has its own tests.
+LATENCY_OFF = {"latency": {"objective": "off"}}
+
 
 @pytest.fixture(scope="module")
 def w8a8_model():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(128, 256), nn.GELU(), nn.Linear(256, 64)).eval()
     batches = [torch.randn(32, 128) * 2 + 0.5 for _ in range(4)]
-    qmodel, _ = quantize_model(model, QuantizeConfig(scheme="w8a8", backend="dequant"), batches)
+    qmodel, _ = quantize_model(
+        model, QuantizeConfig(**LATENCY_OFF, scheme="w8a8", backend="dequant"), batches
+    )
     return model, qmodel
 
 
@@ -60,11 +66,19 @@ def test_fbgemm_falls_back_where_it_has_no_kernel():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64))
     batches = [torch.randn(8, 64)]
-    cfg = QuantizeConfig(scheme="w8a8", overrides={"2": "int4_rtn"}, group_size=32,
-                         activation={"reduce_range": False}, backend="fbgemm")
+    cfg = QuantizeConfig(
+        **LATENCY_OFF,
+        scheme="w8a8",
+        overrides={"2": "int4_rtn"},
+        group_size=32,
+        activation={"reduce_range": False},
+        backend="fbgemm",
+    )
     qmodel, report = quantize_model(model, cfg, batches)
-    # 8-bit activations would saturate fbgemm's AVX2 kernel: decoded float instead
-    assert qmodel.kernels == {"0": "dequant_cached", "2": "dequant_cached"}
+    # 8-bit activations would saturate fbgemm's AVX2 kernel: decoded per call instead
+    # (no fp32 copy is kept unless the dequant_cached backend is asked for)
+    assert qmodel.kernels == {"0": "dequant", "2": "dequant"}
+    assert report.backend == "dequant×2" and report.backend_requested == "fbgemm"
     assert {lr.name: lr.kernel for lr in report.layers} == qmodel.kernels
 
 
@@ -87,7 +101,9 @@ def test_torchao_backend_on_gpu():
     pytest.importorskip("torchao")
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 256))
-    qmodel, _ = quantize_model(model, QuantizeConfig(scheme="int8_wo", backend="dequant"))
+    qmodel, _ = quantize_model(
+        model, QuantizeConfig(**LATENCY_OFF, scheme="int8_wo", backend="dequant")
+    )
     x = torch.randn(4, 256)
     with torch.no_grad():
         ref = qmodel(x)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from forgeline.quantize.qtensor import (
+from forgeline.quantize.runtime.qtensor import (
     QuantizedWeight,
     fake_quant_pwlq,
     fake_quant_uniform,
@@ -23,6 +23,17 @@ from forgeline.quantize.qtensor import (
 )
 
 KIND_OF = {nn.Linear: "linear", nn.Conv1d: "conv1d", nn.Conv2d: "conv2d", nn.Embedding: "embedding"}
+
+
+def layer_kind(m: nn.Module) -> str | None:
+    """``linear``/``conv1d``/``conv2d``/``embedding`` for a built-in layer or a subclass that
+    keeps its parent's ``forward``; ``None`` otherwise."""
+    for cls, kind in KIND_OF.items():
+        if isinstance(m, cls) and type(m).forward is cls.forward:
+            return kind
+    return None
+
+
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
            "float64": torch.float64}
 

@@ -16,6 +16,10 @@ from forgeline.errors import ConfigError, IntegrityError
 from forgeline.quantize import QuantizeConfig, load_quantized, quantize_model, save_quantized
 from forgeline.quantize.runtime import available_backends
 
+# These tests check the schemes themselves; the latency objective (which may keep slow
+# layers float) has its own tests.
+LATENCY_OFF = {"latency": {"objective": "off"}}
+
 
 class TinyLM(nn.Module):
     def __init__(self, vocab: int = 64, d: int = 32) -> None:
@@ -47,7 +51,9 @@ def test_sequential_roundtrip_bit_exact_without_factory(tmp_path, scheme):
     torch.manual_seed(0)
     model = _mlp()
     batches = [torch.randn(8, 32) for _ in range(3)]
-    qmodel, _ = quantize_model(model, QuantizeConfig(scheme=scheme, group_size=32), batches)
+    qmodel, _ = quantize_model(
+        model, QuantizeConfig(**LATENCY_OFF, scheme=scheme, group_size=32), batches
+    )
     url = f"file://{tmp_path}/q"
     save_quantized(qmodel, url)
     loaded = load_quantized(url)  # rebuilt from the recorded nn.Sequential tree
@@ -64,7 +70,7 @@ def test_custom_model_roundtrip_bit_exact_with_factory(scheme, backend):
         pytest.skip(available_backends()[backend])
     torch.manual_seed(0)
     model = TinyLM()
-    cfg = QuantizeConfig(scheme=scheme, group_size=32, backend=backend)
+    cfg = QuantizeConfig(**LATENCY_OFF, scheme=scheme, group_size=32, backend=backend)
     qmodel, _ = quantize_model(model, cfg, [_tokens(s) for s in range(3)])
     url = f"memory://forgeline-test/{scheme}-{backend}"
     save_quantized(qmodel, url)
@@ -76,7 +82,9 @@ def test_custom_model_roundtrip_bit_exact_with_factory(scheme, backend):
 
 def test_artifact_layout_and_map(tmp_path):
     torch.manual_seed(0)
-    qmodel, _ = quantize_model(TinyLM(), QuantizeConfig(scheme="int4_rtn", group_size=32))
+    qmodel, _ = quantize_model(
+        TinyLM(), QuantizeConfig(**LATENCY_OFF, scheme="int4_rtn", group_size=32)
+    )
     url = f"file://{tmp_path}/q"
     info = save_quantized(qmodel, url)
     manifest = json.loads((tmp_path / "q" / "quantization.json").read_text())
@@ -93,13 +101,13 @@ def test_artifact_layout_and_map(tmp_path):
     assert {"fc1.qweight", "fc1.scale", "fc1.zero_point", "fc1.bias", "emb.qweight"} <= keys
     assert info["bytes"] == (tmp_path / "q" / manifest["tensors_file"]).stat().st_size
     # re-saving replaces the artifact and leaves no stale tensors file behind
-    q8, _ = quantize_model(TinyLM(), QuantizeConfig(scheme="int8_wo"))
+    q8, _ = quantize_model(TinyLM(), QuantizeConfig(**LATENCY_OFF, scheme="int8_wo"))
     save_quantized(q8, url)
     assert len(list((tmp_path / "q").glob("*.safetensors"))) == 1
 
 
 def test_custom_architecture_needs_factory():
-    qmodel, _ = quantize_model(TinyLM(), QuantizeConfig(scheme="int8_wo"))
+    qmodel, _ = quantize_model(TinyLM(), QuantizeConfig(**LATENCY_OFF, scheme="int8_wo"))
     save_quantized(qmodel, "memory://forgeline-test/nofactory")
     with pytest.raises(ConfigError) as exc:
         load_quantized("memory://forgeline-test/nofactory")
@@ -107,7 +115,7 @@ def test_custom_architecture_needs_factory():
 
 
 def test_mismatched_factory_is_a_clear_error():
-    qmodel, _ = quantize_model(TinyLM(d=32), QuantizeConfig(scheme="int8_wo"))
+    qmodel, _ = quantize_model(TinyLM(d=32), QuantizeConfig(**LATENCY_OFF, scheme="int8_wo"))
     save_quantized(qmodel, "memory://forgeline-test/mismatch")
     with pytest.raises(ConfigError) as exc:
         load_quantized("memory://forgeline-test/mismatch", model_factory=lambda: TinyLM(d=48))
@@ -116,7 +124,7 @@ def test_mismatched_factory_is_a_clear_error():
 
 
 def test_bad_layer_spec_is_rejected(tmp_path):
-    qmodel, _ = quantize_model(_mlp(), QuantizeConfig(scheme="int8_wo"))
+    qmodel, _ = quantize_model(_mlp(), QuantizeConfig(**LATENCY_OFF, scheme="int8_wo"))
     url = f"file://{tmp_path}/q"
     save_quantized(qmodel, url)
     manifest = storage.read_json(url + "/quantization.json")
@@ -128,7 +136,7 @@ def test_bad_layer_spec_is_rejected(tmp_path):
 
 
 def test_corrupted_tensors_are_detected(tmp_path):
-    qmodel, _ = quantize_model(_mlp(), QuantizeConfig(scheme="int8_wo"))
+    qmodel, _ = quantize_model(_mlp(), QuantizeConfig(**LATENCY_OFF, scheme="int8_wo"))
     url = f"file://{tmp_path}/q"
     save_quantized(qmodel, url)
     name = storage.read_json(url + "/quantization.json")["tensors_file"]
@@ -142,7 +150,7 @@ def test_corrupted_tensors_are_detected(tmp_path):
 
 def test_loader_imports_no_training_dependencies():
     code = (
-        "import sys, forgeline.quantize.loader as L, forgeline.quantize.runtime;"
+        "import sys, forgeline.quantize.runtime.loader as L, forgeline.quantize.runtime;"
         "bad = [m for m in ('pydantic', 'ray', 'deepspeed', 'airflow', 'matplotlib', 'pyarrow')"
         " if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
     )

@@ -17,9 +17,9 @@ import safetensors.torch
 from torch import nn
 
 from forgeline.errors import ConfigError, IntegrityError, StorageError
-from forgeline.quantize import architecture as arch
-from forgeline.quantize.qmodel import FORMAT, QuantizedModel, replace_submodule
-from forgeline.quantize.qmodules import QuantModule
+from forgeline.quantize.runtime import architecture as arch
+from forgeline.quantize.runtime.qmodel import FORMAT, QuantizedModel, replace_submodule
+from forgeline.quantize.runtime.qmodules import QuantModule
 
 MAP_FILE = "quantization.json"
 

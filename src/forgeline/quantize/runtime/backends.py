@@ -1,10 +1,11 @@
 """Runtime backends behind one interface: each installs a kernel into quantized layers.
 
 - ``dequant``: pure PyTorch, decodes the weight on every call (least memory, runs anywhere).
-- ``dequant_cached``: pure PyTorch, decodes once on first use (float speed and memory).
+- ``dequant_cached``: pure PyTorch, decodes once on first use and keeps the fp32 weight:
+  float speed at float memory. An explicit choice, never a silent fallback.
 - ``fbgemm``: PyTorch's x86 int8 GEMM (``quantized::linear_with_input_q_dq_qweight_dq_output_fp32``)
   for calibrated W8A8 Linear layers; measured the fastest CPU int8 path on AVX2
-  (see ``benchmarks/quantize.py``). Other layers fall back to ``dequant_cached``.
+  (see ``benchmarks/quantize.py``). Other layers decode per call (``dequant``).
 - ``torchao``: torchao's int8/int4 weight-only GPU kernels; only where CUDA is present.
 
 Torch only (torchao imported lazily), so the loader can use it without forgeline's
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 from forgeline.errors import ConfigError
-from forgeline.quantize.qmodules import QuantModule
+from forgeline.quantize.runtime.qmodules import QuantModule
 
 Kernel = Callable[[QuantModule, torch.Tensor], torch.Tensor]
 
@@ -77,7 +78,7 @@ def _fbgemm_kernel(layer: QuantModule, x: torch.Tensor) -> torch.Tensor:
 
 
 class FbgemmBackend(Backend):
-    """x86 int8 GEMM for calibrated W8A8 linears; everything else decoded once."""
+    """x86 int8 GEMM for calibrated W8A8 linears; everything else decoded per call."""
 
     name = "fbgemm"
 
@@ -106,7 +107,7 @@ class FbgemmBackend(Backend):
         )
         if not ok:
             # 8-bit activations (qmax 255) would saturate AVX2's u8*s8 pair sums.
-            return DequantBackend(cache=True).install(layer)
+            return DequantBackend(cache=False).install(layer)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # quantized-tensor creation is deprecated upstream
             qw = torch._make_per_channel_quantized_tensor(
@@ -115,7 +116,9 @@ class FbgemmBackend(Backend):
             packed = torch.ops.quantized.linear_prepack(qw, layer.bias)
         layer.runtime_state = {"packed": packed,
                                "x_scale": float(layer.act_scale),
-                               "x_zero": int(layer.act_zero_point)}
+                               "x_zero": int(layer.act_zero_point),
+                               # fbgemm's packed copy (opaque): int8 codes + column offsets
+                               "packed_bytes": layer.rows * layer.cols + 4 * layer.rows}
         layer._kernel = _fbgemm_kernel
         return "fbgemm_int8_static"
 
@@ -125,7 +128,7 @@ def _torchao_kernel(layer: QuantModule, x: torch.Tensor) -> torch.Tensor:
 
 
 class TorchaoBackend(Backend):
-    """torchao weight-only int8 / int4 kernels on CUDA (decoded once otherwise)."""
+    """torchao weight-only int8 / int4 kernels on CUDA (decoded per call otherwise)."""
 
     name = "torchao"
 
@@ -142,7 +145,7 @@ class TorchaoBackend(Backend):
         from torchao.quantization import Int4WeightOnlyConfig, Int8WeightOnlyConfig, quantize_
 
         if layer.spec["kind"] != "linear" or layer.spec.get("activation"):
-            return DequantBackend(cache=True).install(layer)
+            return DequantBackend(cache=False).install(layer)
         lin = nn.Linear(
             layer.cols,
             layer.rows,
@@ -211,4 +214,16 @@ def _set(layer: QuantModule, backend: Backend) -> str:
     return layer.kernel_name
 
 
-__all__ = ["Backend", "BACKENDS", "available_backends", "install_backend", "resolve_backend"]
+def kernel_summary(kernels: dict[str, str]) -> str:
+    """What really runs, e.g. ``fbgemm_int8_static×5 + dequant×14`` (most used first)."""
+    counts: dict[str, int] = {}
+    for k in kernels.values():
+        counts[k] = counts.get(k, 0) + 1
+    if not counts:
+        return "float"
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return " + ".join(f"{k}×{n}" for k, n in ordered)
+
+
+__all__ = ["Backend", "BACKENDS", "available_backends", "install_backend", "kernel_summary",
+           "resolve_backend"]

@@ -7,7 +7,7 @@ from torch import nn
 
 from forgeline.quantize import QuantizeConfig, quantize_model
 from forgeline.quantize.observers import RangeObserver
-from forgeline.quantize.qtensor import (
+from forgeline.quantize.runtime.qtensor import (
     fake_quant_pwlq,
     fake_quant_uniform,
     pack_int4,
@@ -17,6 +17,10 @@ from forgeline.quantize.qtensor import (
     unpack_int4,
 )
 from forgeline.quantize.schemes import choose_pwlq
+
+# These tests check the schemes themselves; the latency objective (which may keep slow
+# layers float) has its own tests.
+LATENCY_OFF = {"latency": {"objective": "off"}}
 
 
 def test_int8_per_channel_error_within_half_scale():
@@ -62,8 +66,9 @@ def test_uniform_activation_error_and_zero_exact():
 def test_pwlq_beats_uniform_on_asymmetric_heavy_tails():
     # pre-LayerNorm-like activations: a dense bulk plus a far one-sided tail
     g = torch.Generator().manual_seed(0)
-    x = torch.cat([torch.randn(20000, generator=g) * 0.5,
-                   torch.rand(200, generator=g) * 60.0 + 20.0])
+    x = torch.cat(
+        [torch.randn(20000, generator=g) * 0.5, torch.rand(200, generator=g) * 60.0 + 20.0]
+    )
     lo, hi = float(x.min()), float(x.max())
     knots, levels = choose_pwlq(x, lo, hi, bits=8)
     assert int(levels.sum()) == 256
@@ -94,8 +99,8 @@ def _wide_mlp() -> nn.Module:
 
 def test_linear_weight_size_ratios():
     model = _wide_mlp()
-    _, r8 = quantize_model(model, QuantizeConfig(scheme="int8_wo"))
-    _, r4 = quantize_model(model, QuantizeConfig(scheme="int4_rtn", group_size=128))
+    _, r8 = quantize_model(model, QuantizeConfig(**LATENCY_OFF, scheme="int8_wo"))
+    _, r4 = quantize_model(model, QuantizeConfig(**LATENCY_OFF, scheme="int4_rtn", group_size=128))
     assert r8.linear_float_bytes == 2 * 512 * 512 * 4
     assert r8.linear_size_ratio >= 3.9
     assert r4.linear_size_ratio >= 6.0

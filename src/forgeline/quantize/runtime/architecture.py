@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from forgeline.quantize.qmodules import QuantModule
+from forgeline.quantize.runtime.qmodules import QuantModule
 
 
 def _type_name(cls: type) -> str:
@@ -70,8 +70,9 @@ _BY_NAME = {_type_name(cls): cls for cls in _ARGS}
 
 
 def constructor_args(m: nn.Module) -> dict[str, Any] | None:
-    """JSON constructor args of an allow-listed torch layer, else ``None``."""
-    fn = _ARGS.get(type(m))
+    """JSON constructor args of an allow-listed torch layer (or of the allow-listed class
+    it derives from), else ``None``."""
+    fn = next((_ARGS[c] for c in type(m).__mro__ if c in _ARGS), None)
     return None if fn is None else fn(m)
 
 

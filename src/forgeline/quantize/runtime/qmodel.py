@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 
-from forgeline.quantize.qmodules import QuantModule
+from forgeline.quantize.runtime.qmodules import QuantModule
 
 FORMAT = "forgeline.quantize/1"
 
@@ -32,6 +33,7 @@ class QuantizedModel(nn.Module):
         self.model = model
         self.architecture = architecture
         self.backend = "dequant"
+        """What runs: each kernel and how many layers use it (see ``set_backend``)."""
         self.kernels: dict[str, str] = {}
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -54,11 +56,27 @@ class QuantizedModel(nn.Module):
 
         Call it again after moving the model to another device (kernels keep packed or
         decoded weights on the device they were installed on)."""
-        from forgeline.quantize.runtime import install_backend, resolve_backend
+        from forgeline.quantize.runtime.backends import install_backend, kernel_summary
 
         self.kernels = install_backend(self.model, name)
-        self.backend = name if name != "auto" else resolve_backend("auto", _device(self.model)).name
+        self.backend = kernel_summary(self.kernels)
         return self.kernels
+
+    def resident_bytes(self) -> int:
+        """Bytes this model holds in memory now: parameters, buffers and what kernels keep
+        (decoded fp32 caches, packed int8 weights), each storage counted once."""
+        seen: set[int] = set()
+        total = 0
+        tensors = list(self.parameters()) + list(self.buffers())
+        for m in self.layers().values():
+            tensors += [t for t in m.runtime_state.values() if isinstance(t, torch.Tensor)]
+            total += m.runtime_state.get("packed_bytes", 0)
+        for t in tensors:
+            key = t.untyped_storage().data_ptr()
+            if key not in seen:
+                seen.add(key)
+                total += t.untyped_storage().nbytes()
+        return total
 
     def linear_weight_bytes(self) -> tuple[int, int]:
         """``(fp32 bytes, stored bytes)`` of ``nn.Linear`` weights (quantized ones only)."""
@@ -72,12 +90,6 @@ class QuantizedModel(nn.Module):
     def stored_bytes(self) -> int:
         """Bytes of every tensor the artifact holds (quantized and float parts)."""
         return sum(t.numel() * t.element_size() for t in self.state_dict().values())
-
-
-def _device(model: nn.Module) -> str:
-    for t in list(model.buffers()) + list(model.parameters()):
-        return t.device.type
-    return "cpu"
 
 
 __all__ = ["FORMAT", "QuantizedModel", "replace_submodule"]

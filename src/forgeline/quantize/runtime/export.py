@@ -15,7 +15,7 @@ import safetensors.torch
 import torch
 
 from forgeline import __version__, storage
-from forgeline.quantize.qmodel import QuantizedModel
+from forgeline.quantize.runtime.qmodel import QuantizedModel
 
 MAP_FILE = "quantization.json"
 

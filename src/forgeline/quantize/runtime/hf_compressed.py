@@ -1,0 +1,153 @@
+"""Export to the ``compressed-tensors`` layout that transformers and vLLM read.
+
+Writes ``model.safetensors`` (``<layer>.weight_packed`` int32, ``weight_scale``,
+``weight_zero_point``, ``weight_shape``; float tensors as they are) and ``config.json``
+with the ``quantization_config`` (``quant_method: compressed-tensors``,
+``format: pack-quantized``), one config group per weight format:
+
+- ``int8_wo`` → 8-bit symmetric, per output channel;
+- ``int4_rtn`` / ``int4_gptq`` → 4-bit asymmetric, per group of ``group_size`` inputs
+  (our uint4 codes 0..15 with zero-point z are compressed-tensors' -8..7 with z - 8: the
+  same decoded values).
+
+Only ``nn.Linear`` layers with weight-only schemes map; W8A8 layers (their static
+activation grid has no exact counterpart), embeddings and convolutions are written as
+their decoded float weights and listed in ``ignore``. The library's own compressor packs
+the integers (``compressed-tensors`` must be installed) from our decoded weights and our
+scales and zero-points, so it re-derives exactly our codes (tested). Loading:
+``load_compressed_tensors`` follows the transformers lifecycle (apply the config,
+compress, load the weights, decompress) on a float skeleton.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from typing import Any
+
+import safetensors.torch
+import torch
+from torch import nn
+
+from forgeline import storage
+from forgeline.quantize.runtime.qmodel import QuantizedModel, replace_submodule
+from forgeline.quantize.runtime.qmodules import QuantModule
+
+CONFIG_FILE = "config.json"
+TENSORS_FILE = "model.safetensors"
+
+
+def _group_args(layer: QuantModule) -> dict[str, Any] | None:
+    spec = layer.spec
+    if spec["kind"] != "linear" or spec.get("activation") or spec.get("smooth"):
+        return None
+    if spec["bits"] == 8:
+        return {"num_bits": 8, "type": "int", "symmetric": True, "strategy": "channel"}
+    return {"num_bits": 4, "type": "int", "symmetric": False, "strategy": "group",
+            "group_size": spec["group_size"]}
+
+
+def _float_copy(qmodel: QuantizedModel) -> tuple[nn.Module, dict[str, dict[str, Any]]]:
+    """The wrapped model with every quantized layer decoded back to a float layer."""
+    model = copy.deepcopy(qmodel.model)
+    mapped: dict[str, dict[str, Any]] = {}
+    for name, layer in list(qmodel.layers().items()):
+        args = layer.spec["args"]
+        with torch.no_grad():
+            w = layer.dequantized_weight()
+            if layer.spec["kind"] == "embedding":
+                new = nn.Embedding(args["num_embeddings"], args["embedding_dim"],
+                                   padding_idx=args.get("padding_idx"))
+            elif layer.spec["kind"] == "linear":
+                new = nn.Linear(args["in_features"], args["out_features"],
+                                bias=layer.bias is not None)
+            else:
+                new = (nn.Conv1d if layer.spec["kind"] == "conv1d" else nn.Conv2d)(**{
+                    k: tuple(v) if isinstance(v, list) else v for k, v in args.items()})
+            if layer.smooth_scale is not None:  # fold SmoothQuant's division back in
+                w = w / layer.smooth_scale.view(1, -1, *([1] * (w.dim() - 2)))
+            new.weight.copy_(w)
+            if layer.bias is not None:
+                new.bias.copy_(layer.bias)
+        if name == "":
+            model = new
+        else:
+            replace_submodule(model, name, new)
+        group = _group_args(layer)
+        if group is not None:
+            mapped[name] = {"args": group, "layer": layer}
+    return model, mapped
+
+
+def _set_qparams(module: nn.Module, layer: QuantModule) -> None:
+    """Our scales and zero-points onto the module compressed-tensors initialized."""
+    with torch.no_grad():
+        if layer.spec["bits"] == 8:
+            module.weight_scale.copy_(layer.scale.float().view(-1, 1))
+            if getattr(module, "weight_zero_point", None) is not None:
+                module.weight_zero_point.zero_()
+        else:
+            module.weight_scale.copy_(layer.scale.float())
+            module.weight_zero_point.copy_((layer.zero_point.to(torch.int16) - 8).to(
+                module.weight_zero_point.dtype))
+
+
+def save_compressed_tensors(qmodel: QuantizedModel, url: str) -> dict[str, Any]:
+    """Write ``qmodel`` under directory ``url`` in the compressed-tensors layout."""
+    from compressed_tensors.compressors import ModelCompressor
+    from compressed_tensors.quantization import (
+        QuantizationArgs,
+        QuantizationConfig,
+        QuantizationScheme,
+        apply_quantization_config,
+    )
+
+    model, mapped = _float_copy(qmodel)
+    groups: dict[str, list[str]] = {}
+    for name, entry in mapped.items():
+        groups.setdefault(json.dumps(entry["args"], sort_keys=True), []).append(name)
+    config_groups = {
+        f"group_{i}": QuantizationScheme(targets=names, weights=QuantizationArgs(**json.loads(k)))
+        for i, (k, names) in enumerate(groups.items())
+    }
+    ignored = sorted(n for n in qmodel.layers() if n not in mapped)
+    qconfig = QuantizationConfig(config_groups=config_groups, quantization_status="frozen",
+                                 ignore=ignored, format="pack-quantized")
+    if config_groups:
+        apply_quantization_config(model, qconfig)
+        for name, entry in mapped.items():
+            _set_qparams(model.get_submodule(name), entry["layer"])
+        compressor = ModelCompressor.from_pretrained_model(model, "pack-quantized")
+        compressor.compress_model(model)
+        qconfig = compressor.quantization_config
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    data = safetensors.torch.save(tensors, metadata={"format": "pt"})
+    storage.write_bytes_atomic(storage.join(url, TENSORS_FILE), data)
+    config = {"quantization_config": qconfig.model_dump(mode="json", exclude_none=True),
+              "forgeline_architecture": qmodel.architecture}
+    storage.write_json_atomic(storage.join(url, CONFIG_FILE), config)  # the commit point
+    return {"url": url, "config": storage.join(url, CONFIG_FILE), "bytes": len(data),
+            "mapped_layers": sorted(mapped), "ignored_layers": ignored}
+
+
+def load_compressed_tensors(url: str, model_factory: Callable[[], nn.Module]) -> nn.Module:
+    """Load a compressed-tensors directory into ``model_factory()``'s float model with the
+    ``compressed_tensors`` library (the steps transformers' loader runs), decompressed."""
+    from compressed_tensors.compressors import ModelCompressor
+    from compressed_tensors.quantization import QuantizationConfig, apply_quantization_config
+
+    config = storage.read_json(storage.join(url, CONFIG_FILE))
+    qconfig = QuantizationConfig.model_validate(config["quantization_config"])
+    model = model_factory()
+    fs, path = storage.filesystem(storage.join(url, TENSORS_FILE))
+    tensors = safetensors.torch.load(fs.cat_file(path))
+    if qconfig.config_groups:
+        apply_quantization_config(model, qconfig)
+        compressor = ModelCompressor(quantization_config=qconfig)
+        compressor.compress_model(model)  # the stored (compressed) parameter shapes
+        model.load_state_dict(tensors, strict=True)
+        compressor.decompress_model(model)
+    else:
+        model.load_state_dict(tensors, strict=True)
+    return model.eval()

@@ -1,0 +1,112 @@
+"""The report's summary cards on a real tiny run (prepare → search → train with checkpoints
+and the cache → quantize → report, then export): every card shows real values, no raw
+config key is a row of its own, and headless Chromium renders the page."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from forgeline.reports.document import build_document
+from forgeline.reports.formatting import MISSING
+from forgeline.runs import RunLayout
+
+pytestmark = pytest.mark.slow
+
+CARDS = ("search", "train", "checkpoint", "cache", "quantize")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> RunLayout:
+    from forgeline.pipeline import PipelineParams, run_pipeline
+    from forgeline.stages import run_stage
+
+    root = tmp_path_factory.mktemp("cards-run")
+    params = PipelineParams.model_validate({
+        "artifact_root": f"file://{root}", "data_max_source_bytes": 200_000,
+        "train_model_size": "tiny", "train_steps": 12, "train_micro_batch_size": 8,
+        "train_eval_samples": 32, "train_checkpoint_every_steps": 6, "train_cache_mode": "on",
+        "quantize_calibration_samples": 16, "quantize_eval_samples": 16,
+    })
+    run_pipeline(params, "cards")
+    layout = RunLayout(f"file://{root}", "cards")
+    run_stage("export", layout, {})
+    return layout
+
+
+def test_every_card_shows_real_values(tiny_run: RunLayout) -> None:
+    doc = build_document(tiny_run)
+    cards = {card.stage: card for card in doc.cards}
+    assert tuple(cards) == CARDS
+    for card in cards.values():
+        assert card.headline and card.rows, card.stage
+        for label, value in card.rows:
+            assert value and not value.startswith(MISSING), (card.stage, label, value)
+    rows = {stage: dict(card.rows) for stage, card in cards.items()}
+    assert "measured" in rows["search"]["Step time"]
+    assert "measured peak" in rows["search"]["Memory per worker"]
+    assert len(cards["search"].grid.rows) == 3 and cards["search"].notes
+    assert "tokens/s" in rows["train"]["Throughput"] and cards["train"].plot
+    assert cards["checkpoint"].headline.startswith("2 saves")
+    assert "median" in rows["checkpoint"]["Stall per save"]
+    assert "chunk references" in rows["checkpoint"]["Dedup ratio"]
+    assert "sample reads" in rows["cache"]["Served from the cache"]
+    assert "× float" in rows["quantize"]["Latency vs float"]
+    assert " × " in rows["quantize"]["Scheme mix"] and "keys" not in rows["quantize"]["Scheme mix"]
+    assert cards["quantize"].notes  # why layers kept (or did not need) more precision
+
+
+def test_no_raw_config_key_is_a_row(tiny_run: RunLayout) -> None:
+    doc = build_document(tiny_run)
+    for section in [doc.dataset, doc.training, *doc.others]:
+        for table in section.tables:
+            for label, _ in table.rows:
+                assert not label.startswith(("deepspeed_config", "ranking.")), label
+    html = (tiny_run_path(tiny_run) / "report" / "report.html").read_text()
+    top = html.split("<h2>Details</h2>")[0]
+    assert "deepspeed_config" not in top and "What each stage did" in top
+    assert html.count('<section class="card"') == len(CARDS)
+    markdown = (tiny_run_path(tiny_run) / "report" / "report.md").read_text()
+    for title in ("Parallel strategy search", "Training", "Checkpoints", "Data cache",
+                  "Quantization"):
+        assert f"### {title}" in markdown
+
+
+def test_the_run_exports_load_in_standard_tools(tiny_run: RunLayout) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    transformers = pytest.importorskip("transformers")
+    from forgeline.train.model import DecoderLM, ModelConfig
+
+    stages = tiny_run.load()["stages"]
+    export, train = stages["export"], stages["train"]
+    assert export["skipped"] == {} and export["checkpoint_step"] == 12
+    run = tiny_run_path(tiny_run)
+    model = DecoderLM(ModelConfig(**train["architecture"])).eval()
+    model.load_state_dict(load_file(run / "train" / "model.safetensors"))
+    hf = transformers.GPT2LMHeadModel.from_pretrained(run / "export" / "hf").eval()
+    tokens = torch.randint(0, 256, (2, train["architecture"]["seq_len"]))
+    with torch.no_grad():
+        torch.testing.assert_close(hf(tokens).logits, model(tokens), atol=1e-4, rtol=1e-4)
+    assert (run / "export" / "plan" / "ds_config.json").exists()
+    assert (run / "export" / "checkpoint" / "dcp" / ".metadata").exists()
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
+def test_report_screenshot_in_headless_chromium(tiny_run: RunLayout, tmp_path) -> None:
+    html = tiny_run_path(tiny_run) / "report" / "report.html"
+    png = tmp_path / "report.png"
+    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu",
+                    "--hide-scrollbars", "--window-size=1200,2600", f"--screenshot={png}",
+                    html.as_uri()], check=True, capture_output=True, timeout=120)
+    data = png.read_bytes()
+    assert data.startswith(b"\x89PNG") and len(data) > 50_000  # a page, not a blank
+
+
+def tiny_run_path(layout: RunLayout):
+    from pathlib import Path
+
+    return Path(layout.url.removeprefix("file://"))
