@@ -147,7 +147,7 @@ def _config(manifest_url: str, workers: int, micro: int, run_name: str,
     options = TrainOptions(model_size="tiny", workers=workers, zero_stage=2, steps=STEPS,
                            micro_batch_size=micro, lr=3e-3, eval_samples=16,
                            checkpoint_every_steps=EVERY, checkpoint_keep_last=10,
-                           max_failures=2)
+                           max_failures=2, cache_mode="off")  # the cache's sampler: per rank
     config = options.to_config(throttled_url(manifest_url, 0.01, 1e9, "raycluster-data"))
     return config.model_copy(update={"log_every_steps": 1, "run_name": run_name,
                                      "steps": steps})
