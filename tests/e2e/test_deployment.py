@@ -20,7 +20,7 @@ from forgeline.train.config import TrainOptions
 pytestmark = pytest.mark.slow
 
 TINY = {"data_max_source_bytes": 150_000, "data_window_tokens": 64,
-        "train_model_size": "tiny", "train_workers": 1, "train_steps": 30,
+        "train_model_preset": "tiny", "train_workers": 1, "train_steps": 30,
         "train_micro_batch_size": 8, "train_eval_samples": 32, "train_lr": 3e-3,
         "train_checkpoint_every_steps": 5, "quantize_calibration_samples": 16,
         "quantize_eval_samples": 32, "quantize_sensitivity": False}
@@ -58,7 +58,7 @@ def _ancestors(pid: int) -> set[int]:
 
 def test_bad_conf_fails_fast_naming_every_bad_field(deployment):
     # a value outside a Param's schema (an enum, a bound) is refused by Airflow at trigger
-    for field, value in (("train_model_size", "huge"), ("quantize_scheme", "int3_magic")):
+    for field, value in (("train_model_preset", "huge"), ("quantize_scheme", "int3_magic")):
         refused = deployment.trigger({field: value})
         assert refused.status_code == 400 and field in refused.text
     # the rest is caught by the validate task, all at once, before any stage runs
