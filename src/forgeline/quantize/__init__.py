@@ -8,76 +8,18 @@ without pydantic or the training stack.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from forgeline._lazy import lazy_exports
 
 _EXPORTS = {
-    "quantize_model": "api",
-    "QuantizeOptions": "options",
-    "QuantizeResult": "options",
-    "SchemeName": "options",
-    "quantize_stage": "stage",
-    "load_float_state": "api",
-    "QuantizeConfig": "config",
-    "ActivationConfig": "config",
-    "SensitivityConfig": "config",
-    "MixedPrecisionConfig": "config",
-    "SCHEMES": "config",
-    "QuantizeReport": "report",
-    "LayerReport": "report",
-    "QuantizedModel": "runtime",
-    "save_quantized": "runtime",
-    "load_quantized": "runtime",
-    "read_map": "runtime",
-    "available_backends": "runtime",
+    "load_float_state": "api", "quantize_model": "api",
+    "ActivationConfig": "config", "MixedPrecisionConfig": "config", "QuantizeConfig": "config",
+    "SCHEMES": "config", "SensitivityConfig": "config",
+    "QuantizeOptions": "options", "QuantizeResult": "options", "SchemeName": "options",
+    "LayerReport": "report", "QuantizeReport": "report",
+    "QuantizedModel": "runtime", "available_backends": "runtime", "load_quantized": "runtime",
+    "read_map": "runtime", "save_quantized": "runtime",
     "plot_sensitivity": "sensitivity",
+    "quantize_stage": "stage",
 }
-
-__all__ = [
-    "ActivationConfig",
-    "LayerReport",
-    "MixedPrecisionConfig",
-    "QuantizeConfig",
-    "QuantizeOptions",
-    "QuantizeReport",
-    "QuantizeResult",
-    "QuantizedModel",
-    "SCHEMES",
-    "SchemeName",
-    "SensitivityConfig",
-    "available_backends",
-    "load_float_state",
-    "load_quantized",
-    "plot_sensitivity",
-    "quantize_model",
-    "quantize_stage",
-    "read_map",
-    "save_quantized",
-]
-
-if TYPE_CHECKING:
-    from forgeline.quantize.api import load_float_state, quantize_model
-    from forgeline.quantize.config import (
-        SCHEMES,
-        ActivationConfig,
-        MixedPrecisionConfig,
-        QuantizeConfig,
-        SensitivityConfig,
-    )
-    from forgeline.quantize.options import QuantizeOptions, QuantizeResult, SchemeName
-    from forgeline.quantize.report import LayerReport, QuantizeReport
-    from forgeline.quantize.runtime import (
-        QuantizedModel,
-        available_backends,
-        load_quantized,
-        read_map,
-        save_quantized,
-    )
-    from forgeline.quantize.sensitivity import plot_sensitivity
-    from forgeline.quantize.stage import quantize_stage
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"forgeline.quantize.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'forgeline.quantize' has no attribute {name!r}")
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -11,77 +11,22 @@ and the published reference runs (``reference``) are public in their own modules
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from forgeline._lazy import lazy_exports
 
 _EXPORTS = {
-    "ModelSpec": "specs",
-    "ClusterSpec": "specs",
-    "TrainingSpec": "specs",
-    "PRESET_NAMES": "presets",
-    "this_machine_cpu": "machine",
-    "ParallelConfig": "plan",
-    "Plan": "plan",
-    "SearchResult": "plan",
-    "SearchSpace": "space",
-    "search": "ranking",
+    "Calibration": "calibration", "Observation": "calibration", "calibrate": "calibration",
     "estimate": "cost_model",
-    "emit": "emitter",
-    "EmittedConfig": "emitter",
-    "for_cpu": "emitter",
+    "EmittedConfig": "emitter", "emit": "emitter", "for_cpu": "emitter",
     "validate_deepspeed_config": "emitter",
-    "Observation": "calibration",
-    "Calibration": "calibration",
-    "calibrate": "calibration",
-    "TrialResult": "trials",
-    "run_trials": "trials",
-    "StrategyOptions": "options",
-    "StrategyResult": "options",
+    "this_machine_cpu": "machine",
+    "StrategyOptions": "options", "StrategyResult": "options",
+    "ParallelConfig": "plan", "Plan": "plan", "SearchResult": "plan",
+    "PRESET_NAMES": "presets",
+    "search": "ranking",
+    "SearchSpace": "space",
+    "ClusterSpec": "specs", "ModelSpec": "specs", "TrainingSpec": "specs",
     "plan_strategy": "stage",
+    "TrialResult": "trials", "run_trials": "trials",
 }
-
-__all__ = [
-    "Calibration",
-    "ClusterSpec",
-    "EmittedConfig",
-    "ModelSpec",
-    "Observation",
-    "PRESET_NAMES",
-    "ParallelConfig",
-    "Plan",
-    "SearchResult",
-    "SearchSpace",
-    "StrategyOptions",
-    "StrategyResult",
-    "TrainingSpec",
-    "TrialResult",
-    "calibrate",
-    "emit",
-    "estimate",
-    "for_cpu",
-    "plan_strategy",
-    "run_trials",
-    "search",
-    "this_machine_cpu",
-    "validate_deepspeed_config",
-]
-
-if TYPE_CHECKING:
-    from forgeline.search.calibration import Calibration, Observation, calibrate
-    from forgeline.search.cost_model import estimate
-    from forgeline.search.emitter import EmittedConfig, emit, for_cpu, validate_deepspeed_config
-    from forgeline.search.machine import this_machine_cpu
-    from forgeline.search.options import StrategyOptions, StrategyResult
-    from forgeline.search.plan import ParallelConfig, Plan, SearchResult
-    from forgeline.search.presets import PRESET_NAMES
-    from forgeline.search.ranking import search
-    from forgeline.search.space import SearchSpace
-    from forgeline.search.specs import ClusterSpec, ModelSpec, TrainingSpec
-    from forgeline.search.stage import plan_strategy
-    from forgeline.search.trials import TrialResult, run_trials
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"forgeline.search.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'forgeline.search' has no attribute {name!r}")
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
