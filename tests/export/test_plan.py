@@ -28,6 +28,11 @@ def one_rank(monkeypatch):
                        "LOCAL_RANK": "0",
                        "RANK": "0", "WORLD_SIZE": "1"}.items():
         monkeypatch.setenv(key, value)
+    from deepspeed.utils import groups
+
+    for name in dir(groups):  # DeepSpeed caches groups of an earlier test's process group
+        if name.endswith("_GROUP") and getattr(groups, name) is not None:
+            monkeypatch.setattr(groups, name, None)
     dist.init_process_group("gloo", rank=0, world_size=1)
     yield
     dist.destroy_process_group()

@@ -369,6 +369,13 @@ class TrainOptions(Options):
         default_factory=ThrottleOptions, description="Imitated object storage for the data."
     )
 
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _an_engine_config_turns_the_cache_on(cls, value: Any) -> Any:
+        if isinstance(value, CacheConfig) and not isinstance(value, TrainCache):
+            return {**value.model_dump(), "mode": "on"}
+        return value
+
     @model_validator(mode="before")
     @classmethod
     def _model_size_is_the_preset(cls, data: Any) -> Any:
