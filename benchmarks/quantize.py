@@ -123,7 +123,18 @@ def tensor_bytes(t: torch.Tensor) -> int:
 
 
 def linear_weight_bytes(model: nn.Module) -> int:
-    return sum(tensor_bytes(m.weight) for m in model.modules() if isinstance(m, nn.Linear))
+    """Bytes of every Linear weight, torch.ao's dynamic int8 Linear (packed weights, read
+    back through ``weight()``) included."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+
+    total = 0
+    for m in model.modules():
+        if isinstance(m, DynamicInt8Linear):
+            weight = m.weight()
+            total += weight.numel() * weight.element_size()
+        elif isinstance(m, nn.Linear):
+            total += tensor_bytes(m.weight)
+    return total
 
 
 def rel_loss(metric: float, base: float, higher_is_better: bool) -> float:

@@ -34,8 +34,13 @@ os.environ.update(
     AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "dags"),
     AIRFLOW__CORE__LOAD_EXAMPLES="False",
     AIRFLOW__CORE__UNIT_TEST_MODE="False",
+    # Airflow's generated secret is 16 random bytes; PyJWT warns below 64 for HS512
+    AIRFLOW__API_AUTH__JWT_SECRET="forgeline-tests-" + "0123456789abcdef" * 4,
     DS_ACCELERATOR="cpu",
     RAY_USAGE_STATS_ENABLED="0",
+    # Ray Train's controller polls its workers every 2 s and takes a report only at a poll;
+    # the tests' runs last seconds, so poll more often (Ray passes it on to the controller)
+    RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.5",
 )
 os.environ.pop("FORGELINE_ARTIFACT_ROOT", None)
 
@@ -69,6 +74,50 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory):
     return build_dataset(config, f"file://{out}")
 
 
+@dataclass
+class TinyDagRun:
+    """One tiny run of the end-to-end DAG (``dag.test()``), exported afterwards."""
+
+    dag_run: object
+    run_dir: Path
+
+    @property
+    def layout(self):
+        from forgeline.runs import RunLayout
+
+        return RunLayout(f"file://{self.run_dir.parent.parent}", self.run_dir.name)
+
+    @property
+    def run(self) -> dict:
+        return json.loads((self.run_dir / "run.json").read_text())
+
+
+TINY_DAG_CONF = {
+    "data_max_source_bytes": 200_000, "data_window_tokens": 64, "train_model_preset": "tiny",
+    "train_steps": 12, "train_micro_batch_size": 8, "train_eval_samples": 32,
+    "train_lr": 3e-3, "train_checkpoint_every_steps": 6, "train_cache_mode": "on",
+    "quantize_calibration_samples": 16, "quantize_eval_samples": 16,
+}
+"""Every stage on, the cache and checkpoints too, as small as still says something."""
+
+
+@pytest.fixture(scope="session")
+def tiny_dag_run(airflow_db, ray_cluster, tmp_path_factory) -> TinyDagRun:
+    """The end-to-end DAG through real Airflow, Ray and DeepSpeed on a tiny model, then the
+    export stage; shared by the DAG, report and export tests (one run, several readers)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from forgeline.stages import run_stage
+
+    root = tmp_path_factory.mktemp("tiny-dag-run")
+    dag = DagBag().get_dag("forgeline_end_to_end")
+    dag_run = dag.test(run_conf={**TINY_DAG_CONF, "artifact_root": str(root)})
+    assert str(dag_run.state) == "success"
+    done = TinyDagRun(dag_run, next((root / "runs").iterdir()))
+    run_stage("export", done.layout, {})
+    return done
+
+
 def free_ports(n: int) -> list[int]:
     sockets = [socket.socket() for _ in range(n)]
     for s in sockets:
@@ -79,11 +128,13 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
-def _kill_tree(proc: psutil.Process) -> None:
-    try:
-        family = [*proc.children(recursive=True), proc]
-    except psutil.NoSuchProcess:
-        return
+def _kill_tree(*procs: psutil.Process) -> None:
+    """Terminate these processes and all their children at once; kill what is left after
+    10 s."""
+    family: list[psutil.Process] = []
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            family += [*proc.children(recursive=True), proc]
     for p in family:
         with contextlib.suppress(psutil.NoSuchProcess):
             p.terminate()
@@ -136,8 +187,7 @@ class RayHead:
         return mine
 
     def stop(self) -> None:
-        for p in self.processes():
-            _kill_tree(p)
+        _kill_tree(*self.processes())
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 

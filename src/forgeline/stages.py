@@ -26,7 +26,7 @@ from forgeline.options import Options
 from forgeline.quantize.options import QuantizeOptions
 from forgeline.runs import RunLayout
 from forgeline.search.options import StrategyOptions
-from forgeline.train.config import TrainOptions, default_deepspeed_config
+from forgeline.train.config import TrainOptions, default_deepspeed_config, warmup_steps_for
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def _apply_plan(options: TrainOptions, plan: dict[str, Any]) -> TrainOptions:
     """Run the search stage's plan as is; add only what the search does not decide (the LR
     schedule)."""
     schedule = default_deepspeed_config(total_steps=options.steps,
-                                        warmup_steps=min(20, options.steps // 10))["scheduler"]
+                                        warmup_steps=warmup_steps_for(options.steps))["scheduler"]
     return options.model_copy(update={
         "deepspeed_config": {"scheduler": schedule, **plan["deepspeed_config"]},
         "workers": plan["num_workers"],

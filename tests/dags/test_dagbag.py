@@ -32,8 +32,11 @@ def test_end_to_end_dag_shape_and_defaults(airflow_db):
                                                                        "quantize", "report")}
     assert outlets == {"prepare": ["forgeline_dataset"], "train": ["forgeline_model"],
                        "quantize": ["forgeline_quantized_model"], "report": []}
-    assert {link.name for link in train.operator_extra_links} == {"forgeline report",
-                                                                  "Ray job"}
+    for ray_stage in ("search", "train"):  # the stages that run as Ray jobs
+        links = dag.get_task(ray_stage).operator_extra_links
+        assert {link.name for link in links} == {"forgeline report", "Ray job"}
+    assert {link.name for link in dag.get_task("quantize").operator_extra_links} == {
+        "forgeline report"}
 
 
 def test_the_registry_dag_is_scheduled_on_the_quantized_model(airflow_db):

@@ -9,6 +9,7 @@ wraps the REST API calls the tests make.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -154,7 +155,7 @@ def _env(home: Path, api_port: int, ray_address: str, artifacts: Path) -> dict[s
 
 
 def start(base: Path, ray: Any, free_ports: Callable[[int], list[int]],
-          kill_tree: Callable[[Any], None]) -> Deployment:
+          kill_tree: Callable[..., None]) -> Deployment:
     """Start Ray and the four Airflow processes; return once the API answers with a token
     and the end-to-end DAG is parsed and unpaused."""
     home, artifacts = base / "airflow", base / "artifacts"
@@ -195,11 +196,14 @@ def _ready(deployment: Deployment) -> None:
             .raise_for_status()
 
 
-def stop(deployment: Deployment, kill_tree: Callable[[Any], None]) -> None:
+def stop(deployment: Deployment, kill_tree: Callable[..., None]) -> None:
     """Stop the Airflow processes (and their children: task workers, parse processes)."""
+    alive = []
     for proc in deployment.processes.values():
         if proc.poll() is None:
-            kill_tree(psutil.Process(proc.pid))
+            with contextlib.suppress(psutil.NoSuchProcess):
+                alive.append(psutil.Process(proc.pid))
+    kill_tree(*alive)
 
 
 @pytest.fixture(scope="session")

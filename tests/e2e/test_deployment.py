@@ -27,9 +27,9 @@ TINY = {"data_max_source_bytes": 150_000, "data_window_tokens": 64,
 """A run of a few minutes: tiny model, one Ray Train worker, a checkpoint every 5 steps."""
 
 
-def _submission_id(deployment, run_id: str, attempt: int) -> str:
+def _submission_id(deployment, run_id: str, attempt: int, stage: str = "train") -> str:
     layout = RunLayout(str(deployment.artifacts), run_name("forgeline_end_to_end", run_id))
-    return StageJob("train", layout, TrainOptions(), attempt).submission_id()
+    return StageJob(stage, layout, TrainOptions(), attempt).submission_id()
 
 
 def _trigger(deployment, conf: dict) -> str:
@@ -119,6 +119,8 @@ def test_deferred_train_on_ray_resumes_after_a_kill_and_the_run_publishes(deploy
     retry = _submission_id(deployment, run_id, 2)
     assert _job_status(client, first) == "STOPPED"
     assert _job_status(client, retry) == "SUCCEEDED"
+    # the search stage's trials ran on Ray too, as a job of their own
+    assert _job_status(client, _submission_id(deployment, run_id, 1, "search")) == "SUCCEEDED"
     resumed = layout.load()["stages"]["train"]["resumed_from_step"]  # the retry's result
     print(f"killed after committed step {killed_at}; retry resumed from {resumed}")
     assert resumed is not None and resumed >= killed_at

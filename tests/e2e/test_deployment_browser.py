@@ -37,7 +37,7 @@ def _chromium() -> tuple[str, str]:
 
 
 @pytest.fixture(scope="module")
-def browser(deployment):
+def browser(deployment, tmp_path_factory):
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.chrome.service import Service
 
@@ -45,8 +45,12 @@ def browser(deployment):
     options = webdriver.ChromeOptions()
     options.binary_location = binary
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    # no background networking: this machine's closed network refuses those connections,
+    # many at a time, and they slow every page down
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                "--window-size=1400,2400", "--disable-gpu"):
+                "--window-size=1400,2400", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(driver_path), options=options)
     driver.set_page_load_timeout(120)
@@ -58,11 +62,14 @@ def browser(deployment):
 
 def _wait_text(driver, text: str, timeout_s: float = 90) -> None:
     deadline = time.monotonic() + timeout_s
+    body = ""
     while time.monotonic() < deadline:
-        if text in driver.find_element("tag name", "body").text:
+        body = driver.find_element("tag name", "body").text
+        if text in body:
             return
         time.sleep(1)
-    raise AssertionError(f"{text!r} not on {driver.current_url} within {timeout_s} s")
+    raise AssertionError(f"{text!r} not on {driver.current_url} within {timeout_s} s; "
+                         f"the page shows: {body[:800]!r}")
 
 
 def _click_button(driver, label: str) -> None:
@@ -118,6 +125,8 @@ def test_report_tab_shows_the_report(deployment, browser, tmp_path):
         time.sleep(1)
     frames = browser.find_elements("tag name", "iframe")
     assert frames, "no report frame"
+    source = frames[0].get_attribute("src")
+    assert "/forgeline/dags/forgeline_end_to_end/runs/" in source, source
     browser.switch_to.frame(frames[0])
     _wait_text(browser, "Artifacts")
     body = browser.find_element("tag name", "body").text

@@ -13,9 +13,9 @@ def test_airflow_providers_manager_discovers_forgeline():
 
 
 def test_the_ray_connection_type_hook_trigger_and_links_are_listed():
-    from airflow.providers_manager import ProvidersManager
+    from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
 
-    manager = ProvidersManager()
+    manager = ProvidersManagerTaskRuntime()  # where tasks look hooks up (the Task SDK)
     manager.initialize_providers_hooks()
     assert manager.hooks["ray"].hook_class_name == "forgeline.operators.hooks.RayHook"
     info = get_provider_info()

@@ -19,21 +19,9 @@ CARDS = ("search", "train", "checkpoint", "cache", "quantize")
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> RunLayout:
-    from forgeline.pipeline import PipelineParams, run_pipeline
-    from forgeline.stages import run_stage
-
-    root = tmp_path_factory.mktemp("cards-run")
-    params = PipelineParams.model_validate({
-        "artifact_root": f"file://{root}", "data_max_source_bytes": 200_000,
-        "train_model_preset": "tiny", "train_steps": 12, "train_micro_batch_size": 8,
-        "train_eval_samples": 32, "train_checkpoint_every_steps": 6, "train_cache_mode": "on",
-        "quantize_calibration_samples": 16, "quantize_eval_samples": 16,
-    })
-    run_pipeline(params, "cards")
-    layout = RunLayout(f"file://{root}", "cards")
-    run_stage("export", layout, {})
-    return layout
+def tiny_run(tiny_dag_run) -> RunLayout:
+    """The session's tiny end-to-end DAG run (cache and checkpoints on, then exported)."""
+    return tiny_dag_run.layout
 
 
 def test_every_card_shows_real_values(tiny_run: RunLayout) -> None:

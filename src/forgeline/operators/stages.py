@@ -15,9 +15,13 @@ class PrepareDatasetOperator(StageOperator):
 
 class StrategySearchOperator(StageOperator):
     """Rank parallel strategies; kwargs are ``forgeline.search.stage.StrategyOptions`` fields.
-    The run's train stage then runs the best plan as is."""
+    The run's train stage then runs the best plan as is.
+
+    Its measured trials are short Ray Train runs: with the Ray connection ``ray_conn_id`` it
+    runs as a Ray job and defers, like the train stage."""
 
     stage = "search"
+    runs_on_ray = True
 
 
 class WarmCacheOperator(StageOperator):

@@ -116,6 +116,12 @@ class ModelOptions(BaseModel):
         return f"hf:{(self.hf_config or {}).get('model_type') or self.hf_config_url}"
 
 
+def warmup_steps_for(total_steps: int) -> int:
+    """The LR warmup of a run of ``total_steps``: a tenth of it, 1 to 20 steps (DeepSpeed's
+    schedulers refuse 0)."""
+    return max(1, min(20, total_steps // 10))
+
+
 def default_deepspeed_config(
     *,
     zero_stage: int = 2,
@@ -141,7 +147,7 @@ def default_deepspeed_config(
             "type": "WarmupCosineLR",
             "params": {
                 "total_num_steps": max(total_steps, warmup_steps + 1),
-                "warmup_num_steps": warmup_steps,
+                "warmup_num_steps": max(1, warmup_steps),
                 "cos_min_ratio": 0.1,
             },
         },
@@ -409,7 +415,7 @@ class TrainOptions(Options):
         return self.deepspeed_config or default_deepspeed_config(
             zero_stage=self.zero_stage, micro_batch_size=self.micro_batch_size,
             grad_accum_steps=self.grad_accum_steps, lr=self.lr,
-            warmup_steps=min(20, self.steps // 10), total_steps=self.steps,
+            warmup_steps=warmup_steps_for(self.steps), total_steps=self.steps,
         )
 
     def to_config(self, manifest_url: str, root: str | None = None) -> TrainConfig:
