@@ -49,3 +49,11 @@ def test_zero3_turns_the_default_checkpoint_interval_off_but_refuses_an_explicit
     assert TrainOptions(zero_stage=2).to_config("file:///m.json").checkpoint.every_steps == 100
     with pytest.raises(ValidationError, match="checkpoint.every_steps=50.*ZeRO-3"):
         TrainOptions(zero_stage=3, checkpoint_every_steps=50).to_config("file:///m.json")
+
+
+def test_a_run_of_a_few_steps_still_has_a_warmup_deepspeed_accepts():
+    from forgeline.train.config import TrainOptions, warmup_steps_for
+
+    assert [warmup_steps_for(n) for n in (1, 9, 10, 150, 10_000)] == [1, 1, 1, 15, 20]
+    params = TrainOptions(steps=2).deepspeed()["scheduler"]["params"]
+    assert params["warmup_num_steps"] == 1 and params["total_num_steps"] >= 2
