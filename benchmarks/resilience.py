@@ -259,7 +259,7 @@ def injected(args: Any) -> tuple[dict[str, float], list[dict[str, Any]], dict[st
                   f" ({run['proactive_saves']} proactive) exit {run['exitcode']}", flush=True)
         unpredicted += not _predicted(runs[-1], horizon)
     kills = [{"kind": "sigkill", "at_step": f["at_step"], "lead_steps": 0}
-             for f in faults(4 if args.quick else 12, seed=2)]
+             for f in faults(6 if args.quick else 12, seed=2)]
     for i, fault in enumerate(kills):
         for policy, every in (("young_daly", yd_steps), ("predictive", FIXED_EVERY)):
             run = run_episode({"policy": policy, "every": every, "steps": 400, "seed": 100 + i,

@@ -47,3 +47,21 @@ def test_every_rank_decides_on_the_gathered_numbers():
     assert decision.job_hazard >= 0.7 and decision.save and decision.reason == "hazard"
     guard.saved(1, 0.5)
     assert guard.policy.save_cost_s == 2.0  # the slowest rank's save cost
+
+
+def test_between_evaluations_only_the_interval_applies():
+    class Steady:
+        name = "steady"
+
+        def __init__(self):
+            self.reads = 0
+
+        def read(self):
+            self.reads += 1
+            return {"mem_used_bytes": 0.3 * 2**30, "mem_limit_bytes": 2**30}
+
+    source = Steady()
+    guard = HealthGuard(HealthOptions(enabled=True, sample_every_steps=4), 10, sources=[source])
+    saves = [s for s in range(1, 31) if guard.step(s, 0.1, 0.0, 3.0, 1.0).save]
+    assert saves == [10, 20, 30]  # on the interval, evaluation step or not
+    assert source.reads == 8  # host read at step 1, then every 4th step

@@ -31,8 +31,8 @@ class HealthOptions(BaseModel):
                                "failure within this many steps.")
     threshold: float = Field(0.5, gt=0.0, lt=1.0, description="Job hazard that triggers a "
                              "proactive checkpoint.")
-    cooldown_steps: int = Field(10, ge=1, description="Minimum steps between two proactive "
-                                "checkpoints.")
+    cooldown_steps: int = Field(10, ge=1, description="Minimum steps from any checkpoint "
+                                "to a (further) proactive one.")
     min_interval_steps: int = Field(10, ge=1, description="Shortest checkpoint interval the "
                                     "adaptive policy uses.")
     drain_threshold: float = Field(0.8, gt=0.0, lt=1.0, description="Worker hazard above "

@@ -63,10 +63,12 @@ class HealthGuard:
              loss: float | None = None, grad_norm: float | None = None) -> Decision:
         """Record this step's signals and return the job's decision (the same on all ranks).
         The hazard is evaluated (and ranks exchange numbers) every ``sample_every_steps``
-        steps; between evaluations nothing is saved, so ranks cannot disagree."""
+        steps; between evaluations only the interval applies, on the last evaluation's
+        numbers (the same on every rank; a NaN appearing in between is seen at the next
+        evaluation)."""
         self.monitor.record(step, step_s, data_wait_s, loss, grad_norm)
         if step % self.options.sample_every_steps and self.last is not None:
-            return Decision(step, False, "", self.last.interval_steps, self.last.job_hazard)
+            return self.policy.carry(step, self.last)
         self.features = extract(self.monitor.samples, self.options.horizon_steps)
         self.hazard = float(self.model.predict(self.features))
         finite = self.features["nonfinite"] == 0

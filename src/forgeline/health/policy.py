@@ -3,8 +3,9 @@
 Every rank evaluates the policy on the same inputs (the job's gathered hazards and step
 times), so every rank takes the same decision at the same step.
 
-- **Proactive checkpoint**: the job hazard reaches ``threshold`` (at most one per
-  ``cooldown_steps``) and the state is finite: a NaN/Inf state is never saved.
+- **Proactive checkpoint**: the job hazard reaches ``threshold``, the state is finite (a
+  NaN/Inf state is never saved) and, after the first one, ``cooldown_steps`` have passed
+  since the last checkpoint of any kind.
 - **Adaptive interval**: Young/Daly ``sqrt(2 · C · M)`` with the measured save cost ``C``
   and ``M`` = the smaller of the observed MTBF and the MTBF the hazard implies
   (``horizon / −ln(1 − h')``, ``h'`` the hazard above the model's healthy baseline
@@ -116,14 +117,23 @@ class PredictivePolicy:
         if not finite:
             return Decision(step, False, "skip-nonfinite", self.interval_steps, h, drain)
         if step - self.last_save_step >= self.interval_steps:
+            self.last_save_step = step  # the caller saves (and reports the cost to saved())
             return Decision(step, True, "interval", self.interval_steps, h, drain)
-        cooled = (self.last_proactive_step is None
-                  or step - self.last_proactive_step >= self.options.cooldown_steps)
+        cooled = step - self.last_save_step >= self.options.cooldown_steps \
+            or self.last_proactive_step is None
         if h >= self.options.threshold and cooled and step > self.last_save_step:
-            self.last_proactive_step = step
+            self.last_proactive_step = self.last_save_step = step
             self.proactive_saves += 1
             return Decision(step, True, "hazard", self.interval_steps, h, drain)
         return Decision(step, False, "", self.interval_steps, h, drain)
+
+    def carry(self, step: int, last: Decision) -> Decision:
+        """A step between hazard evaluations: the interval only, on ``last``'s numbers."""
+        due = last.reason != "skip-nonfinite" and step - self.last_save_step >= last.interval_steps
+        if due:
+            self.last_save_step = step
+        return Decision(step, due, "interval" if due else "", last.interval_steps,
+                        last.job_hazard)
 
     def _drain(self, step: int, hazards: list[float],
                reasons: dict[int, list[str]]) -> list[DrainReport]:
