@@ -11,6 +11,7 @@ from forgeline.cache.config import CacheConfig
 from forgeline.checkpoint.config import TrainCheckpointing
 from forgeline.datasets.config import VOCAB_SIZE
 from forgeline.errors import ConfigError
+from forgeline.health.config import HealthOptions
 from forgeline.options import Options
 
 ModelSize = Literal["tiny", "small", "base"]
@@ -199,6 +200,10 @@ class TrainConfig(BaseModel):
     cache: CacheConfig | None = Field(
         None, description="Read training samples through forgeline.cache; None reads directly."
     )
+    health: HealthOptions = Field(
+        default_factory=HealthOptions, description="Worker health monitoring and predictive "
+        "checkpoints (off by default)."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -286,6 +291,9 @@ class TrainResult(BaseModel):
     checkpoint_url: str | None = Field(None, description="The run's checkpoint store.")
     resumed_from_step: int | None = Field(None, description="Checkpoint step resumed from.")
     restore_s: float | None = Field(None, description="Time to restore that checkpoint.")
+    health: dict[str, Any] | None = Field(
+        None, description="Rank 0's health summary (hazard, proactive saves, drained nodes); "
+        "None when health monitoring is off.")
 
 
 class ThrottleOptions(BaseModel):
@@ -374,6 +382,10 @@ class TrainOptions(Options):
     throttle: ThrottleOptions = Field(
         default_factory=ThrottleOptions, description="Imitated object storage for the data."
     )
+    health: HealthOptions = Field(
+        default_factory=HealthOptions, description="Worker health monitoring and predictive "
+        "checkpoints (off by default)."
+    )
 
     @field_validator("cache", mode="before")
     @classmethod
@@ -433,5 +445,5 @@ class TrainOptions(Options):
             model=self.model, activation_checkpointing=self.activation_checkpointing,
             num_workers=self.workers, steps=self.steps, deepspeed_config=ds,
             eval_samples=self.eval_samples, seed=self.seed, checkpoint=checkpoint,
-            max_failures=self.max_failures, cache=cache,
+            max_failures=self.max_failures, cache=cache, health=self.health,
         )

@@ -115,6 +115,34 @@ def make_checkpointer(config: TrainConfig, output_url: str, rank: int, world: in
                         rank=rank, world_size=world)
 
 
+def make_health_guard(config: TrainConfig, output_url: str, checkpointer: Any, rank: int,
+                      world: int) -> Any:
+    """The worker's ``HealthGuard`` (None when ``health.enabled`` is off). Its base interval
+    is the checkpoint interval; the observed MTBF comes from ``failure_stats.json``."""
+    if not config.health.enabled:
+        return None
+    from forgeline.health.guard import HealthGuard, torch_gather
+    from forgeline.ray.checkpointer import FAILURE_STATS_FILE
+
+    options, mtbf_s = config.health, None
+    if checkpointer is not None:
+        stats_url = storage.join(checkpointer.url, FAILURE_STATS_FILE)
+        if storage.exists(stats_url):
+            mtbf_s = storage.read_json(stats_url).get("mtbf_s")
+        if options.disk_path is None and checkpointer.url.startswith("file://"):
+            folder = checkpointer.url.removeprefix("file://")
+            os.makedirs(folder, exist_ok=True)
+            options = options.model_copy(update={"disk_path": folder})
+    return HealthGuard(options, config.checkpoint.every_steps or 10**9, rank=rank,
+                       world_size=world, gather=torch_gather, mtbf_s=mtbf_s,
+                       report_url=storage.join(output_url, "health"))
+
+
+def _grad_norm(engine: Any) -> float | None:
+    norm = getattr(engine, "get_global_grad_norm", lambda: None)()
+    return None if norm is None else float(norm)
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Entry point of each Ray Train worker. ``loop_config`` = {"train": ..., "output_url": ...}."""
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
@@ -155,20 +183,29 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         restore_s = time.perf_counter() - restore_started
         log.info("rank %d resumed from forgeline checkpoint step %d in %.2f s", rank,
                  start_step, restore_s)
+    guard = make_health_guard(config, output_url, checkpointer, rank, world)
+    if guard is not None:
+        guard.policy.last_save_step = start_step
     batches = iter(source)
     tokens_per_step = world * micro * config.grad_accum_steps * config.seq_len
     started = last_time = time.perf_counter()
     first_loss, window_losses = extra.get("first_loss", math.nan), []
     mean_loss = extra.get("last_loss", math.nan)
     for step in range(start_step + 1, config.steps + 1):
+        step_started, data_wait_s = time.perf_counter(), 0.0
         for _ in range(config.grad_accum_steps):
+            waited = time.perf_counter()
             indices, tokens = next(batches)
+            data_wait_s += time.perf_counter() - waited
             sample_losses = per_sample_loss(engine(tokens[:, :-1]), tokens[:, 1:])
             loss = sample_losses.mean()
             engine.backward(loss)
             source.feedback(indices, sample_losses.detach())
             engine.step()
             window_losses.append(loss.item())
+        decision = None if guard is None else guard.step(
+            step, time.perf_counter() - step_started, data_wait_s, window_losses[-1],
+            _grad_norm(engine))
         if step % config.log_every_steps == 0 or step == config.steps:
             now = time.perf_counter()
             steps_in_window = len(window_losses) / config.grad_accum_steps
@@ -182,6 +219,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 "tokens_per_s": tokens_per_step * steps_in_window / (now - last_time),
                 "time_s": now - started,
                 **source.stats(),
+                **(guard.metrics() if guard is not None else {}),
             }
             if rank == 0:
                 log.info("%s", progress_line(step, config.steps, mean_loss,
@@ -189,11 +227,15 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                                              (now - started) / (step - start_step)))
             ray.train.report(metrics)
             last_time, window_losses = now, []
-        if checkpointer is not None and checkpointer.should_save(step):
-            checkpointer.save(capture_training_state(
+        save = (decision.save if decision is not None else
+                checkpointer is not None and checkpointer.should_save(step))
+        if checkpointer is not None and save:
+            info = checkpointer.save(capture_training_state(
                 engine, scheduler, source, step, config.zero_stage,
                 extra={"first_loss": first_loss, "last_loss": mean_loss},
-            ), step)
+            ), step, metrics=guard.save_metrics(decision) if guard is not None else None)
+            if guard is not None:
+                guard.saved(step, info.blocked_s)
     if checkpointer is not None:
         checkpointer.close()
     train_s = time.perf_counter() - started
@@ -211,6 +253,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "resumed_from_step": start_step if resume is not None else None,
         "restore_s": restore_s,
+        "health": guard.metrics() if guard is not None else None,
     }
     if rank == 0:
         save_model(state, config, output_url)

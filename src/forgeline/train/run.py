@@ -157,4 +157,5 @@ def run_training(
         checkpoint_url=_checkpoint_url(config, output_url),
         resumed_from_step=summary.get("resumed_from_step"),
         restore_s=summary.get("restore_s"),
+        health=summary.get("health"),
     )

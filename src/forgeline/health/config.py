@@ -1,0 +1,66 @@
+"""Options of worker health monitoring and predictive checkpointing (torch-free)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from forgeline.errors import ConfigError
+
+
+class HealthOptions(BaseModel):
+    """Health signals per worker, a hazard model and the predictive checkpoint policy.
+
+    Off by default. When on, every worker samples its signals, the hazard model turns them
+    into the probability of a failure within ``horizon_steps``, and the policy saves a
+    proactive checkpoint above ``threshold``, shortens the interval as the hazard grows (down
+    to ``min_interval_steps``; never longer than the checkpoint interval nor than Young/Daly
+    on the observed MTBF) and reports a suspect node for draining.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="Health")
+
+    enabled: bool = Field(False, description="Monitor worker health and checkpoint ahead of a "
+                          "predicted failure.")
+    sample_every_steps: int = Field(1, ge=1, description="Evaluate the hazard (read host "
+                                    "signals, exchange hazards, decide) every N steps; the "
+                                    "loop's own step time, loss and gradient norm are kept "
+                                    "every step.")
+    window_steps: int = Field(32, ge=8, le=4096, description="Samples the hazard model looks "
+                              "at (the first half is the baseline).")
+    horizon_steps: int = Field(20, ge=1, description="The hazard is the probability of a "
+                               "failure within this many steps.")
+    threshold: float = Field(0.5, gt=0.0, lt=1.0, description="Job hazard that triggers a "
+                             "proactive checkpoint.")
+    cooldown_steps: int = Field(10, ge=1, description="Minimum steps from any checkpoint "
+                                "to a (further) proactive one.")
+    min_interval_steps: int = Field(10, ge=1, description="Shortest checkpoint interval the "
+                                    "adaptive policy uses.")
+    drain_threshold: float = Field(0.8, gt=0.0, lt=1.0, description="Worker hazard above "
+                                   "which its node is reported for draining.")
+    drain_after_samples: int = Field(3, ge=1, description="Consecutive evaluations above "
+                                     "drain_threshold before a node is reported.")
+    mtbf_s: float | None = Field(None, gt=0, description="Known mean time between failures "
+                                 "of the job; None: read the observed one (failure_stats.json).")
+    memory_limit_bytes: int | None = Field(
+        None, ge=1, description="Memory limit of one worker process (its RSS is watched); "
+        "None: the container's cgroup limit, or the host's memory.")
+    disk_path: str | None = Field(None, description="Local folder whose free space is "
+                                  "watched; None: the checkpoint folder when local, else /tmp.")
+    disk_quota_bytes: int | None = Field(None, ge=1, description="A quota on disk_path: free "
+                                         "space is min(disk free, quota − folder size).")
+    nvml: bool = Field(True, description="Read GPU health through NVML when nvidia-ml-py "
+                       "imports and a GPU is present (skipped otherwise).")
+    model: str | None = Field(None, description="A user hazard model, 'package.module:factory' "
+                              "returning a HazardModel; None: forgeline's rules + logistic.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> HealthOptions:
+        if self.drain_threshold < self.threshold:
+            raise ConfigError("health.drain_threshold", self.drain_threshold,
+                              f"must be ≥ health.threshold ({self.threshold})")
+        if self.horizon_steps >= self.window_steps * 4:
+            raise ConfigError("health.horizon_steps", self.horizon_steps,
+                              f"must be < 4 × health.window_steps ({self.window_steps})")
+        if self.model is not None and ":" not in self.model:
+            raise ConfigError("health.model", self.model, "use 'package.module:factory'")
+        return self

@@ -1,0 +1,67 @@
+"""The guard end to end with a growing source: proactive save, metrics, a drain report."""
+
+import json
+
+from forgeline.health import HealthGuard, HealthOptions, Sample  # noqa: F401
+from forgeline.health.signals import MemorySource
+
+
+class Leaking:
+    """A memory reading that leaks from step 30 on (our own Source protocol)."""
+
+    name = "leak"
+
+    def __init__(self):
+        self.reads = 0
+
+    def read(self):
+        self.reads += 1
+        grown = max(0, self.reads - 30) * 0.04
+        return {"mem_used_bytes": (0.4 + grown) * 2**30, "mem_limit_bytes": 2**30}
+
+
+def test_guard_saves_ahead_of_a_leak_and_reports_the_node(tmp_path):
+    options = HealthOptions(enabled=True, drain_after_samples=2)
+    guard = HealthGuard(options, base_every_steps=1000, sources=[Leaking()],
+                        report_url=f"file://{tmp_path}/health")
+    decisions = [guard.step(s, 0.1, 0.0, 3.0, 1.0) for s in range(1, 46)]
+    proactive = [d.step for d in decisions if d.reason == "hazard"]
+    assert proactive and 30 < proactive[0] < 45  # after the leak starts, before the limit
+    report = json.loads((tmp_path / "health" / "drain-rank0.json").read_text())
+    assert report["rank"] == 0 and "mem_exhaustion" in report["reasons"]
+    metrics = guard.metrics()
+    assert metrics["health_proactive_saves"] == len(proactive)
+    assert metrics["health_hazard"] > 0.5 and metrics["health_drained"] == 1
+    assert metrics["health_sources"] == "leak"
+
+
+def test_every_rank_decides_on_the_gathered_numbers():
+    peer = [0.7, 0.5, 1.0]  # the other rank: hazard 0.7, slower steps
+
+    def gather(mine):
+        return [mine, peer[: len(mine)] if len(mine) > 1 else [2.0]]
+
+    guard = HealthGuard(HealthOptions(enabled=True), 1000, rank=0, world_size=2,
+                        gather=gather, sources=[MemorySource(2**40)])
+    decision = guard.step(1, 0.1, 0.0, 3.0, 1.0)
+    assert decision.job_hazard >= 0.7 and decision.save and decision.reason == "hazard"
+    guard.saved(1, 0.5)
+    assert guard.policy.save_cost_s == 2.0  # the slowest rank's save cost
+
+
+def test_between_evaluations_only_the_interval_applies():
+    class Steady:
+        name = "steady"
+
+        def __init__(self):
+            self.reads = 0
+
+        def read(self):
+            self.reads += 1
+            return {"mem_used_bytes": 0.3 * 2**30, "mem_limit_bytes": 2**30}
+
+    source = Steady()
+    guard = HealthGuard(HealthOptions(enabled=True, sample_every_steps=4), 10, sources=[source])
+    saves = [s for s in range(1, 31) if guard.step(s, 0.1, 0.0, 3.0, 1.0).save]
+    assert saves == [10, 20, 30]  # on the interval, evaluation step or not
+    assert source.reads == 8  # host read at step 1, then every 4th step
