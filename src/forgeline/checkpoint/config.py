@@ -79,6 +79,20 @@ class CheckpointConfig(BaseModel):
         description="Host memory for snapshots not yet persisted; save() blocks beyond it.",
     )
     write_threads: int = Field(4, ge=1, description="Parallel chunk encoders/writers.")
+    cpu_share: float | None = Field(
+        None, gt=0, le=1,
+        description="CPU budget of background persisting: at most this fraction of all cores' "
+        "time between two saves. When the measured cost of persisting the next save with "
+        "`codec` would exceed it (or the previous save is still being persisted), that save's "
+        "chunks are stored raw — still hashed, deduplicated and checksummed, no delta. None "
+        "(the store's default; the training stage uses 0.25): always `codec`.",
+    )
+    background_nice: int = Field(
+        0, ge=0, le=19,
+        description="Niceness added to the store's background threads (Linux: per thread), so "
+        "that training threads win the CPU. No effect in a process that already runs at "
+        "niceness 19.",
+    )
     verify_on_restore: bool = Field(True, description="Check every chunk's hash on restore.")
 
     @field_validator("chunk_bytes")
@@ -136,6 +150,9 @@ class TrainCheckpointing(BaseModel):
     codec: Codec = Field("shuffle-zstd", description="Lossless chunk codec: raw, zstd or "
                          "shuffle-zstd (byte grouping + zstd).")
     async_save: bool = Field(True, description="Persist in the background.")
+    cpu_share: float | None = Field(
+        0.25, gt=0, le=1, description="CPU budget of background persisting (fraction of all "
+        "cores' time between saves); over it, a save stores raw chunks. None: always `codec`.")
     resume: bool = Field(True, description="Resume from the newest committed "
                          "checkpoint on storage (Ray's pointer may lag).")
     resume_optimizer: bool = Field(
@@ -150,7 +167,8 @@ class TrainCheckpointing(BaseModel):
         return CheckpointConfig._known_codec(value)  # the store's own clear ConfigError
 
     def store_config(self) -> CheckpointConfig:
-        return CheckpointConfig(codec=self.codec, async_save=self.async_save)
+        return CheckpointConfig(codec=self.codec, async_save=self.async_save,
+                                cpu_share=self.cpu_share)
 
     def retention(self) -> RetentionPolicy:
         return RetentionPolicy(keep_last=self.keep_last, keep_every_steps=self.keep_every_steps)
