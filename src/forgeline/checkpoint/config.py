@@ -137,6 +137,42 @@ class RetentionPolicy(BaseModel):
     )
 
 
+class TierConfig(BaseModel):
+    """Where a :class:`~forgeline.checkpoint.tiers.TieredStore` commits before the remote root.
+
+    A save commits to the bounded host-memory tier first (when ``memory_bytes`` > 0), then is
+    copied to the node-local disk tier (when ``local_url`` is set), then to the remote
+    artifact root — the durable tier. Each tier keeps its own newest steps.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    memory_bytes: int = Field(
+        0, ge=0, description="Host memory for the in-process memory tier (bytes of stored "
+        "chunks); its oldest steps are evicted beyond it once they reached every other tier "
+        "(the newest is always kept). 0: no memory tier.")
+    memory_keep_last: int = Field(1, ge=1, description="Steps the memory tier keeps at most.")
+    local_url: str | None = Field(
+        None, description="Node-local folder (or file:// URL) of the local disk tier; each "
+        "rank uses its own sub-folder. None: no local tier.")
+    local_keep_last: int = Field(2, ge=1, description="Steps the local tier keeps.")
+    remote_keep_last: int | None = Field(
+        None, ge=1, description="Steps the remote tier keeps (collect_garbage after each "
+        "copy, default grace period). None: the remote root's own retention decides (e.g. "
+        "the CheckpointRetention callback).")
+    memory_grace_s: float = Field(
+        5.0, ge=0, description="Unreferenced memory-tier chunks younger than this are kept "
+        "(a save in flight may have just written them).")
+
+    @field_validator("local_url")
+    @classmethod
+    def _local_only(cls, value: str | None) -> str | None:
+        if value is not None and "://" in value and not value.startswith("file://"):
+            raise ConfigError("local_url", value, "the local tier is a node-local folder "
+                              "(a path or file:// URL)")
+        return value
+
+
 class TrainCheckpointing(BaseModel):
     """Checkpointing of the training stage (interval, retention, codec, async, resume)."""
 

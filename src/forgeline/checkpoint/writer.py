@@ -87,6 +87,7 @@ class _PendingSave:
     started: float
     info: SaveInfo
     codec: str = ""
+    dedup: _Dedup | None = None
 
 
 @dataclass
@@ -158,6 +159,7 @@ class CheckpointStore(CheckpointReader):
         self._snapshotter = ThreadPoolExecutor(1, "forgeline-ckpt-snapshot",
                                                initializer=_lower_priority, initargs=nice)
         self.cpu = CpuMeter()
+        self._live: list[_Dedup] = []  # dedup indexes of saves not yet committed
         self._last_save_at: float | None = None
         self._lock = threading.Lock()
         self._error: BaseException | None = None
@@ -222,6 +224,8 @@ class CheckpointStore(CheckpointReader):
         skeleton, tensors = flatten_state(state)
         json.dumps(metadata or {})  # fail here, not in the background
         dedup = _Dedup(keyframe, self._index, {}, cfg.codec)
+        with self._lock:
+            self._live.append(dedup)
         entries: list[tuple[TensorEntry, list[ChunkJob]]] = []
         inline: list[ChunkJob] = []
         deferred: list[ChunkJob] = []
@@ -272,12 +276,15 @@ class CheckpointStore(CheckpointReader):
             snapshot.run(until=len(inline))  # the whole copy unless overlapped
         except BaseException:  # nothing was submitted for commit: as if save was not called
             self._prev, self._index, self._last_step, self._saves = before
+            with self._lock:
+                self._live.remove(dedup)
             raise
         if deferred:
             self._snapshotter.submit(snapshot.run)
         info.blocked_s = time.perf_counter() - started
         pending = _PendingSave(snapshot, step, parent, keyframe, skeleton, entries,
-                               dict(metadata or {}), raw_total, started, info, dedup.codec)
+                               dict(metadata or {}), raw_total, started, info, dedup.codec,
+                               dedup)
         info.persisted = self._committer.submit(self._commit, pending)
         self._pending = [f for f in self._pending if not f.done()] + [info.persisted]
         if not cfg.async_save:
@@ -297,6 +304,15 @@ class CheckpointStore(CheckpointReader):
         cost = self.cpu.cost_s(cfg.codec, raw_bytes)
         budget = cfg.cpu_share * _cores() * (now - self._last_save_at)
         return cost is not None and cost > budget
+
+    def live_chunk_keys(self) -> set[str]:
+        """Chunk keys that saves in flight may reference without writing them again: the
+        previous save's and every uncommitted save's (what a tier's eviction must keep)."""
+        with self._lock:
+            live = set(self._index)
+            for dedup in self._live:
+                live |= set(dedup.parent_index) | set(dedup.new_index)
+            return live
 
     def _record_error(self, exc: BaseException) -> None:
         with self._lock:
@@ -403,6 +419,9 @@ class CheckpointStore(CheckpointReader):
         except BaseException as exc:
             self._record_error(exc)
             raise
+        finally:
+            with self._lock:  # committed (its keys are in self._index) or failed
+                self._live = [d for d in self._live if d is not save.dedup]
 
     def _taken_error(self, step: int, path: str) -> CheckpointWriteError:
         return CheckpointWriteError(
