@@ -37,7 +37,7 @@ def test_saves_reach_every_tier_each_with_its_own_retention(tmp_path):
         # 3 steps of ~33 KB stored each exceed the 40 KB bound: only the newest stays
         assert _steps(names["memory"]) == [4]
         assert _steps(names["local"]) == [3, 4]
-        restored = store.restore()
+        restored = store.restore_fastest()
         assert restored.tier == "memory" and restored.step == 4
         assert torch.equal(restored.restored.state["w"], _state(4)["w"])
         memory_fs, memory_root = filesystem(names["memory"])

@@ -196,6 +196,11 @@ class TrainCheckpointing(BaseModel):
         "changed). False: weights-only resume — model, step, LR schedule and data position "
         "restored, optimizer moments from zero (the fallback when they cannot be resharded).")
     url: str | None = Field(None, description="Store URL; default {output_url}/checkpoints.")
+    local_tier_url: str | None = Field(
+        None, description="Node-local folder: commit each save there before the store URL, "
+        "and resume from it when it holds the latest step. None: no local tier.")
+    memory_tier_bytes: int = Field(0, ge=0, description="Host memory of the in-process "
+                                   "memory tier (bytes); 0: none.")
 
     @field_validator("codec", mode="before")
     @classmethod
@@ -205,6 +210,11 @@ class TrainCheckpointing(BaseModel):
     def store_config(self) -> CheckpointConfig:
         return CheckpointConfig(codec=self.codec, async_save=self.async_save,
                                 cpu_share=self.cpu_share)
+
+    def tiers(self) -> TierConfig | None:
+        if self.local_tier_url is None and not self.memory_tier_bytes:
+            return None
+        return TierConfig(local_url=self.local_tier_url, memory_bytes=self.memory_tier_bytes)
 
     def retention(self) -> RetentionPolicy:
         return RetentionPolicy(keep_last=self.keep_last, keep_every_steps=self.keep_every_steps)

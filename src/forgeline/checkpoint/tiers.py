@@ -30,11 +30,15 @@ from typing import Any
 
 from forgeline import storage
 from forgeline.checkpoint.config import CheckpointConfig, RetentionPolicy, TierConfig
-from forgeline.checkpoint.errors import CheckpointCorruptError, CheckpointWriteError
+from forgeline.checkpoint.errors import (
+    CheckpointCorruptError,
+    CheckpointNotFoundError,
+    CheckpointWriteError,
+)
 from forgeline.checkpoint.format import CHUNKS_DIR, Manifest, chunk_path, step_dir
 from forgeline.checkpoint.manifests import decode_manifest
 from forgeline.checkpoint.publish import mtime_unix_s, publish
-from forgeline.checkpoint.reader import manifest_path, step_folders
+from forgeline.checkpoint.reader import CheckpointReader, Restored, manifest_path, step_folders
 from forgeline.checkpoint.resume import TierRestore, restore_fastest, tier_urls
 from forgeline.checkpoint.retention import _mark, abandon_steps_after, collect_garbage, sweep
 from forgeline.checkpoint.writer import CheckpointStore, SaveInfo, _lower_priority
@@ -64,6 +68,8 @@ class TieredStore:
         self._error: BaseException | None = None
         self._closed = False
         self.copy_s: dict[str, float] = {}  # the last copy's seconds per tier
+        self.remote = CheckpointReader(self.url, rank, True, self.config.write_threads)
+        self.last_resume: TierRestore | None = None
 
     def protect(self, target: Any) -> None:
         self.store.protect(target)
@@ -186,7 +192,8 @@ class TieredStore:
             return 0
         return sum(r.stored_bytes for e in manifest.tensors for r in e.chunks)
 
-    def restore(self, step: int | None = None, names: Any = None) -> TierRestore | None:
+    def restore_fastest(self, step: int | None = None, names: Any = None
+                        ) -> TierRestore | None:
         """This rank's state at ``step`` (default: the remote root's newest intact step) from
         the fastest tier that holds it intact (see :func:`restore_fastest`); the private
         tiers' later steps (a dead run's) are moved aside so they can be saved again."""
@@ -195,7 +202,26 @@ class TieredStore:
         for name, url in self.tier_urls[:-1]:
             abandon_steps_after(url, -1 if result is None else result.step)
             self._present[name] = set()
+        self.last_resume = result
         return result
+
+    def restore(self, step: int | None = None, rank: int | None = None,
+                names: Any = None) -> Restored:
+        """``CheckpointReader.restore``'s contract: this rank's state from the fastest tier
+        (``last_resume`` says which), another rank's (resharding) from the remote root."""
+        if rank is not None and rank != self.rank:
+            return self.remote.restore(step, rank, names)
+        result = self.restore_fastest(step, names)
+        if result is None:
+            raise CheckpointNotFoundError(f"no committed checkpoint under {self.url}")
+        return result.restored
+
+    def manifest(self, step: int | None = None, rank: int | None = None) -> Manifest:
+        """The remote root's checked manifest (the durable tier decides what exists)."""
+        return self.remote.manifest(step, rank)
+
+    def steps(self) -> list[int]:
+        return self.remote.steps()
 
     def _raise_error(self) -> None:
         self.store._raise_background_error()

@@ -115,11 +115,9 @@ class Checkpointer:
         step = self.resume_step()
         if step is None:
             return None
+        restored = self.store.restore(step)
         if isinstance(self.store, TieredStore):
-            result = self.store.restore(step)
-            self.resume_report, restored = result.report(), result.restored
-        else:
-            restored = self.store.restore(step)
+            self.resume_report = self.store.last_resume.report()
         self.restored_step = restored.step
         return restored
 
