@@ -334,7 +334,7 @@ def train_with_checkpoints(system: str, engine: Any, task: Callable, root: Path,
             chunk_bytes=chunk_bytes, max_staging_bytes=staging_bytes,
             cpu_share=FL_BUDGETS[system]))
         store.protect(engine)  # the next optimizer step waits for the overlapped snapshot
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     step_s = []
     for i in range(1, steps + 1):
         t_step = time.perf_counter()
@@ -362,9 +362,11 @@ def train_with_checkpoints(system: str, engine: Any, task: Callable, root: Path,
     if pending is not None:
         pending.result()
     drained_s = time.perf_counter() - started
+    cpu_s = time.process_time() - cpu_started  # every thread of this process: background too
     shutil.rmtree(folder, ignore_errors=True)
     row = {"kind": "overhead", "system": system, "rep": rep, "steps": steps,
            "every": every, "train_s": train_s, "train_plus_drain_s": drained_s,
+           "cpu_s": cpu_s, "checkpoints": checkpoints,
            "stall_s": stalls, "step_s_median": harness.median(step_s)}
     if store is not None:
         row["guard_waited_s"] = waited
@@ -700,6 +702,15 @@ def main() -> int:
             for system in ("dcp_async_save", "fl_async") if overhead(system, 50)},
         "training_overhead_fl_nobudget_vs_dcp_async@5": slowdown("fl_nobudget")
         / slowdown("dcp_async_save"),
+        # CPU seconds (all threads) each checkpoint added over "none": far less sensitive to
+        # the shared machine's load than wall time
+        "extra_cpu_s_per_checkpoint": {
+            f"{system}@{every}": (harness.median(r["cpu_s"] for r in overhead(system, every))
+                                  - harness.median(r["cpu_s"] for r in overhead("none", every)))
+            / overhead(system, every)[0]["checkpoints"]
+            for every, systems_at in ((STEPS_BETWEEN, overhead_systems[1:]),
+                                      (50, ["dcp_async_save", "fl_async"]))
+            for system in systems_at if overhead(system, every) and overhead("none", every)},
         "time_to_resume_breakdown_s": {  # detection and restart are Ray's: not in this run
             system: {
                 "choose_s": harness.median(r["report"]["choose_s"] for r in ok)
