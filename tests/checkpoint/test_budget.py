@@ -6,9 +6,11 @@ import os
 import threading
 import time
 
+import pytest
 import torch
 
 from forgeline.checkpoint import CheckpointConfig, CheckpointStore
+from forgeline.throttled import throttled_url
 
 
 def _state(step: int) -> dict:
@@ -17,13 +19,17 @@ def _state(step: int) -> dict:
             "step": step}
 
 
-def test_over_budget_saves_store_raw_chunks_still_deduplicated_and_verified(tmp_path):
+@pytest.mark.parametrize("kind", ["file", "memory", "throttled"])  # each publish path
+def test_over_budget_saves_store_raw_chunks_still_deduplicated_and_verified(tmp_path, kind):
+    url = {"file": f"file://{tmp_path}/c", "memory": f"memory://budget-{tmp_path.name}",
+           "throttled": throttled_url(f"file://{tmp_path}/c", latency_s=0.0,
+                                      bandwidth_bytes_per_s=1e10, bucket="budget")}[kind]
     config = CheckpointConfig(chunk_bytes=16384, cpu_share=1e-6, delta=True)
-    with CheckpointStore(f"file://{tmp_path}/c", config) as store:
+    with CheckpointStore(url, config) as store:
         store.save(_state(1), 1)
         store.wait()  # measures the codec's CPU cost per byte
         store.save(_state(2), 2)  # at once: far over a 1e-6 share of the cores
-    reader = CheckpointStore(f"file://{tmp_path}/c")
+    reader = CheckpointStore(url)
     first, second = reader.manifest(1), reader.manifest(2)
     assert first.stats["fast_path"] == 0.0 and second.stats["fast_path"] == 1.0
     codecs = {e.name: e.codec for e in second.tensors}

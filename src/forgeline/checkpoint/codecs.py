@@ -22,6 +22,7 @@ import numpy as np
 import zstandard
 
 from forgeline.checkpoint import lossy
+from forgeline.checkpoint.publish import Parts
 from forgeline.errors import ConfigError, IntegrityError
 
 MAGIC = b"FLCK"
@@ -104,6 +105,13 @@ def encode(raw: np.ndarray, itemsize: int, codec: str, level: int = 1,
     else:
         payload = _compressor(level).compress(byte_group(data, itemsize))
     return header + payload
+
+
+def encode_raw_parts(raw: np.ndarray, itemsize: int) -> Parts:
+    """The raw blob of ``raw`` (no delta) as header + a view of ``raw``: the store's fast
+    path writes it without copying the chunk again (see ``publish.Parts``)."""
+    return Parts(_HEADER.pack(MAGIC, _CODEC_IDS["raw"], 0, itemsize, 0, raw.size),
+                 raw.data)
 
 
 def encode_lossy(raw: np.ndarray, base: np.ndarray | None, error: float, sqrt_mode: bool,
