@@ -81,8 +81,9 @@ class CheckpointConfig(BaseModel):
     write_threads: int = Field(4, ge=1, description="Parallel chunk encoders/writers.")
     cpu_share: float | None = Field(
         None, gt=0, le=1,
-        description="CPU budget of background persisting: at most this fraction of all cores' "
-        "time between two saves. When the measured cost of persisting the next save with "
+        description="CPU budget of background persisting: at most this fraction of the CPU "
+        "time the rest of the process (training) used since the previous save. When the "
+        "measured cost of persisting the next save with "
         "`codec` would exceed it (or the previous save is still being persisted), that save's "
         "chunks are stored raw — still hashed, deduplicated and checksummed, no delta. None "
         "(the store's default; the training stage uses 0.25): always `codec`.",
@@ -187,8 +188,9 @@ class TrainCheckpointing(BaseModel):
                          "shuffle-zstd (byte grouping + zstd).")
     async_save: bool = Field(True, description="Persist in the background.")
     cpu_share: float | None = Field(
-        0.25, gt=0, le=1, description="CPU budget of background persisting (fraction of all "
-        "cores' time between saves); over it, a save stores raw chunks. None: always `codec`.")
+        0.25, gt=0, le=1, description="CPU budget of background persisting (fraction of "
+        "training's CPU time between saves); over it, a save stores raw chunks. None: always "
+        "`codec`.")
     resume: bool = Field(True, description="Resume from the newest committed "
                          "checkpoint on storage (Ray's pointer may lag).")
     resume_optimizer: bool = Field(

@@ -111,13 +111,6 @@ def _lower_priority(nice: int) -> None:
                            min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 class CpuMeter:
     """Measured CPU seconds per raw byte of persisting (hash + encode + write), per codec:
     what the CPU budget (``CheckpointConfig.cpu_share``) predicts a save's cost from."""
@@ -126,9 +119,11 @@ class CpuMeter:
         self._lock = threading.Lock()
         self.cpu_s: dict[str, float] = {}
         self.bytes: dict[str, int] = {}
+        self.total_s = 0.0  # every chunk persisted so far
 
     def add(self, codec: str, cpu_s: float, nbytes: int) -> None:
         with self._lock:
+            self.total_s += cpu_s
             self.cpu_s[codec] = self.cpu_s.get(codec, 0.0) + cpu_s
             self.bytes[codec] = self.bytes.get(codec, 0) + nbytes
 
@@ -160,7 +155,7 @@ class CheckpointStore(CheckpointReader):
                                                initializer=_lower_priority, initargs=nice)
         self.cpu = CpuMeter()
         self._live: list[_Dedup] = []  # dedup indexes of saves not yet committed
-        self._last_save_at: float | None = None
+        self._last_save_cpu: tuple[float, float] | None = None  # (process, persisting) CPU-s
         self._lock = threading.Lock()
         self._error: BaseException | None = None
         self._pending: list[Future] = []
@@ -254,12 +249,12 @@ class CheckpointStore(CheckpointReader):
             (inline if small else deferred).extend(jobs)
             raw_total += raw.size
             entries.append((entry, jobs))
-        if self._over_budget(raw_total, started):
+        if self._over_budget(raw_total):
             dedup.codec, dedup.fast = "raw", True
             for entry, _ in entries:
                 if entry.codec == cfg.codec:
                     entry.codec = "raw"
-        self._last_save_at = started
+        self._last_save_cpu = (time.process_time(), self.cpu.total_s)
 
         def submit(job: ChunkJob) -> None:
             self._workers.submit(self._persist, job, dedup)
@@ -292,18 +287,21 @@ class CheckpointStore(CheckpointReader):
             info.blocked_s = time.perf_counter() - started
         return info
 
-    def _over_budget(self, raw_bytes: int, now: float) -> bool:
+    def _over_budget(self, raw_bytes: int) -> bool:
         """Whether this save takes the raw fast path: the previous save is still being
         persisted, or persisting this one with ``codec`` would cost more CPU than
-        ``cpu_share`` of every core's time since the previous save (measured, see CpuMeter)."""
+        ``cpu_share`` of the CPU time the rest of the process (training) used since the
+        previous save — CPU seconds, not wall time, so other load on the machine does not
+        move the budget (costs measured, see CpuMeter)."""
         cfg = self.config
-        if cfg.cpu_share is None or cfg.codec == "raw" or self._last_save_at is None:
+        if cfg.cpu_share is None or cfg.codec == "raw" or self._last_save_cpu is None:
             return False
         if any(not f.done() for f in self._pending):
             return True
         cost = self.cpu.cost_s(cfg.codec, raw_bytes)
-        budget = cfg.cpu_share * _cores() * (now - self._last_save_at)
-        return cost is not None and cost > budget
+        process_s, persisting_s = self._last_save_cpu
+        training_s = (time.process_time() - process_s) - (self.cpu.total_s - persisting_s)
+        return cost is not None and cost > cfg.cpu_share * training_s
 
     def live_chunk_keys(self) -> set[str]:
         """Chunk keys that saves in flight may reference without writing them again: the
