@@ -19,9 +19,11 @@ throttled filesystem (per-request latency + a bandwidth cap, so the page cache c
 I/O): torch.load reads the bytes through it, forgeline restores from a throttled URL of its
 store.
 
-Training-overhead phase: the same engine trains OVERHEAD_STEPS steps with a checkpoint every
-STEPS_BETWEEN steps, once per system (none, torch.save, DCP async_save, forgeline async with
-its optimizer guard), interleaved, repeated. A checkpoint's blocking time is what the training
+Training-overhead phase: the same engine trains 4 * STEPS_BETWEEN + 1 steps with a checkpoint
+every STEPS_BETWEEN (5) steps, once per system (none, torch.save, DCP async_save, forgeline
+async with its optimizer guard and its CPU budget ``fl_async``, and without the budget
+``fl_nobudget``), interleaved, 3 reps; then 2 * 50 + 1 steps with a checkpoint every 50 steps
+(none, DCP async_save, fl_async), 2 reps. A checkpoint's blocking time is what the training
 thread lost to it: torch.save's call; DCP async_save's call plus waiting for its previous
 save; forgeline's save() call plus the time the next optimizer step waited for the
 overlapped snapshot (CheckFreq-style: the copy runs during the next forward/backward). The
@@ -48,6 +50,16 @@ Metrics:
                                        (the last step's loss; training is deterministic here,
                                        every step's loss is in the JSON)
   restore_s_ratio_vs_torch_load        forgeline restore time / torch.load time (throttled)
+  training_overhead_fl_vs_dcp_async@5  fl_async's extra training wall time over "none" /
+                                       DCP async_save's, checkpoint every 5 steps (median of
+                                       reps); also @50
+  resume_s_local_tier                  a restarted worker's restore_fastest (TieredStore saved
+                                       to a local folder tier + a throttled remote) — it picks
+                                       the local tier; median of 3
+  resume_s_remote_tier                 the same from the remote tier only (throttled)
+  resume_speedup_local_vs_remote       resume_s_remote_tier / resume_s_local_tier
+  resume_s_ratio_vs_dcp_load           forgeline's fastest-tier resume / DCP load of the same
+                                       state from the same throttled remote
 """
 
 from __future__ import annotations
@@ -81,7 +93,8 @@ from forgeline.checkpoint import (  # noqa: E402
 
 MICRO_BATCH = 32
 STEPS_BETWEEN = 5
-OVERHEAD_STEPS = 4 * STEPS_BETWEEN + 1  # 4 checkpoints, each followed by training steps
+CPU_SHARE = 0.25  # the training stage's default CheckpointConfig.cpu_share
+OVERHEAD_STEPS = 4 * STEPS_BETWEEN + 1  # the @5 phase: 4 checkpoints, each followed by steps
 
 TARGETS = {
     "stall_ratio_vs_torch_save": "<= 0.05",
@@ -93,6 +106,12 @@ TARGETS = {
     "restore_s_ratio_vs_torch_load": "report",
     "training_overhead_fl_async_vs_none": "report",
     "training_overhead_torch_save_vs_none": "report",
+    "training_overhead_fl_vs_dcp_async@5": "<= 1.0 (stretch <= 0.5)",
+    "training_overhead_fl_vs_dcp_async@50": "<= 1.0 (stretch <= 0.5)",
+    "resume_s_local_tier": "report",
+    "resume_s_remote_tier": "report",
+    "resume_speedup_local_vs_remote": ">= 5",
+    "resume_s_ratio_vs_dcp_load": "<= 0.5",
 }
 
 
@@ -296,26 +315,32 @@ def run_sequence(label: str, engine: Any, task: Callable, systems: Systems, chec
                       file=sys.stderr)
 
 
+FL_BUDGETS = {"fl_async": CPU_SHARE, "fl_nobudget": None}
+
+
 def train_with_checkpoints(system: str, engine: Any, task: Callable, root: Path, rep: int, *,
-                           chunk_bytes: int, staging_bytes: int, first_batch: int
-                           ) -> dict[str, Any]:
-    """OVERHEAD_STEPS training steps with a ``system`` checkpoint every STEPS_BETWEEN steps."""
+                           chunk_bytes: int, staging_bytes: int, first_batch: int,
+                           every: int = STEPS_BETWEEN, checkpoints: int = 4) -> dict[str, Any]:
+    """``checkpoints * every + 1`` training steps with a ``system`` checkpoint every ``every``
+    steps (``fl_async``: forgeline with its CPU budget; ``fl_nobudget``: without)."""
     import torch.distributed.checkpoint as dcp
 
-    folder = root / f"overhead-{system}-{rep}"
+    folder = root / f"overhead-{system}-{every}-{rep}"
     folder.mkdir(parents=True, exist_ok=True)
     store, pending, infos, stalls = None, None, [], []
-    if system == "fl_async":
+    steps = checkpoints * every + 1
+    if system in FL_BUDGETS:
         store = CheckpointStore(f"file://{folder}", CheckpointConfig(
-            chunk_bytes=chunk_bytes, max_staging_bytes=staging_bytes))
+            chunk_bytes=chunk_bytes, max_staging_bytes=staging_bytes,
+            cpu_share=FL_BUDGETS[system]))
         store.protect(engine)  # the next optimizer step waits for the overlapped snapshot
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     step_s = []
-    for i in range(1, OVERHEAD_STEPS + 1):
+    for i in range(1, steps + 1):
         t_step = time.perf_counter()
         train_step(engine, task(first_batch + i))
         step_s.append(time.perf_counter() - t_step)
-        if i % STEPS_BETWEEN or i == OVERHEAD_STEPS:
+        if i % every or i == steps:
             continue
         t0 = time.perf_counter()
         if system == "torch_save":
@@ -324,7 +349,7 @@ def train_with_checkpoints(system: str, engine: Any, task: Callable, root: Path,
             if pending is not None:
                 pending.result()  # DCP allows one async save in flight
             pending = dcp.async_save(state_of(engine), checkpoint_id=str(folder / f"s{i}"))
-        elif system == "fl_async":
+        elif store is not None:
             infos.append(store.save(state_of(engine), i))
         stalls.append(time.perf_counter() - t0)
     train_s = time.perf_counter() - started
@@ -332,16 +357,72 @@ def train_with_checkpoints(system: str, engine: Any, task: Callable, root: Path,
         stalls = [info.stall_s for info in infos]  # save() + the guard's wait at the next step
         waited = [info.waited_s for info in infos]
         store.close()
+        fast = [CheckpointStore(f"file://{folder}").manifest(info.step).stats["fast_path"]
+                for info in infos]
     if pending is not None:
         pending.result()
     drained_s = time.perf_counter() - started
+    cpu_s = time.process_time() - cpu_started  # every thread of this process: background too
     shutil.rmtree(folder, ignore_errors=True)
-    row = {"kind": "overhead", "system": system, "rep": rep, "steps": OVERHEAD_STEPS,
-           "every": STEPS_BETWEEN, "train_s": train_s, "train_plus_drain_s": drained_s,
+    row = {"kind": "overhead", "system": system, "rep": rep, "steps": steps,
+           "every": every, "train_s": train_s, "train_plus_drain_s": drained_s,
+           "cpu_s": cpu_s, "checkpoints": checkpoints,
            "stall_s": stalls, "step_s_median": harness.median(step_s)}
     if store is not None:
         row["guard_waited_s"] = waited
+        row["fast_path"] = fast
     return row
+
+
+def resume_from_tiers(engine: Any, task: Callable, workdir: Path, step: int,
+                      throttle: dict[str, float], config: CheckpointConfig
+                      ) -> list[dict[str, Any]]:
+    """Time a restarted worker's resume: forgeline from its local tier, from the remote
+    tier only, and DCP load from the same (throttled) remote; interleaved, 3 reps. ``s`` is
+    the restore (the metric); then the state is put into the engine (``load_s``) and one
+    training step runs (``first_step_s``: the warm-up)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint._fsspec_filesystem import FsspecReader
+
+    from forgeline.checkpoint import TierConfig, TieredStore, restore_fastest, tier_urls
+    from forgeline.throttled import throttled_url
+
+    remote = throttled_url(f"file://{workdir}/tiered-remote", bucket="fl-tiers", **throttle)
+    tiers = TierConfig(local_url=str(workdir / "tiered-local"))
+    with TieredStore(remote, tiers, config) as store:
+        store.save(state_of(engine), step)
+    dcp_folder = workdir / "dcp-remote"
+    dcp.save(state_of(engine), checkpoint_id=str(dcp_folder))
+    dcp_url = throttled_url(f"file://{dcp_folder}", bucket="dcp-tiers", **throttle)
+    urls = tier_urls(remote, tiers, 0)
+    rows, names = [], ["local", "remote", "dcp_load"]
+    for rep in range(3):
+        for name in names[rep % 3:] + names[: rep % 3]:
+            row = {"kind": "resume_tier", "system": name, "rep": rep}
+            t0 = time.perf_counter()
+            try:
+                if name == "dcp_load":
+                    dcp.load(state_of(engine), storage_reader=FsspecReader(dcp_url))
+                    row.update(tier="remote", s=time.perf_counter() - t0, load_s=0.0)
+                else:
+                    result = restore_fastest(urls if name == "local" else urls[-1:])
+                    row.update(tier=result.tier, report=result.report(),
+                               s=time.perf_counter() - t0)
+                    t1 = time.perf_counter()
+                    restore_into(engine, result.restored.state)
+                    row["load_s"] = time.perf_counter() - t1
+                    del result
+                t2 = time.perf_counter()
+                train_step(engine, task(20_000 + rep))
+                row["first_step_s"] = time.perf_counter() - t2
+            except Exception as exc:  # noqa: BLE001 - a peer that cannot run is reported
+                traceback.print_exc()
+                row["error"] = f"{type(exc).__name__}: {exc}"
+            rows.append(row)
+            print(f"resume {name:>9} rep {rep}: {row.get('s', float('nan')):7.3f}s "
+                  f"tier {row.get('tier')}", file=sys.stderr)
+    shutil.rmtree(dcp_folder, ignore_errors=True)
+    return rows
 
 
 def time_snapshot_copy(engine: Any, reps: int = 3) -> float:
@@ -424,22 +505,28 @@ def main() -> int:
     # ---------------------------------------------------------------- training overhead
     copy_s = time_snapshot_copy(engine)
     FWD_BWD_S.clear()
-    overhead_systems = ["none", "torch_save", "dcp_async_save", "fl_async"]
-    for rep in range(3):
-        order = overhead_systems if rep % 2 == 0 else overhead_systems[::-1]
-        for k, name in enumerate(order):
-            try:
-                row = train_with_checkpoints(name, engine, task, workdir, rep,
-                                             chunk_bytes=chunk_bytes, staging_bytes=staging,
-                                             first_batch=5000 + 1000 * rep + 100 * k)
-            except Exception as exc:  # noqa: BLE001 - a peer that cannot run is reported
-                traceback.print_exc()
-                row = {"kind": "overhead", "system": name, "rep": rep,
-                       "error": f"{type(exc).__name__}: {exc}"}
-            runs.append(row)
-            if "error" not in row:
-                print(f"overhead {name:>15} rep {rep}: train {row['train_s']:7.2f}s stalls "
-                      + " ".join(f"{v:.3f}" for v in row["stall_s"]), file=sys.stderr)
+    overhead_systems = ["none", "torch_save", "dcp_async_save", "fl_async", "fl_nobudget"]
+    phases = [(STEPS_BETWEEN, 4, overhead_systems, 3),
+              (50, 2, ["none", "dcp_async_save", "fl_async"], 2)]
+    for every, n_checkpoints, phase_systems, reps in phases:
+        for rep in range(reps):
+            order = phase_systems if rep % 2 == 0 else phase_systems[::-1]
+            for k, name in enumerate(order):
+                try:
+                    row = train_with_checkpoints(
+                        name, engine, task, workdir, rep, chunk_bytes=chunk_bytes,
+                        staging_bytes=staging, first_batch=5000 + 1000 * rep + 200 * k,
+                        every=every, checkpoints=n_checkpoints)
+                except Exception as exc:  # noqa: BLE001 - a peer that cannot run is reported
+                    traceback.print_exc()
+                    row = {"kind": "overhead", "system": name, "rep": rep, "every": every,
+                           "error": f"{type(exc).__name__}: {exc}"}
+                runs.append(row)
+                if "error" not in row:
+                    print(f"overhead@{every} {name:>15} rep {rep}: train {row['train_s']:7.2f}s "
+                          "stalls " + " ".join(f"{v:.3f}" for v in row["stall_s"])
+                          + (f" fast_path {row['fast_path']}" if "fast_path" in row else ""),
+                          file=sys.stderr)
 
     fwd_bwd_s = harness.median(FWD_BWD_S)
     runs.append({"kind": "timing", "forward_backward_s": fwd_bwd_s, "state_copy_s": copy_s})
@@ -478,6 +565,19 @@ def main() -> int:
     runs.extend(restores)
     notes.append("restore 'local' reads files just written (page cache warm); 'throttled' "
                  f"reads through forgeline.throttled ({throttle}) and is the metric")
+
+    # ---------------------------------------------------------------- tiered resume
+    resumes = resume_from_tiers(engine, task, workdir, last_step, throttle,
+                                CheckpointConfig(chunk_bytes=chunk_bytes,
+                                                 max_staging_bytes=staging))
+    runs.extend(resumes)
+    notes.append("resume: one TieredStore save (local tier = a folder on this disk, remote = "
+                 f"forgeline.throttled over another folder, {throttle}), then a restarted "
+                 "worker's restore_fastest: 'local' (the tier it picks: the local copy holds the "
+                 "remote's latest step; its files were just written, page cache warm), 'remote' "
+                 "(tiers = the remote root only), DCP load of the same state from the same "
+                 "throttled remote (FsspecReader, in place). Checksums verified on every "
+                 "forgeline path")
 
     # ---------------------------------------------------------------- lossy resume
     final_losses = {}
@@ -519,16 +619,21 @@ def main() -> int:
                  and r["where"] == "throttled"]
     frozen_torch = sum(r["bytes"] for r in rows("frozen", "torch_save"))
 
-    def overhead(system: str) -> list[dict[str, Any]]:
+    def overhead(system: str, every: int = STEPS_BETWEEN) -> list[dict[str, Any]]:
         return [r for r in runs if r.get("kind") == "overhead" and r["system"] == system
-                and "error" not in r]
+                and r.get("every") == every and "error" not in r]
 
     def stalls(system: str) -> list[float]:
         return [v for r in overhead(system) for v in r["stall_s"]]
 
-    def slowdown(system: str, key: str = "train_s") -> float:
-        return harness.median(r[key] for r in overhead(system)) / harness.median(
-            r[key] for r in overhead("none")) - 1
+    def slowdown(system: str, key: str = "train_s", every: int = STEPS_BETWEEN) -> float:
+        return harness.median(r[key] for r in overhead(system, every)) / harness.median(
+            r[key] for r in overhead("none", every)) - 1
+
+    def resume_s(system: str) -> float:
+        return harness.median(r["s"] for r in resumes if r["system"] == system and "s" in r)
+
+    local_s, remote_s = resume_s("local"), resume_s("remote")
 
     metrics = {
         "stall_ratio_vs_torch_save": harness.median(stalls("fl_async"))
@@ -546,6 +651,14 @@ def main() -> int:
         / harness.median(t_restore),
         "training_overhead_fl_async_vs_none": slowdown("fl_async"),
         "training_overhead_torch_save_vs_none": slowdown("torch_save"),
+        "training_overhead_fl_vs_dcp_async@5": slowdown("fl_async")
+        / slowdown("dcp_async_save"),
+        "training_overhead_fl_vs_dcp_async@50": slowdown("fl_async", every=50)
+        / slowdown("dcp_async_save", every=50),
+        "resume_s_local_tier": local_s,
+        "resume_s_remote_tier": remote_s,
+        "resume_speedup_local_vs_remote": remote_s / local_s,
+        "resume_s_ratio_vs_dcp_load": min(local_s, remote_s) / resume_s("dcp_load"),
     }
     summary = {}
     for seq in ("dense", "frozen"):
@@ -583,6 +696,30 @@ def main() -> int:
                      "stall_s_median": harness.median(stalls(system)) if stalls(system)
                      else 0.0}
             for system in overhead_systems if overhead(system)},
+        "training_overhead@50": {
+            system: {"train_s_vs_none": slowdown(system, every=50),
+                     "train_plus_drain_s_vs_none": slowdown(system, "train_plus_drain_s", 50)}
+            for system in ("dcp_async_save", "fl_async") if overhead(system, 50)},
+        "training_overhead_fl_nobudget_vs_dcp_async@5": slowdown("fl_nobudget")
+        / slowdown("dcp_async_save"),
+        # CPU seconds (all threads) each checkpoint added over "none": far less sensitive to
+        # the shared machine's load than wall time
+        "extra_cpu_s_per_checkpoint": {
+            f"{system}@{every}": (harness.median(r["cpu_s"] for r in overhead(system, every))
+                                  - harness.median(r["cpu_s"] for r in overhead("none", every)))
+            / overhead(system, every)[0]["checkpoints"]
+            for every, systems_at in ((STEPS_BETWEEN, overhead_systems[1:]),
+                                      (50, ["dcp_async_save", "fl_async"]))
+            for system in systems_at if overhead(system, every) and overhead("none", every)},
+        "time_to_resume_breakdown_s": {  # detection and restart are Ray's: not in this run
+            system: {
+                "choose_s": harness.median(r["report"]["choose_s"] for r in ok)
+                if system != "dcp_load" else None,
+                "restore_s": harness.median(r["s"] for r in ok),
+                "load_into_engine_s": harness.median(r["load_s"] for r in ok),
+                "first_step_s": harness.median(r["first_step_s"] for r in ok)}
+            for system in ("local", "remote", "dcp_load")
+            if (ok := [r for r in resumes if r["system"] == system and "error" not in r])},
         "forward_backward_s": fwd_bwd_s,
         "state_copy_s": copy_s,
         "inline_snapshot_stall_ratio_vs_torch_save": median(fl_async, "blocked_s")

@@ -22,6 +22,7 @@ import numpy as np
 import zstandard
 
 from forgeline.checkpoint import lossy
+from forgeline.checkpoint.publish import Parts
 from forgeline.errors import ConfigError, IntegrityError
 
 MAGIC = b"FLCK"
@@ -85,7 +86,7 @@ def undelta(coded: np.ndarray, base: np.ndarray, itemsize: int) -> np.ndarray:
 
 
 def encode(raw: np.ndarray, itemsize: int, codec: str, level: int = 1,
-           base: np.ndarray | None = None) -> bytes:
+           base: np.ndarray | None = None) -> bytes | bytearray:
     """Encode the uint8 array ``raw``; with ``base``, store ``delta(raw, base)`` instead."""
     if codec not in _CODEC_IDS or codec == "lossy":
         raise ConfigError("codec", codec, "unknown codec; choose one of raw, zstd, shuffle-zstd")
@@ -93,13 +94,24 @@ def encode(raw: np.ndarray, itemsize: int, codec: str, level: int = 1,
     data = raw
     if base is not None:
         data, flags = delta(raw, base, itemsize), FLAG_DELTA
-    if codec == "raw":
-        payload = data.tobytes()
-    elif codec == "zstd":
+    header = _HEADER.pack(MAGIC, _CODEC_IDS[codec], flags, itemsize, 0, raw.size)
+    if codec == "raw":  # one copy (the store's fast path): header and payload in one buffer
+        out = bytearray(len(header) + data.size)
+        out[: len(header)] = header
+        out[len(header) :] = data.data
+        return out
+    if codec == "zstd":
         payload = _compressor(level).compress(data)
     else:
         payload = _compressor(level).compress(byte_group(data, itemsize))
-    return _HEADER.pack(MAGIC, _CODEC_IDS[codec], flags, itemsize, 0, raw.size) + payload
+    return header + payload
+
+
+def encode_raw_parts(raw: np.ndarray, itemsize: int) -> Parts:
+    """The raw blob of ``raw`` (no delta) as header + a view of ``raw``: the store's fast
+    path writes it without copying the chunk again (see ``publish.Parts``)."""
+    return Parts(_HEADER.pack(MAGIC, _CODEC_IDS["raw"], 0, itemsize, 0, raw.size),
+                 raw.data)
 
 
 def encode_lossy(raw: np.ndarray, base: np.ndarray | None, error: float, sqrt_mode: bool,

@@ -79,6 +79,21 @@ class CheckpointConfig(BaseModel):
         description="Host memory for snapshots not yet persisted; save() blocks beyond it.",
     )
     write_threads: int = Field(4, ge=1, description="Parallel chunk encoders/writers.")
+    cpu_share: float | None = Field(
+        None, gt=0, le=1,
+        description="CPU budget of background persisting: at most this fraction of the CPU "
+        "time the rest of the process (training) used since the previous save. When the "
+        "measured cost of persisting the next save with "
+        "`codec` would exceed it (or the previous save is still being persisted), that save's "
+        "chunks are stored raw — still hashed, deduplicated and checksummed, no delta. None "
+        "(the store's default; the training stage uses 0.25): always `codec`.",
+    )
+    background_nice: int = Field(
+        0, ge=0, le=19,
+        description="Niceness added to the store's background threads (Linux: per thread), so "
+        "that training threads win the CPU. No effect in a process that already runs at "
+        "niceness 19.",
+    )
     verify_on_restore: bool = Field(True, description="Check every chunk's hash on restore.")
 
     @field_validator("chunk_bytes")
@@ -123,6 +138,42 @@ class RetentionPolicy(BaseModel):
     )
 
 
+class TierConfig(BaseModel):
+    """Where a :class:`~forgeline.checkpoint.tiers.TieredStore` commits before the remote root.
+
+    A save commits to the bounded host-memory tier first (when ``memory_bytes`` > 0), then is
+    copied to the node-local disk tier (when ``local_url`` is set), then to the remote
+    artifact root — the durable tier. Each tier keeps its own newest steps.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    memory_bytes: int = Field(
+        0, ge=0, description="Host memory for the in-process memory tier (bytes of stored "
+        "chunks); its oldest steps are evicted beyond it once they reached every other tier "
+        "(the newest is always kept). 0: no memory tier.")
+    memory_keep_last: int = Field(1, ge=1, description="Steps the memory tier keeps at most.")
+    local_url: str | None = Field(
+        None, description="Node-local folder (or file:// URL) of the local disk tier; each "
+        "rank uses its own sub-folder. None: no local tier.")
+    local_keep_last: int = Field(2, ge=1, description="Steps the local tier keeps.")
+    remote_keep_last: int | None = Field(
+        None, ge=1, description="Steps the remote tier keeps (collect_garbage after each "
+        "copy, default grace period). None: the remote root's own retention decides (e.g. "
+        "the CheckpointRetention callback).")
+    memory_grace_s: float = Field(
+        5.0, ge=0, description="Unreferenced memory-tier chunks younger than this are kept "
+        "(a save in flight may have just written them).")
+
+    @field_validator("local_url")
+    @classmethod
+    def _local_only(cls, value: str | None) -> str | None:
+        if value is not None and "://" in value and not value.startswith("file://"):
+            raise ConfigError("local_url", value, "the local tier is a node-local folder "
+                              "(a path or file:// URL)")
+        return value
+
+
 class TrainCheckpointing(BaseModel):
     """Checkpointing of the training stage (interval, retention, codec, async, resume)."""
 
@@ -136,6 +187,10 @@ class TrainCheckpointing(BaseModel):
     codec: Codec = Field("shuffle-zstd", description="Lossless chunk codec: raw, zstd or "
                          "shuffle-zstd (byte grouping + zstd).")
     async_save: bool = Field(True, description="Persist in the background.")
+    cpu_share: float | None = Field(
+        0.25, gt=0, le=1, description="CPU budget of background persisting (fraction of "
+        "training's CPU time between saves); over it, a save stores raw chunks. None: always "
+        "`codec`.")
     resume: bool = Field(True, description="Resume from the newest committed "
                          "checkpoint on storage (Ray's pointer may lag).")
     resume_optimizer: bool = Field(
@@ -143,6 +198,11 @@ class TrainCheckpointing(BaseModel):
         "changed). False: weights-only resume — model, step, LR schedule and data position "
         "restored, optimizer moments from zero (the fallback when they cannot be resharded).")
     url: str | None = Field(None, description="Store URL; default {output_url}/checkpoints.")
+    local_tier_url: str | None = Field(
+        None, description="Node-local folder: commit each save there before the store URL, "
+        "and resume from it when it holds the latest step. None: no local tier.")
+    memory_tier_bytes: int = Field(0, ge=0, description="Host memory of the in-process "
+                                   "memory tier (bytes); 0: none.")
 
     @field_validator("codec", mode="before")
     @classmethod
@@ -150,7 +210,13 @@ class TrainCheckpointing(BaseModel):
         return CheckpointConfig._known_codec(value)  # the store's own clear ConfigError
 
     def store_config(self) -> CheckpointConfig:
-        return CheckpointConfig(codec=self.codec, async_save=self.async_save)
+        return CheckpointConfig(codec=self.codec, async_save=self.async_save,
+                                cpu_share=self.cpu_share)
+
+    def tiers(self) -> TierConfig | None:
+        if self.local_tier_url is None and not self.memory_tier_bytes:
+            return None
+        return TierConfig(local_url=self.local_tier_url, memory_bytes=self.memory_tier_bytes)
 
     def retention(self) -> RetentionPolicy:
         return RetentionPolicy(keep_last=self.keep_last, keep_every_steps=self.keep_every_steps)

@@ -16,6 +16,7 @@ from forgeline.checkpoint import codecs
 from forgeline.checkpoint.chunking import content_hash, dtype_name
 from forgeline.checkpoint.config import CheckpointConfig
 from forgeline.checkpoint.format import ChunkRef
+from forgeline.checkpoint.publish import Parts
 
 DELTA_WORTH = 0.75  # a delta blob larger than this × raw is re-encoded plain; smaller wins
 
@@ -46,12 +47,17 @@ def lossless_key(digest: str, base: EncodedChunk | None) -> str:
 
 
 def encode_lossless(config: CheckpointConfig, buf: np.ndarray, item: int,
-                    base: EncodedChunk | None) -> tuple[bytes, EncodedChunk | None]:
-    """The blob of ``buf`` (a delta against ``base`` when that pays) and the base it used."""
-    blob = codecs.encode(buf, item, config.codec, config.zstd_level,
+                    base: EncodedChunk | None, codec: str | None = None
+                    ) -> tuple[bytes | bytearray | Parts, EncodedChunk | None]:
+    """The blob of ``buf`` (a delta against ``base`` when that pays) and the base it used;
+    ``codec`` overrides the configured one (the store's raw fast path)."""
+    codec = codec or config.codec
+    if codec == "raw" and base is None:
+        return codecs.encode_raw_parts(buf, item), None
+    blob = codecs.encode(buf, item, codec, config.zstd_level,
                          base.recon if base is not None else None)
     if base is not None and len(blob) > DELTA_WORTH * buf.size:
-        plain = codecs.encode(buf, item, config.codec, config.zstd_level)
+        plain = codecs.encode(buf, item, codec, config.zstd_level)
         if len(plain) < len(blob):  # the delta did not pay: a keyframe chunk
             return plain, None
     return blob, base

@@ -27,6 +27,25 @@ OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl
                            "memory"})
 
 
+class Parts:
+    """A file's bytes in pieces (e.g. a chunk header and a view of the raw staging buffer),
+    written one after the other: no joined copy of a large buffer is made."""
+
+    def __init__(self, *parts: bytes | memoryview) -> None:
+        self.parts = [memoryview(p).cast("B") for p in parts]
+
+    def __len__(self) -> int:
+        return sum(p.nbytes for p in self.parts)
+
+    def tobytes(self) -> bytes:
+        return b"".join(self.parts)
+
+
+def _write_all(f: Any, data: bytes | Parts) -> None:
+    for part in data.parts if isinstance(data, Parts) else (data,):
+        f.write(part)
+
+
 def _protocols(fs: Any) -> set[str]:
     return {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
 
@@ -42,10 +61,14 @@ def temp_name(path: str) -> str:
                           f".{posixpath.basename(path)}.{uuid.uuid4().hex}.tmp")
 
 
-def _write_temp(fs: Any, path: str, data: bytes) -> str:
+def _write_temp(fs: Any, path: str, data: bytes | Parts) -> str:
     fs.makedirs(posixpath.dirname(path), exist_ok=True)
     tmp = temp_name(path)
-    fs.pipe_file(tmp, data)
+    if isinstance(data, Parts):
+        with fs.open(tmp, "wb") as f:
+            _write_all(f, data)
+    else:
+        fs.pipe_file(tmp, data)
     if fs.size(tmp) != len(data):
         size = fs.size(tmp)
         fs.rm_file(tmp)
@@ -53,7 +76,7 @@ def _write_temp(fs: Any, path: str, data: bytes) -> str:
     return tmp
 
 
-def publish(fs: Any, path: str, data: bytes, exclusive: bool = False) -> bool:
+def publish(fs: Any, path: str, data: bytes | Parts, exclusive: bool = False) -> bool:
     """Write ``data`` at ``path`` atomically unless a file is there; True if this call wrote it.
 
     ``exclusive``: a file already at ``path`` raises ``FileExistsError`` instead of being
@@ -66,7 +89,7 @@ def publish(fs: Any, path: str, data: bytes, exclusive: bool = False) -> bool:
     if is_object_store(fs):
         try:
             with fs.open(path, "xb") as f:
-                f.write(data)
+                _write_all(f, data)
         except FileExistsError:
             if exclusive:
                 raise
@@ -88,7 +111,8 @@ def publish(fs: Any, path: str, data: bytes, exclusive: bool = False) -> bool:
     finally:
         if tmp:
             fs.rm_file(tmp)
-    if exclusive and fs.cat_file(path) != data:  # a rename raced ours and won
+    if exclusive and fs.cat_file(path) != (  # a rename raced ours and won
+            data.tobytes() if isinstance(data, Parts) else data):
         raise FileExistsError(path)
     return True
 

@@ -154,11 +154,16 @@ class CheckpointReader:
     def restore(self, step: int | None = None, rank: int | None = None,
                 names: Iterable[str] | None = None) -> Restored:
         """Restore this rank's (or ``rank``'s) state at ``step`` (default: newest intact)."""
-        manifest = self.manifest(step, rank)
+        return self.restore_manifest(self.manifest(step, rank), names)
+
+    def restore_manifest(self, manifest: Manifest, names: Iterable[str] | None = None,
+                         verify: bool | None = None) -> Restored:
+        """Restore the state ``manifest`` (already read and checked) describes, from the
+        chunks under this reader's URL; ``verify`` overrides ``verify_on_restore``."""
         wanted = set(names) if names is not None else None
         tensors = self._read_tensors(
             [e for e in manifest.tensors if wanted is None or e.name in wanted], manifest.hash,
-            self.verify_on_restore,
+            self.verify_on_restore if verify is None else verify,
         )
         if wanted is not None:
             return Restored(manifest.step, tensors, manifest.metadata, manifest)

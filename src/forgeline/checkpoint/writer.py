@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 import time
 import uuid
@@ -85,15 +86,52 @@ class _PendingSave:
     raw_bytes: int
     started: float
     info: SaveInfo
+    codec: str = ""
+    dedup: _Dedup | None = None
 
 
 @dataclass
 class _Dedup:
-    """What a save's chunk may reuse: the previous save's refs and this save's so far."""
+    """What a save's chunk may reuse: the previous save's refs and this save's so far; and
+    the lossless codec this save uses (``raw`` on the CPU budget's fast path)."""
 
     keyframe: bool
     parent_index: dict[str, ChunkRef]
     new_index: dict[str, ChunkRef]
+    codec: str = "raw"
+    fast: bool = False
+
+
+def _lower_priority(nice: int) -> None:
+    """Raise the calling thread's niceness by ``nice`` (Linux threads have their own)."""
+    if nice and hasattr(os, "setpriority"):
+        with contextlib.suppress(OSError):
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid,
+                           min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+
+
+class CpuMeter:
+    """Measured CPU seconds per raw byte of persisting (hash + encode + write), per codec:
+    what the CPU budget (``CheckpointConfig.cpu_share``) predicts a save's cost from."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.cpu_s: dict[str, float] = {}
+        self.bytes: dict[str, int] = {}
+        self.total_s = 0.0  # every chunk persisted so far
+
+    def add(self, codec: str, cpu_s: float, nbytes: int) -> None:
+        with self._lock:
+            self.total_s += cpu_s
+            self.cpu_s[codec] = self.cpu_s.get(codec, 0.0) + cpu_s
+            self.bytes[codec] = self.bytes.get(codec, 0) + nbytes
+
+    def cost_s(self, codec: str, nbytes: int) -> float | None:
+        """Predicted CPU seconds to persist ``nbytes`` with ``codec``; None before measured."""
+        with self._lock:
+            measured = self.bytes.get(codec, 0)
+            return self.cpu_s[codec] / measured * nbytes if measured else None
 
 
 class CheckpointStore(CheckpointReader):
@@ -108,9 +146,16 @@ class CheckpointStore(CheckpointReader):
         self.world_size = world_size
         self.writer_id = uuid.uuid4().hex[:16]
         self._staging = StagingPool(self.config.max_staging_bytes, self.config.chunk_bytes)
-        self._workers = ThreadPoolExecutor(self.config.write_threads, "forgeline-ckpt-write")
-        self._committer = ThreadPoolExecutor(1, "forgeline-ckpt-commit")
-        self._snapshotter = ThreadPoolExecutor(1, "forgeline-ckpt-snapshot")
+        nice = (self.config.background_nice,)
+        self._workers = ThreadPoolExecutor(self.config.write_threads, "forgeline-ckpt-write",
+                                           initializer=_lower_priority, initargs=nice)
+        self._committer = ThreadPoolExecutor(1, "forgeline-ckpt-commit",
+                                             initializer=_lower_priority, initargs=nice)
+        self._snapshotter = ThreadPoolExecutor(1, "forgeline-ckpt-snapshot",
+                                               initializer=_lower_priority, initargs=nice)
+        self.cpu = CpuMeter()
+        self._live: list[_Dedup] = []  # dedup indexes of saves not yet committed
+        self._last_save_cpu: tuple[float, float] | None = None  # (process, persisting) CPU-s
         self._lock = threading.Lock()
         self._error: BaseException | None = None
         self._pending: list[Future] = []
@@ -173,7 +218,9 @@ class CheckpointStore(CheckpointReader):
         keyframe = self._saves % cfg.keyframe_every == 0
         skeleton, tensors = flatten_state(state)
         json.dumps(metadata or {})  # fail here, not in the background
-        dedup = _Dedup(keyframe, self._index, {})
+        dedup = _Dedup(keyframe, self._index, {}, cfg.codec)
+        with self._lock:
+            self._live.append(dedup)
         entries: list[tuple[TensorEntry, list[ChunkJob]]] = []
         inline: list[ChunkJob] = []
         deferred: list[ChunkJob] = []
@@ -202,6 +249,12 @@ class CheckpointStore(CheckpointReader):
             (inline if small else deferred).extend(jobs)
             raw_total += raw.size
             entries.append((entry, jobs))
+        if self._over_budget(raw_total):
+            dedup.codec, dedup.fast = "raw", True
+            for entry, _ in entries:
+                if entry.codec == cfg.codec:
+                    entry.codec = "raw"
+        self._last_save_cpu = (time.process_time(), self.cpu.total_s)
 
         def submit(job: ChunkJob) -> None:
             self._workers.submit(self._persist, job, dedup)
@@ -218,18 +271,46 @@ class CheckpointStore(CheckpointReader):
             snapshot.run(until=len(inline))  # the whole copy unless overlapped
         except BaseException:  # nothing was submitted for commit: as if save was not called
             self._prev, self._index, self._last_step, self._saves = before
+            with self._lock:
+                self._live.remove(dedup)
             raise
         if deferred:
             self._snapshotter.submit(snapshot.run)
         info.blocked_s = time.perf_counter() - started
         pending = _PendingSave(snapshot, step, parent, keyframe, skeleton, entries,
-                               dict(metadata or {}), raw_total, started, info)
+                               dict(metadata or {}), raw_total, started, info, dedup.codec,
+                               dedup)
         info.persisted = self._committer.submit(self._commit, pending)
         self._pending = [f for f in self._pending if not f.done()] + [info.persisted]
         if not cfg.async_save:
             self.wait()
             info.blocked_s = time.perf_counter() - started
         return info
+
+    def _over_budget(self, raw_bytes: int) -> bool:
+        """Whether this save takes the raw fast path: the previous save is still being
+        persisted, or persisting this one with ``codec`` would cost more CPU than
+        ``cpu_share`` of the CPU time the rest of the process (training) used since the
+        previous save — CPU seconds, not wall time, so other load on the machine does not
+        move the budget (costs measured, see CpuMeter)."""
+        cfg = self.config
+        if cfg.cpu_share is None or cfg.codec == "raw" or self._last_save_cpu is None:
+            return False
+        if any(not f.done() for f in self._pending):
+            return True
+        cost = self.cpu.cost_s(cfg.codec, raw_bytes)
+        process_s, persisting_s = self._last_save_cpu
+        training_s = (time.process_time() - process_s) - (self.cpu.total_s - persisting_s)
+        return cost is not None and cost > cfg.cpu_share * training_s
+
+    def live_chunk_keys(self) -> set[str]:
+        """Chunk keys that saves in flight may reference without writing them again: the
+        previous save's and every uncommitted save's (what a tier's eviction must keep)."""
+        with self._lock:
+            live = set(self._index)
+            for dedup in self._live:
+                live |= set(dedup.parent_index) | set(dedup.new_index)
+            return live
 
     def _record_error(self, exc: BaseException) -> None:
         with self._lock:
@@ -250,6 +331,13 @@ class CheckpointStore(CheckpointReader):
             return dedup.parent_index.get(key) or dedup.new_index.get(key)
 
     def _encode(self, job: ChunkJob, dedup: _Dedup) -> EncodedChunk:
+        size, cpu_started = job.buf.size, time.thread_time()
+        try:
+            return self._encode_chunk(job, dedup)
+        finally:
+            self.cpu.add(dedup.codec, time.thread_time() - cpu_started, size)
+
+    def _encode_chunk(self, job: ChunkJob, dedup: _Dedup) -> EncodedChunk:
         buf, cfg = job.buf, self.config
         job.buf = None
         keep_buf = job.kind == "lossless" and cfg.delta  # the next save's delta base
@@ -264,13 +352,14 @@ class CheckpointStore(CheckpointReader):
                                     parent.recon, digest)
             base = None
             if (parent is not None and not dedup.keyframe and parent.recon is not None
-                    and parent.recon.size == buf.size):
+                    and parent.recon.size == buf.size
+                    and not (dedup.fast and job.kind == "lossless")):  # no delta on raw
                 base = parent
             if job.kind == "lossless":
                 key = lossless_key(digest, base)
                 known = self._known(dedup, key)
                 if known is None:
-                    blob, used = encode_lossless(cfg, buf, job.item, base)
+                    blob, used = encode_lossless(cfg, buf, job.item, base, dedup.codec)
                     if used is None and base is not None:  # fell back to a keyframe chunk
                         base, key = None, digest
                         known = self._known(dedup, key)
@@ -309,6 +398,7 @@ class CheckpointStore(CheckpointReader):
                 "chunks_written": float(sum(r.stored_bytes > 0 for r in refs)),
                 "blocked_s": save.info.blocked_s,
                 "persist_s": time.perf_counter() - save.started,
+                "fast_path": float(save.codec != self.config.codec),
             }
             manifest = Manifest(
                 step=save.step, rank=self.rank, world_size=self.world_size,
@@ -327,6 +417,9 @@ class CheckpointStore(CheckpointReader):
         except BaseException as exc:
             self._record_error(exc)
             raise
+        finally:
+            with self._lock:  # committed (its keys are in self._index) or failed
+                self._live = [d for d in self._live if d is not save.dedup]
 
     def _taken_error(self, step: int, path: str) -> CheckpointWriteError:
         return CheckpointWriteError(

@@ -32,6 +32,8 @@ from forgeline.checkpoint import (
     CheckpointStore,
     Restored,
     SaveInfo,
+    TierConfig,
+    TieredStore,
 )
 from forgeline.checkpoint.retention import abandon_steps_after
 from forgeline.errors import ConfigError
@@ -61,12 +63,16 @@ class Checkpointer:
     ``every_steps``: fixed interval. ``adaptive=True``: after each save, rank 0 recomputes
     the interval from the measured blocking save cost, the measured step time and the
     failure rate in ``{url}/failure_stats.json`` (written by ``FailureStatistics``), and
-    broadcasts it so that every rank saves at the same steps.
+    broadcasts it so that every rank saves at the same steps. ``tiers``: commit to host
+    memory and node-local disk before ``url`` (:class:`~forgeline.checkpoint.TieredStore`);
+    ``restore`` then reads from the fastest tier holding the step (``resume_report`` says
+    which, and how long it took).
     """
 
     def __init__(self, url: str, config: CheckpointConfig | None = None,
                  every_steps: int = 100, adaptive: bool = False,
-                 rank: int | None = None, world_size: int | None = None) -> None:
+                 rank: int | None = None, world_size: int | None = None, *,
+                 tiers: TierConfig | None = None) -> None:
         if every_steps < 1:
             raise ConfigError("every_steps", every_steps, "must be ≥ 1")
         if rank is None or world_size is None:
@@ -76,7 +82,9 @@ class Checkpointer:
             rank, world_size = context.get_world_rank(), context.get_world_size()
         self.url = storage.normalize_root(url)
         self.rank, self.world_size = rank, world_size
-        self.store = CheckpointStore(self.url, config, rank=rank, world_size=world_size)
+        self.store = (TieredStore(self.url, tiers, config, rank, world_size) if tiers else
+                      CheckpointStore(self.url, config, rank=rank, world_size=world_size))
+        self.resume_report: dict[str, Any] | None = None
         self.every_steps, self.adaptive = every_steps, adaptive
         self._next_step: int | None = None
         self._last_save: tuple[int, float] | None = None
@@ -108,6 +116,8 @@ class Checkpointer:
         if step is None:
             return None
         restored = self.store.restore(step)
+        if isinstance(self.store, TieredStore):
+            self.resume_report = self.store.last_resume.report()
         self.restored_step = restored.step
         return restored
 

@@ -112,7 +112,7 @@ def make_checkpointer(config: TrainConfig, output_url: str, rank: int, world: in
 
     url = config.checkpoint.url or storage.join(output_url, "checkpoints")
     return Checkpointer(url, config.checkpoint.store_config(), config.checkpoint.every_steps,
-                        rank=rank, world_size=world)
+                        rank=rank, world_size=world, tiers=config.checkpoint.tiers())
 
 
 def make_health_guard(config: TrainConfig, output_url: str, checkpointer: Any, rank: int,
