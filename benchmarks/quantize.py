@@ -442,7 +442,7 @@ def pipeline_model_provider(quick: bool, model_run: str | None = None,
 
     from forgeline import storage
     from forgeline.datasets import TokenDataset
-    from forgeline.train import MODEL_CONFIG_FILE, MODEL_FILE, DecoderLM, ModelConfig
+    from forgeline.train import MODEL_CONFIG_FILE, MODEL_FILE, build_saved_model
 
     source = {} if source is None else source
     tmp = None
@@ -473,9 +473,9 @@ def pipeline_model_provider(quick: bool, model_run: str | None = None,
                 "num_params", "val_ppl_before", "val_ppl_after", "train_loss_final", "wall_s")}
             source["train_result_note"] = ("val_ppl_* from the train stage: its first "
                                            "eval_samples validation windows")
-        architecture = ModelConfig.model_validate(storage.read_json(config_url))
+        architecture = storage.read_json(config_url)  # the saved model.json, as written
         fs, path = storage.filesystem(model_url)
-        model = DecoderLM(architecture)
+        model = build_saved_model(config_url)
         model.load_state_dict(load_safetensors(fs.cat_file(path)))
         model.eval()
         validation = TokenDataset(manifest_url, "validation")
@@ -490,7 +490,7 @@ def pipeline_model_provider(quick: bool, model_run: str | None = None,
 
             shutil.rmtree(tmp, ignore_errors=True)
     calib, held_out = windows[:n_cal], windows[n_cal:]
-    source |= {"architecture": architecture.model_dump(mode="json"),
+    source |= {"architecture": architecture,
                "validation_windows": len(validation),
                "calibration_windows": f"validation[0:{n_cal}]",
                "eval_windows": f"validation[{n_cal}:{n_cal + n_eval}]",

@@ -3,6 +3,7 @@ import json
 import pytest
 
 from forgeline.cli import main
+from forgeline.stages import STAGES
 
 
 def test_prepare_and_report(tmp_path, capsys):
@@ -36,7 +37,6 @@ def test_bad_input_exits_2_naming_the_field(tmp_path, capsys):
 
 def _parsed(argv: list[str]):
     from forgeline.cli import _options, _parser
-    from forgeline.stages import STAGES
 
     args = _parser().parse_args(argv)
     return _options(args, STAGES[args.command].options)
@@ -100,3 +100,12 @@ def test_run_whole_pipeline_tiny(ray_cluster, tmp_path, capsys):
     assert (tmp_path / "cache" / "importance").exists()
     stages = json.loads((tmp_path / "runs" / "cli" / "run.json").read_text())["stages"]
     assert stages["train"]["zero_stage"] == stages["search"]["zero_stage"] == 1
+
+
+@pytest.mark.parametrize("command", [*STAGES, "run"])
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: forgeline " + command) and "options" in text

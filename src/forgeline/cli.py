@@ -62,7 +62,8 @@ class _ExtendCommaList(argparse.Action):
 def _add_flag(group: Any, field: FlatField) -> None:
     flag = "--" + field.name.replace("_", "-")
     default = field.default.value if hasattr(field.default, "value") else field.default
-    help_text = f"{field.description} (default: {json.dumps(default, default=str)})"
+    help_text = f"{field.description} (default: {json.dumps(default, default=str)})".replace(
+        "%", "%%")  # argparse formats help with %
     common = {"dest": field.name, "default": argparse.SUPPRESS, "help": help_text}
     if field.kind == "bool":
         group.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
