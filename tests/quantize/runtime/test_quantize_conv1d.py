@@ -135,3 +135,36 @@ def test_compressed_tensors_export_keeps_conv1d_layers_decoded(gpt2, tmp_path):
     with torch.no_grad():
         theirs, ours = loaded(tokens), qmodel(tokens)
     assert float((theirs - ours).norm() / ref.norm()) < 1e-4
+
+
+def test_the_quantize_stage_quantizes_a_gpt2_and_its_artifact_loads(tiny_dataset, tmp_path):
+    from safetensors.torch import load_file
+
+    from forgeline import stages as pipeline_stages
+    from forgeline.quantize.stage import QuantizeOptions
+    from forgeline.runs import RunLayout
+    from forgeline.train import TrainOptions
+    from forgeline.train.models import build_model, build_saved_model, save_trained_model
+
+    layout = RunLayout(str(tmp_path), "gpt2")
+    layout.record("prepare", tiny_dataset.model_dump(mode="json"))
+    hf = {"model_type": "gpt2", **GPT2, "n_positions": 64}
+    config = TrainOptions(model={"kind": "hf_config", "hf_config": hf}).to_config(
+        tiny_dataset.manifest_url)
+    torch.manual_seed(0)
+    model_url = save_trained_model(build_model(config).state_dict(), config,
+                                   layout.stage_url("train"))
+    layout.record("train", {"model_url": model_url})
+    options = QuantizeOptions(scheme="int8_wo", mixed_precision=False, sensitivity=False,
+                              eval_samples=16, calibration_samples=8, latency_objective="off")
+    result = pipeline_stages.quantize(layout, options)
+    assert all(result.assignment[n] == "int8_wo" for n in CONV1D), result.assignment
+    model_json = model_url.rsplit("/", 1)[0] + "/model.json"
+    loaded = load_quantized(result.model_url, lambda: build_saved_model(model_json))
+    assert set(CONV1D) <= set(loaded.layers())
+    float_model = build_saved_model(model_json).eval()
+    float_model.load_state_dict(load_file(model_url.removeprefix("file://")))
+    tokens = torch.randint(0, 256, (2, 32))
+    with torch.no_grad():
+        ours, ref = loaded(tokens), float_model(tokens)
+    assert float((ours - ref).norm() / ref.norm()) < 0.03 and result.size_ratio > 1
