@@ -98,9 +98,9 @@ def describe(model: nn.Module) -> dict[str, Any]:
             entry = {"name": name, "type": m.spec["float_type"],
                      "args": m.spec.get("float_args", m.spec["args"])}
         else:
-            identity = float_identity(m)
-            entry = ({"name": name, "type": identity[0], "args": identity[1]} if identity
-                     else {"name": name, "type": type_name(m), "args": constructor_args(m)})
+            identity = float_identity(m)  # a Linear standing in for a Conv1D
+            entry = {"name": name, "type": type_name(m),
+                     "args": identity[1] if identity else constructor_args(m)}
         mods.append(entry)
     rebuildable = (
         bool(mods)
