@@ -12,6 +12,7 @@ import copy
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,7 @@ from forgeline.quantize.latency import LatencyTask, apply_latency_objective
 from forgeline.quantize.report import LatencyReport, LayerReport, QuantizeReport
 from forgeline.quantize.runtime.architecture import describe, type_name
 from forgeline.quantize.runtime.backends import kernel_summary, resolve_backend
+from forgeline.quantize.runtime.conv1d import linearized, restore_conv1d
 from forgeline.quantize.runtime.qmodel import QuantizedModel
 from forgeline.quantize.runtime.qmodules import QuantModule
 from forgeline.quantize.schemes import (
@@ -135,7 +137,8 @@ def _plan(model: nn.Module, config: QuantizeConfig, eval_fn: EvalFn | None,
     layers = quantizable_layers(model, config)
     if not layers:
         raise ConfigError(
-            "model", type(model).__name__, "has no Linear/Conv1d/Conv2d/Embedding layer to quantize"
+            "model", type(model).__name__,
+            "has no Linear/Conv1d/Conv2d/Embedding (or transformers Conv1D) layer to quantize",
         )
     sens, mp = config.sensitivity, config.mixed_precision
     default = {n: scheme_for(n, config) for n in layers}
@@ -172,6 +175,9 @@ def quantize_model(
 ) -> tuple[QuantizedModel, QuantizeReport]:
     """Quantize ``model`` (left untouched) per ``config``; return the model and a report.
 
+    Quantized: ``nn.Linear``, ``nn.Conv1d``/``Conv2d``, ``nn.Embedding`` and transformers'
+    ``Conv1D`` (GPT-2's attention and MLP projections, quantized as the Linear they are).
+
     ``calibration_batches``: input batches (see :mod:`forgeline.quantize.calibrate`);
     needed by ``w8a8`` / ``int4_gptq``, by the sensitivity divergence and for the latency
     objective's timing inputs. ``eval_fn(model) -> float``: the task metric (direction:
@@ -184,22 +190,24 @@ def quantize_model(
     config.check()
     if state_dict is not None and isinstance(model, nn.Module):
         load_float_state(model, state_dict)
-    plan = _plan(model, config, eval_fn, calibration_batches is not None)
-    batches: list = []
-    if calibration_batches is not None or plan.needs:
-        batches = calibrate.take_batches(calibration_batches, config.max_calibration_samples)
-    clock = _Clock(eval_fn)
-    started = time.perf_counter()
-    was_training = model.training
-    model.eval()
-    try:
-        outcome = _quantize(model, config, plan, batches, clock, divergence_fn)
-    finally:
-        model.train(was_training)
-    outcome.quantize_s = time.perf_counter() - started - clock.seconds
-    if eval_fn is not None:
-        outcome.metric_quantized = clock.metric(outcome.qmodel)
-    outcome.eval_s = clock.seconds
+    # a transformers Conv1D (GPT-2) is quantized as the Linear it is; put back on exit
+    with linearized(model) if isinstance(model, nn.Module) else nullcontext():
+        plan = _plan(model, config, eval_fn, calibration_batches is not None)
+        batches: list = []
+        if calibration_batches is not None or plan.needs:
+            batches = calibrate.take_batches(calibration_batches, config.max_calibration_samples)
+        clock = _Clock(eval_fn)
+        started = time.perf_counter()
+        was_training = model.training
+        model.eval()
+        try:
+            outcome = _quantize(model, config, plan, batches, clock, divergence_fn)
+        finally:
+            model.train(was_training)
+        outcome.quantize_s = time.perf_counter() - started - clock.seconds
+        if eval_fn is not None:
+            outcome.metric_quantized = clock.metric(outcome.qmodel)
+        outcome.eval_s = clock.seconds
     report = _report(outcome)
     if report.mixed_precision is not None and report.rel_metric_loss is not None:
         budget = config.mixed_precision.max_rel_metric_loss
@@ -226,6 +234,7 @@ def _quantize(model: nn.Module, config: QuantizeConfig, plan: _Plan, batches: li
     if config.latency.objective != "off":
         outcome.latency = _choose_for_latency(outcome, clock, stats, backend)
     bank.apply(outcome.assignment)
+    restore_conv1d(bank.work)  # Conv1Ds left float: the artifact matches a transformers model
     outcome.qmodel = QuantizedModel(bank.work, describe(bank.work)).eval()
     outcome.qmodel.set_backend(config.backend)
     return outcome

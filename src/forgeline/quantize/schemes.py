@@ -5,7 +5,8 @@
 - ``int4_gptq``: the same format, codes chosen by GPTQ from the input Hessian.
 - ``w8a8``: ``int8_wo`` weights plus static per-tensor activation quantization from
   calibrated ranges (uniform or piecewise-linear), optionally SmoothQuant-ed first.
-Embeddings are weight-only whatever the scheme (their input is indices).
+Embeddings are weight-only whatever the scheme (their input is indices). A transformers
+``Conv1D`` (GPT-2) arrives here as a Linear (see ``runtime.conv1d``) and is one.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from forgeline.quantize.config import SCHEMES, QuantizeConfig
 from forgeline.quantize.gptq import gptq_int4
 from forgeline.quantize.observers import RangeObserver
 from forgeline.quantize.runtime.architecture import constructor_args, type_name
+from forgeline.quantize.runtime.conv1d import float_identity
 from forgeline.quantize.runtime.qmodules import KIND_OF, QuantModule, layer_kind
 from forgeline.quantize.runtime.qtensor import (
     QuantizedWeight,
@@ -112,7 +114,9 @@ def _spec(
     activation: dict[str, Any] | None,
     smooth: bool,
 ) -> dict[str, Any]:
+    identity = float_identity(m)  # a transformers Conv1D quantized as the Linear it is
     return {
+        **({"float_args": identity[1]} if identity else {}),
         "kind": layer_kind(m),
         "float_type": type_name(m),
         "args": constructor_args(m),

@@ -8,6 +8,7 @@ artifact without pydantic, Ray or the training stack. The algorithm side
 - ``qmodules``: ``QuantModule``, the quantized stand-in of one float layer.
 - ``qmodel``: ``QuantizedModel``, a float model with its layers swapped.
 - ``backends``: kernels per device (``dequant``, ``cpu_int8``, ``fbgemm``, ``torchao`` …).
+- ``conv1d``: transformers' ``Conv1D`` (GPT-2) as the ``nn.Linear`` it is, and back.
 - ``architecture``: the JSON module tree an artifact records and checks against.
 - ``export`` / ``loader``: write and read the safetensors + ``quantization.json`` artifact.
 """

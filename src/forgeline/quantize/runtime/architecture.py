@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import nn
 
+from forgeline.quantize.runtime.conv1d import conv1d_args, float_identity, is_hf_conv1d
 from forgeline.quantize.runtime.qmodules import QuantModule
 
 
@@ -71,27 +72,35 @@ _BY_NAME = {_type_name(cls): cls for cls in _ARGS}
 
 def constructor_args(m: nn.Module) -> dict[str, Any] | None:
     """JSON constructor args of an allow-listed torch layer (or of the allow-listed class
-    it derives from), else ``None``."""
+    it derives from), ``{nf, nx}`` of a transformers ``Conv1D``, else ``None``."""
+    if is_hf_conv1d(m):
+        return conv1d_args(m)
     fn = next((_ARGS[c] for c in type(m).__mro__ if c in _ARGS), None)
     return None if fn is None else fn(m)
 
 
 def type_name(m: nn.Module) -> str:
-    return _type_name(type(m))
+    """The qualified class name; for a Linear standing in for a ``Conv1D``, Conv1D's."""
+    identity = float_identity(m)
+    return identity[0] if identity else _type_name(type(m))
 
 
 def describe(model: nn.Module) -> dict[str, Any]:
     """``{"modules": [{"name", "type", "args"}...], "rebuildable": bool}`` of ``model``.
 
     Quantized layers describe the float layer they replaced, so a quantized model and
-    its float original have the same description.
+    its float original have the same description (a quantized ``Conv1D`` records the
+    Conv1D: its spec's ``float_args``).
     """
     mods = []
     for name, m in model.named_modules():
         if isinstance(m, QuantModule):
-            entry = {"name": name, "type": m.spec["float_type"], "args": m.spec["args"]}
+            entry = {"name": name, "type": m.spec["float_type"],
+                     "args": m.spec.get("float_args", m.spec["args"])}
         else:
-            entry = {"name": name, "type": type_name(m), "args": constructor_args(m)}
+            identity = float_identity(m)  # a Linear standing in for a Conv1D
+            entry = {"name": name, "type": type_name(m),
+                     "args": identity[1] if identity else constructor_args(m)}
         mods.append(entry)
     rebuildable = (
         bool(mods)

@@ -12,7 +12,11 @@ with the ``quantization_config`` (``quant_method: compressed-tensors``,
 
 Only ``nn.Linear`` layers with weight-only schemes map; W8A8 layers (their static
 activation grid has no exact counterpart), embeddings and convolutions are written as
-their decoded float weights and listed in ``ignore``. The library's own compressor packs
+their decoded float weights and listed in ``ignore``. So are layers that were a
+transformers ``Conv1D`` (GPT-2's projections): compressed-tensors packs only ``nn.Linear``
+weights ``(out, in)``, and transformers' GPT-2 keeps them as ``Conv1D`` ``(in, out)``, so
+they are written decoded, in Conv1D's layout (the folder loads into a transformers GPT-2),
+and the result's ``notes`` say so. The library's own compressor packs
 the integers (``compressed-tensors`` must be installed) from our decoded weights and our
 scales and zero-points, so it re-derives exactly our codes (tested). Loading:
 ``load_compressed_tensors`` follows the transformers lifecycle (apply the config,
@@ -31,6 +35,7 @@ import torch
 from torch import nn
 
 from forgeline import storage
+from forgeline.quantize.runtime.conv1d import CONV1D_TYPE, DecodedConv1D
 from forgeline.quantize.runtime.qmodel import QuantizedModel, replace_submodule
 from forgeline.quantize.runtime.qmodules import QuantModule
 
@@ -40,7 +45,8 @@ TENSORS_FILE = "model.safetensors"
 
 def _group_args(layer: QuantModule) -> dict[str, Any] | None:
     spec = layer.spec
-    if spec["kind"] != "linear" or spec.get("activation") or spec.get("smooth"):
+    if spec["kind"] != "linear" or spec.get("activation") or spec.get("smooth") \
+            or spec.get("float_type") == CONV1D_TYPE:
         return None
     if spec["bits"] == 8:
         return {"num_bits": 8, "type": "int", "symmetric": True, "strategy": "channel"}
@@ -67,9 +73,12 @@ def _float_copy(qmodel: QuantizedModel) -> tuple[nn.Module, dict[str, dict[str, 
                     k: tuple(v) if isinstance(v, list) else v for k, v in args.items()})
             if layer.smooth_scale is not None:  # fold SmoothQuant's division back in
                 w = w / layer.smooth_scale.view(1, -1, *([1] * (w.dim() - 2)))
-            new.weight.copy_(w)
-            if layer.bias is not None:
-                new.bias.copy_(layer.bias)
+            if layer.spec.get("float_type") == CONV1D_TYPE:
+                new = DecodedConv1D(w, layer.bias)
+            else:
+                new.weight.copy_(w)
+                if layer.bias is not None:
+                    new.bias.copy_(layer.bias)
         if name == "":
             model = new
         else:
@@ -127,8 +136,13 @@ def save_compressed_tensors(qmodel: QuantizedModel, url: str) -> dict[str, Any]:
     config = {"quantization_config": qconfig.model_dump(mode="json", exclude_none=True),
               "forgeline_architecture": qmodel.architecture}
     storage.write_json_atomic(storage.join(url, CONFIG_FILE), config)  # the commit point
+    conv1d = sorted(n for n, m in qmodel.layers().items()
+                    if m.spec.get("float_type") == CONV1D_TYPE)
+    notes = [f"{len(conv1d)} transformers Conv1D layers ({', '.join(conv1d[:3])}"
+             f"{', ...' if len(conv1d) > 3 else ''}) written as decoded float weights in "
+             "Conv1D's (in, out) layout: compressed-tensors packs only nn.Linear"] if conv1d else []
     return {"url": url, "config": storage.join(url, CONFIG_FILE), "bytes": len(data),
-            "mapped_layers": sorted(mapped), "ignored_layers": ignored}
+            "mapped_layers": sorted(mapped), "ignored_layers": ignored, "notes": notes}
 
 
 def load_compressed_tensors(url: str, model_factory: Callable[[], nn.Module]) -> nn.Module:
