@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -18,6 +19,15 @@ class ConfigError(ForgelineError, ValueError):
 
     def __reduce__(self) -> tuple:  # picklable, so Ray re-raises the real message
         return (type(self), (self.field, self.value, self.reason))
+
+
+def check_choice(field: str, value: Any, choices: Iterable[Any]) -> Any:
+    """``value`` when it is one of ``choices``, else a ``ConfigError`` that lists them."""
+    options = list(choices)
+    if value not in options:
+        raise ConfigError(field, value,
+                          f"unknown {field}; choose one of {', '.join(map(str, options))}")
+    return value
 
 
 class StorageError(ForgelineError, OSError):

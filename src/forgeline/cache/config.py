@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from forgeline.errors import ConfigError
+from forgeline.errors import ConfigError, check_choice
 
 Policy = Literal["importance", "lru", "never_evict"]
 ImportanceMode = Literal["latest", "ema"]
@@ -91,9 +91,7 @@ class CacheConfig(BaseModel):
     @field_validator("policy")
     @classmethod
     def _check_policy(cls, value: str) -> str:
-        if value not in POLICIES:
-            raise ConfigError("policy", value, f"unknown policy; use one of {list(POLICIES)}")
-        return value
+        return check_choice("policy", value, POLICIES)
 
     @field_validator("importance")
     @classmethod

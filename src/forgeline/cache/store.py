@@ -21,7 +21,7 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 
 from forgeline.cache.config import POLICIES
-from forgeline.errors import ConfigError
+from forgeline.errors import ConfigError, check_choice
 
 Key = Hashable
 PIN_TURNOVERS = 4
@@ -46,8 +46,7 @@ class CacheStore:
                  h_fraction: float = 0.9, keep_unread: bool = False) -> None:
         if capacity_bytes <= 0:
             raise ConfigError("capacity_bytes", capacity_bytes, "must be > 0")
-        if policy not in POLICIES:
-            raise ConfigError("policy", policy, f"unknown policy; use one of {list(POLICIES)}")
+        check_choice("policy", policy, POLICIES)
         if not 0.0 < h_fraction <= 1.0:
             raise ConfigError("h_fraction", h_fraction, "must be within (0, 1]")
         self.capacity_bytes, self.policy = int(capacity_bytes), policy

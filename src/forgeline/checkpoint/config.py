@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from forgeline.errors import ConfigError
+from forgeline.errors import ConfigError, check_choice
 
 CODECS = ("raw", "zstd", "shuffle-zstd")
 Codec = Literal["raw", "zstd", "shuffle-zstd"]
@@ -106,9 +106,7 @@ class CheckpointConfig(BaseModel):
     @field_validator("codec")
     @classmethod
     def _known_codec(cls, value: str) -> str:
-        if value not in CODECS:
-            raise ConfigError("codec", value, f"unknown codec; choose one of {', '.join(CODECS)}")
-        return value
+        return check_choice("codec", value, CODECS)
 
     @model_validator(mode="after")
     def _staging_fits_a_chunk(self) -> CheckpointConfig:
