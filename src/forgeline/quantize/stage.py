@@ -119,7 +119,8 @@ def quantize_stage(
     ppl_float = report.metric_float or _perplexity(float_model, held_out, options.batch_size)
     ppl_quant = report.metric_quantized or _perplexity(qmodel, held_out, options.batch_size)
     mixed = report.mixed_precision
-    assignment = mixed.assignment if mixed else {lr.name: lr.scheme for lr in report.layers}
+    # the model's final schemes: the accuracy choice as the latency objective left it
+    assignment = {lr.name: lr.scheme for lr in report.layers}
     return QuantizeResult(
         model_url=artifact["url"],
         map_url=artifact["map"],
