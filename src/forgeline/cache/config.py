@@ -96,16 +96,12 @@ class CacheConfig(BaseModel):
     @field_validator("importance")
     @classmethod
     def _check_importance(cls, value: str) -> str:
-        if value not in ("latest", "ema"):
-            raise ConfigError("importance", value, "unknown importance; use 'latest' or 'ema'")
-        return value
+        return check_choice("importance", value, ("latest", "ema"))
 
     @field_validator("server")
     @classmethod
     def _check_server(cls, value: str) -> str:
-        if value not in ("ray", "local"):
-            raise ConfigError("server", value, "unknown server; use 'ray' or 'local'")
-        return value
+        return check_choice("server", value, ("ray", "local"))
 
     @field_validator("substitution_ratio")
     @classmethod
