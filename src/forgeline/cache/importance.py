@@ -14,7 +14,7 @@ import threading
 import numpy as np
 
 from forgeline import storage
-from forgeline.errors import ConfigError, IntegrityError
+from forgeline.errors import ConfigError, IntegrityError, check_choice
 
 
 def importance_file(importance_url: str, fingerprint: str) -> str:
@@ -35,8 +35,7 @@ class ImportanceTable:
                  rank_normalize: bool = False) -> None:
         if size <= 0:
             raise ConfigError("size", size, "must be > 0")
-        if mode not in ("latest", "ema"):
-            raise ConfigError("importance", mode, "unknown importance; use 'latest' or 'ema'")
+        check_choice("importance", mode, ("latest", "ema"))
         self.size, self.mode, self.ema_decay = size, mode, ema_decay
         self.rank_normalize = rank_normalize
         self.scores = np.zeros(size, dtype=np.float64)
