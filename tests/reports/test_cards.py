@@ -99,3 +99,19 @@ def tiny_run_path(layout: RunLayout):
     from pathlib import Path
 
     return Path(layout.url.removeprefix("file://"))
+
+
+def test_the_quantize_card_says_what_the_latency_objective_changed() -> None:
+    from forgeline.reports.cards import quantize_card
+
+    quantize = {"scheme_counts": {"w8a8": 2, "fp32": 1}, "size_ratio": 2.0,
+                "rel_ppl_increase": 0.001, "latency_met": False,
+                "latency_changes": {
+                    "a.fc1": "int4_rtn → w8a8: kernel fbgemm_int8_static beat the float op",
+                    "a.fc2": "int4_rtn → w8a8: kernel fbgemm_int8_static beat the float op",
+                    "tok": "int4_rtn → fp32: its kernel (dequant) was slower"}}
+    notes = quantize_card(quantize, None).notes
+    assert any(n.startswith("Latency objective: 2 layers int4_rtn → w8a8 (a.fc1, a.fc2)")
+               for n in notes)
+    assert any("1 layer int4_rtn → fp32 (tok)" in n for n in notes)
+    assert any("still slower than float" in n for n in notes)

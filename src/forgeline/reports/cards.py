@@ -266,6 +266,20 @@ def _why_higher_precision(report: dict[str, Any] | None) -> list[str]:
     return notes
 
 
+def _latency_notes(quantize: dict[str, Any]) -> list[str]:
+    """What the latency objective changed (grouped by move), and whether the model met it."""
+    moves: dict[str, list[str]] = {}
+    for layer, reason in (quantize.get("latency_changes") or {}).items():
+        moves.setdefault(reason.split(":", 1)[0], []).append(layer)
+    notes = [f"Latency objective: {len(layers)} layer{'s' * (len(layers) > 1)} {move} "
+             f"({', '.join(sorted(layers)[:3])}{' …' if len(layers) > 3 else ''}): the float "
+             "op was faster than the accuracy choice's kernel" for move, layers in moves.items()]
+    if quantize.get("latency_met") is False:
+        notes.append("The quantized model is still slower than float at some batch size here "
+                     "(see Latency vs float).")
+    return notes
+
+
 def quantize_card(quantize: dict[str, Any], report: dict[str, Any] | None) -> Card:
     counts = quantize.get("scheme_counts") or {}
     mix = _mix(counts) if counts else MISSING
@@ -299,7 +313,7 @@ def quantize_card(quantize: dict[str, Any], report: dict[str, Any] | None) -> Ca
                      f"(option scheme={quantize.get('scheme')} applies when mixed precision "
                      "is off)"))
     return Card("quantize", "Quantization", headline, rows,
-                notes=_why_higher_precision(report))
+                notes=_why_higher_precision(report) + _latency_notes(quantize))
 
 
 def build_cards(facts: RunFacts) -> list[Card]:
