@@ -38,7 +38,8 @@ def warm_cache(config: CacheConfig, manifest_url: str, split: str = "train",
     try:
         budget = int(config.capacity_bytes * (config.h_fraction if config.policy == "importance"
                                               else 1.0))
-        k = budget // dataset.sample_tokens
+        # the cache holds a sample's token bytes (uint16 tokens for a vocabulary over 256)
+        k = budget // (dataset.sample_tokens * dataset.source.token_dtype.itemsize)
         top = client.top(dataset.namespace, k) if dataset.warm else []
         for first in range(0, len(top), 64):
             dataset.get_many(top[first : first + 64])  # misses are read and offered to the cache
