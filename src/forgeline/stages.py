@@ -77,6 +77,9 @@ def search(layout: RunLayout, options: StrategyOptions) -> BaseModel:
     if options.seq_len is None:
         window = _prepared(layout, "seq_len")["window_tokens"]
         options = options.model_copy(update={"seq_len": window})
+    prepared = layout.load()["stages"].get("prepare") if storage.exists(layout.url) else None
+    if options.vocab_size is None and prepared and prepared.get("vocab_size"):
+        options = options.model_copy(update={"vocab_size": prepared["vocab_size"]})
     result = plan_strategy(options, layout.stage_url("search"))
     layout.record("search", result.model_dump(mode="json"))
     return result

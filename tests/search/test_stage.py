@@ -60,3 +60,27 @@ def test_bad_inputs_name_the_field(tmp_path, change, message):
     options = StrategyOptions(**{"model_size": "tiny", "seq_len": 64, **change})
     with pytest.raises(ConfigError, match=message):
         plan_strategy(options, f"file://{tmp_path}")
+
+
+def test_the_search_plans_for_the_dataset_vocabulary(tmp_path):
+    from forgeline import stages
+    from forgeline.runs import RunLayout
+    from forgeline.search.stage import model_spec
+    from forgeline.train.models import trained_model_spec
+
+    assert model_spec("tiny", 64, "fp32").vocab == 256  # byte-level without a dataset
+    assert model_spec("tiny", 64, "fp32", 1024).vocab == 1024
+    preset = {"kind": "preset", "preset": "tiny"}
+    assert trained_model_spec(preset, 64, "fp32", 1024).vocab == 1024
+    # a Hugging Face config names its own vocabulary: the module's embedding decides
+    hf = {"kind": "hf_config", "hf_config": {"model_type": "gpt2", "n_layer": 1, "n_embd": 32,
+                                             "n_head": 2, "n_positions": 64, "vocab_size": 512}}
+    assert trained_model_spec(hf, 64, "fp32", 1024).vocab == 512
+    # the stage reads the vocabulary off the run's prepared dataset
+    layout = RunLayout(f"file://{tmp_path}", "vocab")
+    stages.run_stage("prepare", layout, {"max_source_bytes": 60_000, "window_tokens": 32,
+                                         "tokenizer_kind": "bpe", "tokenizer_vocab_size": 384})
+    stages.run_stage("search", layout, {"model_size": "tiny", "global_batch_size": 8,
+                                        "workers": 2, "top_k": 1})
+    plan = storage.read_json(layout.load()["stages"]["search"]["plan_url"])
+    assert plan["search"]["model"]["vocab"] == 384

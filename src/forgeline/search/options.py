@@ -40,6 +40,8 @@ class StrategyOptions(BaseModel):
         None, description="The training stage's model section (forgeline.train.ModelOptions); "
         "None: the model_size preset.")
     seq_len: int | None = Field(None, ge=1, description="Default: the run's dataset window.")
+    vocab_size: int | None = Field(None, ge=2, description="Default: the run's dataset "
+                                   "vocabulary (256, byte-level, without a prepared dataset).")
     workers: int | None = Field(
         None, ge=1, description="Fix the data-parallel size; None lets the search choose."
     )

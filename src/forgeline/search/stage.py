@@ -30,11 +30,13 @@ def _cluster(options: StrategyOptions) -> ClusterSpec:
                               devices_per_node=options.devices_per_node)
 
 
-def model_spec(model_size: str, seq_len: int, precision: str) -> ModelSpec:
+def model_spec(model_size: str, seq_len: int, precision: str,
+               vocab_size: int | None = None) -> ModelSpec:
     """The training stage's ``DecoderLM`` preset as a ``ModelSpec``, by inspection."""
     from forgeline.train.model import DecoderLM, ModelConfig
 
-    module = DecoderLM(ModelConfig.preset(model_size, seq_len=seq_len))  # type: ignore[arg-type]
+    vocab = {"vocab_size": vocab_size} if vocab_size else {}
+    module = DecoderLM(ModelConfig.preset(model_size, seq_len=seq_len, **vocab))  # type: ignore[arg-type]
     dtype = precision if precision in ("fp32", "fp16") else "bf16"
     spec = ModelSpec.from_module(module, seq_len=seq_len, name=f"DecoderLM-{model_size}")
     return spec.model_copy(update={"param_dtype": dtype, "grad_dtype": dtype})
@@ -51,11 +53,11 @@ def plan_strategy(options: StrategyOptions, output_url: str) -> StrategyResult:
     on_cpu = options.cluster == THIS_MACHINE
     # Volta has no bf16: such presets train in fp16
     precision = "fp32" if on_cpu else ("bf16" if "bf16" in cluster.peak_flops_per_s else "fp16")
-    model = model_spec(options.model_size, seq_len, precision)
+    model = model_spec(options.model_size, seq_len, precision, options.vocab_size)
     if options.model is not None:  # the training stage's own model (Hugging Face, factory)
         from forgeline.train.models import trained_model_spec
 
-        model = trained_model_spec(options.model, seq_len, precision)
+        model = trained_model_spec(options.model, seq_len, precision, options.vocab_size)
     training = TrainingSpec(global_batch_size=options.global_batch_size, precision=precision,
                             learning_rate=options.lr)
     space = SearchSpace(

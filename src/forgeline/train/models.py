@@ -316,19 +316,21 @@ def build_saved_model(model_json_url: str) -> nn.Module:
 
 
 def trained_model_spec(model: ModelOptions | Mapping[str, Any], seq_len: int,
-                       precision: str) -> Any:
+                       precision: str, vocab_size: int | None = None) -> Any:
     """The search stage's ``ModelSpec`` of a model section, read off the module built on the
-    meta device (shapes only: no memory, no weights read)."""
+    meta device (shapes only: no memory, no weights read); ``vocab_size``: the dataset's
+    (what a factory model is built for)."""
     from forgeline.search.specs import ModelSpec
 
     options = model if isinstance(model, ModelOptions) else ModelOptions.model_validate(model)
     name = options.name
     if options.kind == "pretrained":  # the shapes of its config.json; no weights read
         options = ModelOptions(kind="hf_config", hf_config=hf_config_of(options).to_dict())
-    config = TrainConfig(manifest_url="", model=options, seq_len=seq_len)
+    vocab = {"vocab_size": vocab_size} if vocab_size else {}
+    config = TrainConfig(manifest_url="", model=options, seq_len=seq_len, **vocab)
     if options.kind == "preset":
-        config = config.model_copy(update={"shape": ModelConfig.preset(options.preset,
-                                                                       seq_len=seq_len)})
+        config = config.model_copy(update={"shape": ModelConfig.preset(
+            options.preset, seq_len=seq_len, **vocab)})
     with torch.device("meta"):
         module = build_model(config)
     dtype = "fp32" if precision == "fp32" else "bf16"
