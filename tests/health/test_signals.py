@@ -14,16 +14,17 @@ from forgeline.health import (
     default_sources,
     nvml_source,
 )
+from forgeline.health.injector import touched_pages
 
 
 def test_memory_source_with_a_limit_sees_this_process_grow():
     source = MemorySource(limit_bytes=64 * 2**30)
     before = source.read()
-    ballast = bytearray(b"\x01" * (64 * 2**20))
+    ballast = touched_pages(64 * 2**20)  # fresh pages: freed heap could be reused unseen
     after = source.read()
     assert after["mem_limit_bytes"] == 64 * 2**30
     assert after["mem_used_bytes"] - before["mem_used_bytes"] > 48 * 2**20
-    del ballast
+    ballast.close()
 
 
 def test_memory_source_without_a_limit_reads_the_container_or_host():

@@ -17,6 +17,7 @@ between backward and the optimizer step, and ``after_step(step)`` after it.
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import shutil
 import signal
@@ -73,12 +74,21 @@ class InjectedFault(RuntimeError):
         return (type(self), (self.kind, self.step))
 
 
+def touched_pages(size: int) -> mmap.mmap:
+    """``size`` bytes of fresh anonymous memory, every page written: resident at once, as a
+    real leak is (heap memory the process freed earlier could be reused unseen)."""
+    block = mmap.mmap(-1, size)
+    for offset in range(0, size, mmap.PAGESIZE):
+        block[offset] = 1
+    return block
+
+
 class FaultInjector:
     """Applies one :class:`FaultSpec` to the loop that calls its hooks."""
 
     def __init__(self, spec: FaultSpec) -> None:
         self.spec = spec
-        self._leaked: list[bytearray] = []
+        self._leaked: list[mmap.mmap] = []
         self._leaked_bytes = 0
         self._written = 0
         self._files = 0
@@ -102,7 +112,7 @@ class FaultInjector:
         if s.kind == "memory_leak":
             want = int(p * s.leak_bytes)
             if want > self._leaked_bytes:
-                self._leaked.append(bytearray(b"\x01" * (want - self._leaked_bytes)))
+                self._leaked.append(touched_pages(want - self._leaked_bytes))
                 self._leaked_bytes = want
         elif s.kind == "slowdown" and self._ref_step_s:
             until = time.perf_counter() + self._ref_step_s * (s.slowdown_factor - 1.0) * p
@@ -144,6 +154,8 @@ class FaultInjector:
         raise InjectedFault(s.kind, step)
 
     def cleanup(self) -> None:
+        for block in self._leaked:
+            block.close()
         self._leaked.clear()
         if self.spec.kind == "disk_fill" and self.spec.disk_path:
             shutil.rmtree(self.spec.disk_path, ignore_errors=True)
