@@ -5,11 +5,9 @@ call, or a small int8 GEMM whose overhead exceeds its savings, can be slower tha
 op on a given CPU. So after the accuracy choice the float and quantized models are timed
 (interleaved rounds, medians) on inputs cut from a calibration batch at each configured
 batch size. While the quantized model is slower, each layer whose kernel loses to its
-float op (timed alone on its own captured inputs, summed over the batch sizes) moves to the
-first fallback scheme whose kernel wins (a W8A8 move is kept only if the accuracy budget
-still holds), else stays float. If the model still loses at some batch size (a gain at
-batch 32 can hide a loss at batch 1), every layer slower than float at that batch size
-stays float. Every move and every timing lands in the report.
+float op (timed alone on its own captured inputs) moves to the first fallback scheme whose
+kernel wins (a W8A8 move is kept only if the accuracy budget still holds), else stays
+float. Every move and every timing lands in the report.
 """
 
 from __future__ import annotations
@@ -112,14 +110,12 @@ def _layer_inputs(model: nn.Module, names: list[str], batch: Batch) -> dict[str,
 
 
 def layer_excess_ms(task: LatencyTask, names: list[str],
-                    candidate: Callable[[str], nn.Module],
-                    batch_sizes: list[int] | None = None) -> dict[str, float]:
-    """Per layer: summed over ``batch_sizes`` (default: the configured ones), ms of
-    ``candidate(name)`` minus ms of the float layer on the same captured input (positive =
-    the candidate is slower)."""
+                    candidate: Callable[[str], nn.Module]) -> dict[str, float]:
+    """Per layer: summed over batch sizes, ms of ``candidate(name)`` minus ms of the float
+    layer on the same captured input (positive = the candidate is slower)."""
     floats = task.bank.floats
     excess = dict.fromkeys(names, 0.0)
-    for b in batch_sizes or task.config.batch_sizes:
+    for b in task.config.batch_sizes:
         inputs = _layer_inputs(task.float_model, names, resize(task.example, b))
         for n, x in inputs.items():
             q = candidate(n)
@@ -161,38 +157,11 @@ def apply_latency_objective(task: LatencyTask, assignment: dict[str, str]) -> di
         slow = _fall_back(task, assignment, slow, scheme, excess)
     timings = measure_models(task)
     _record(task, timings)
-    if not task.report.met:  # a gain at one batch size hid a loss at another
-        timings = _float_where_slow_at(task, assignment, timings)
     if not task.report.met:
         task.report.notes.append(
             "still slower than float after the fallbacks: the remaining gap is in layers "
             "that no scheme can speed up here, or timing noise on a busy machine")
     return assignment
-
-
-def _float_where_slow_at(task: LatencyTask, assignment: dict[str, str],
-                         timings: dict[str, tuple[float, float, float]],
-                         ) -> dict[str, tuple[float, float, float]]:
-    """Keep float every layer still slower than its float op at a batch size where the
-    model loses (the fallbacks judged the sum over batch sizes)."""
-    failing = [b for b in task.config.batch_sizes
-               if timings[f"b{b}"][2] > 1 + task.config.tolerance]
-    quantized = [n for n, s in assignment.items() if s != "fp32" and n != ""]
-    excess = layer_excess_ms(task, quantized, lambda n: task.bank.work.get_submodule(n),
-                             failing)
-    slow = [n for n in quantized if excess[n] > 0]
-    if not slow:
-        return timings
-    at = ", ".join(str(b) for b in failing)
-    for n in slow:
-        task.report.changes[n] = (f"{assignment[n]} → fp32: its kernel ({_kernel(task, n)}) "
-                                  f"was {excess[n]:.3g} ms slower than the float op at batch "
-                                  f"{at}, where the model lost to float")
-        assignment[n] = "fp32"
-    _apply(task, assignment)
-    timings = measure_models(task)
-    _record(task, timings)
-    return timings
 
 
 def _fall_back(task: LatencyTask, assignment: dict[str, str], slow: list[str], scheme: str,
