@@ -332,6 +332,44 @@ def test_a_killed_driver_restarted_with_the_same_run_id_resumes(
     assert _max_diff(_model(folder), _model(reference[0])) == 0.0  # bit-exact
 
 
+def test_train_workers_on_two_nodes_read_through_their_own_nodes_cache_server(
+        cluster, tiny_dataset, tmp_path):
+    """2 Ray Train workers, one CPU per node: each node a worker ran on has its own cache
+    server (created there by that worker, placed on that node) holding that worker's reads;
+    the run's cache statistics add both up."""
+    import uuid
+
+    import ray
+
+    from forgeline.cache import shutdown
+    from forgeline.ray import CacheStatsCallback, node_cache_stats
+
+    options = TrainOptions(model_size="tiny", workers=2, zero_stage=1, steps=4,
+                           micro_batch_size=4, eval_samples=8, cache_mode="on",
+                           cache_server_name=f"mn-{uuid.uuid4().hex[:8]}",
+                           cache_capacity_bytes=2**20)
+    config = options.to_config(throttled_url(tiny_dataset.manifest_url, 0.01, 1e9,
+                                             "raycluster-cache"), _root(tmp_path))
+    url, folder = _output(tmp_path, "cache-per-node")
+    stats_url = f"file://{folder}/cache_stats.json"
+    run_training(config, url, callbacks=[CacheStatsCallback(stats_url)])
+    servers = node_cache_stats(config.cache)
+    try:
+        names = {n["NodeID"]: next(r for r in n["Resources"] if r in ("head", "node0", "node1"))
+                 for n in ray.nodes() if n["Alive"]}
+        assert len(servers) == 2, servers  # one per node a worker ran on, none elsewhere
+        for node_id, stats in servers.items():
+            assert stats["server_node_id"] == node_id, (names[node_id], stats)
+            assert stats["entries"] > 0, (names[node_id], stats)
+        latest = json.loads((folder / "cache_stats.json").read_text())["latest"]
+        assert latest["workers"] == 2 and latest["cache_hits"] + latest["cache_misses"] > 0
+        print(f"\ncache servers on {sorted(names[n] for n in servers)}: "
+              f"{[servers[n]['entries'] for n in sorted(servers)]} entries")
+    finally:
+        for node_id in servers:
+            shutdown(config.cache, node_id)
+
+
 def test_resume_on_a_different_worker_count(cluster, reference, tiny_dataset, tmp_path):
     """2 workers checkpoint at step ``EVERY``, 1 worker goes on to ``2 × EVERY``, 2 workers
     finish: 2→1 and 1→2. Samples per step stay 8 (micro-batch 8/N), so the run must follow
