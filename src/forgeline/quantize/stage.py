@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import posixpath
-import statistics
 import time
 from collections import Counter
 
@@ -27,6 +26,7 @@ from forgeline.quantize.config import (
     QuantizeConfig,
     SensitivityConfig,
 )
+from forgeline.quantize.latency import paired_ms
 from forgeline.quantize.options import QuantizeOptions, QuantizeResult
 from forgeline.quantize.runtime.export import save_quantized
 from forgeline.quantize.sensitivity import plot_sensitivity
@@ -58,17 +58,6 @@ def _perplexity(model: torch.nn.Module, windows: torch.Tensor, batch: int) -> fl
 
 
 @torch.no_grad()
-def _latency_ms(model: torch.nn.Module, tokens: torch.Tensor, repeats: int = 5) -> float:
-    model.eval()
-    model(tokens)  # warm-up (first-call kernel selection, lazy decode)
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        model(tokens)
-        times.append(time.perf_counter() - started)
-    return 1000 * statistics.median(times)
-
-
 def quantize_stage(
     options: QuantizeOptions, model_url: str, manifest_url: str, output_url: str
 ) -> QuantizeResult:
@@ -112,10 +101,14 @@ def quantize_stage(
 
     sample = held_out[:, :-1]
     latency = {}
-    for batch in (1, 32):
+    float_model.eval()
+    qmodel.eval()
+    for batch in (1, 32):  # float and quantized interleaved, as the latency objective times
         tokens = sample[:batch]
-        latency[f"float_b{batch}"] = _latency_ms(float_model, tokens)
-        latency[f"quantized_b{batch}"] = _latency_ms(qmodel, tokens)
+        with torch.inference_mode():
+            f_ms, q_ms, _ = paired_ms(lambda t=tokens: float_model(t),
+                                      lambda t=tokens: qmodel(t), repeats=5)
+        latency[f"float_b{batch}"], latency[f"quantized_b{batch}"] = f_ms, q_ms
     ppl_float = report.metric_float or _perplexity(float_model, held_out, options.batch_size)
     ppl_quant = report.metric_quantized or _perplexity(qmodel, held_out, options.batch_size)
     mixed = report.mixed_precision
