@@ -52,9 +52,10 @@ class Stage:
         return getattr(importlib.import_module(module), name)
 
 
-def _prepared(layout: RunLayout, field: str) -> dict[str, Any]:
+def _prepared(layout: RunLayout, field: str, required: bool = True) -> dict[str, Any] | None:
+    """The run's prepare result; a missing one names ``field`` (None when not ``required``)."""
     prepared = layout.load()["stages"].get("prepare")
-    if prepared is None:
+    if prepared is None and required:
         raise ConfigError(
             field, None, f"not given, and run {layout.run_id!r} has no prepare result"
         )
@@ -74,12 +75,10 @@ def search(layout: RunLayout, options: StrategyOptions) -> BaseModel:
     """Rank parallel strategies for the run's model and data; write ``search/plan.json``."""
     from forgeline.search.stage import plan_strategy
 
-    if options.seq_len is None:
-        window = _prepared(layout, "seq_len")["window_tokens"]
-        options = options.model_copy(update={"seq_len": window})
-    prepared = layout.load()["stages"].get("prepare") if storage.exists(layout.url) else None
-    if options.vocab_size is None and prepared and prepared.get("vocab_size"):
-        options = options.model_copy(update={"vocab_size": prepared["vocab_size"]})
+    prepared = _prepared(layout, "seq_len", required=options.seq_len is None) or {}
+    fill = {"seq_len": prepared.get("window_tokens"), "vocab_size": prepared.get("vocab_size")}
+    options = options.model_copy(update={k: v for k, v in fill.items()
+                                         if getattr(options, k) is None and v is not None})
     result = plan_strategy(options, layout.stage_url("search"))
     layout.record("search", result.model_dump(mode="json"))
     return result
