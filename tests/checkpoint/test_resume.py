@@ -67,11 +67,11 @@ def test_an_older_local_tier_is_never_used(tmp_path, caplog):
 
 def test_a_corrupted_local_copy_falls_back_to_the_remote_with_a_logged_reason(tmp_path, caplog):
     tiers = _save_tiered(tmp_path, (1, 2))
-    chunks = sorted((tmp_path / "local" / "rank-00000" / "chunks").rglob("*"))
-    blob = max((p for p in chunks if p.is_file()), key=lambda p: p.stat().st_size)
-    data = bytearray(blob.read_bytes())
-    data[-100] ^= 0xFF  # one flipped byte in a raw-length-preserving spot
-    blob.write_bytes(bytes(data))
+    chunks = (tmp_path / "local" / "rank-00000" / "chunks").rglob("*")
+    for blob in (p for p in chunks if p.is_file()):
+        data = bytearray(blob.read_bytes())
+        data[-100] ^= 0xFF  # one flipped byte per chunk, in a raw-length-preserving spot
+        blob.write_bytes(bytes(data))
     with caplog.at_level(logging.WARNING, logger="forgeline.checkpoint.resume"):
         result = restore_fastest(tier_urls(f"file://{tmp_path}/remote", tiers, 0))
     assert (result.tier, result.step) == ("remote", 2)

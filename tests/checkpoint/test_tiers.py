@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from forgeline.checkpoint import CheckpointConfig, CheckpointReader, TierConfig, TieredStore
+from forgeline.checkpoint import CheckpointConfig, CheckpointReader, TierConfig, TieredStore, codecs
 from forgeline.checkpoint.reader import step_folders
 from forgeline.storage import filesystem
 from forgeline.throttled import throttled_url
@@ -55,3 +55,42 @@ def test_local_tier_is_the_first_when_there_is_no_memory_tier(tmp_path):
         assert [name for name, _ in store.tier_urls] == ["local", "remote"]
         assert _steps(dict(store.tier_urls)["local"]) == [2]
         assert dict(store.tier_urls)["local"].endswith("/rank-00001")
+
+
+def _codecs_under(url: str) -> set[str]:
+    fs, root = filesystem(url)
+    return {codecs.blob_codec(fs.cat_file(p)) for p in fs.find(f"{root}/chunks")}
+
+
+def test_fast_tiers_hold_raw_chunks_and_the_remote_copy_is_compressed(tmp_path):
+    tiers = TierConfig(local_url=str(tmp_path / "local"))
+    with TieredStore(f"file://{tmp_path}/remote", tiers, CONFIG) as store:
+        store.save(_state(1), 1)
+        store.wait()
+        local, remote = dict(store.tier_urls)["local"], f"file://{tmp_path}/remote"
+        assert store.remote_codecs == {1: "shuffle-zstd"}
+    assert _codecs_under(local) == {"raw"}
+    assert _codecs_under(remote) == {"shuffle-zstd"}
+    for url in (local, remote):
+        assert torch.equal(CheckpointReader(url).restore(1).state["w"], _state(1)["w"])
+
+
+def test_remote_copies_stay_raw_when_encoding_exceeds_the_cpu_budget(tmp_path):
+    config = CheckpointConfig(chunk_bytes=8192, cpu_share=1e-9)  # no CPU to spare
+    tiers = TierConfig(local_url=str(tmp_path / "local"))
+    with TieredStore(f"file://{tmp_path}/remote", tiers, config) as store:
+        for step in (1, 2):
+            store.save(_state(step), step)
+            store.wait()  # the first copy measures what encoding costs
+    assert store.remote_codecs == {1: "shuffle-zstd", 2: "raw"}
+    assert CheckpointReader(f"file://{tmp_path}/remote").restore(2).state["step"] == 2
+
+
+def test_with_delta_every_tier_keeps_the_configured_codec(tmp_path):
+    config = CheckpointConfig(chunk_bytes=8192, delta=True)
+    tiers = TierConfig(local_url=str(tmp_path / "local"))
+    with TieredStore(f"file://{tmp_path}/remote", tiers, config) as store:
+        store.save(_state(1), 1)
+        store.wait()
+        local = dict(store.tier_urls)["local"]
+    assert _codecs_under(local) == {"shuffle-zstd"} and store.remote_codecs == {}

@@ -52,13 +52,29 @@ def byte_group(raw: np.ndarray, itemsize: int) -> np.ndarray:
     """Byte k of every item together (ZipNN-style): exponents and signs line up and compress."""
     if itemsize <= 1 or raw.size % itemsize:
         return raw
-    return raw.reshape(-1, itemsize).T.copy().reshape(-1)
+    items, out = raw.reshape(-1, itemsize), np.empty((itemsize, raw.size // itemsize), np.uint8)
+    for k in range(itemsize):  # one strided pass per byte: ~25x faster than a transposed copy
+        out[k] = items[:, k]
+    return out.reshape(-1)
 
 
-def byte_ungroup(grouped: np.ndarray, itemsize: int) -> np.ndarray:
+def byte_ungroup(grouped: np.ndarray, itemsize: int, out: np.ndarray | None = None
+                 ) -> np.ndarray:
+    """Undo :func:`byte_group`, into ``out`` when given (a uint8 buffer of the same size)."""
     if itemsize <= 1 or grouped.size % itemsize:
-        return grouped
-    return grouped.reshape(itemsize, -1).T.copy().reshape(-1)
+        return _into(out, grouped)
+    dest = np.empty(grouped.size, np.uint8) if out is None else out
+    planes, items = grouped.reshape(itemsize, -1), dest.reshape(-1, itemsize)
+    for k in range(itemsize):
+        items[:, k] = planes[k]
+    return dest
+
+
+def _into(out: np.ndarray | None, data: np.ndarray) -> np.ndarray:
+    if out is None:
+        return data
+    out[:] = data
+    return out
 
 
 _UINTS = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
@@ -107,6 +123,27 @@ def encode(raw: np.ndarray, itemsize: int, codec: str, level: int = 1,
     return header + payload
 
 
+def blob_codec(blob: bytes) -> str:
+    """The codec a chunk blob was written with (its header says)."""
+    if len(blob) < _HEADER.size or blob[:4] != MAGIC:
+        raise IntegrityError("not a forgeline chunk (bad magic or too short)")
+    return _CODEC_NAMES.get(_HEADER.unpack_from(blob)[1], "unknown")
+
+
+def transcode(blob: bytes, codec: str, level: int = 1) -> bytes | bytearray:
+    """A ``raw`` chunk ``blob`` (delta or not) re-encoded with ``codec``: same header flags,
+    same decoded bytes. Blobs of any other codec come back unchanged."""
+    if len(blob) < _HEADER.size:
+        raise IntegrityError(f"blob of {len(blob)} bytes is shorter than its header")
+    magic, codec_id, flags, itemsize, _, raw_len = _HEADER.unpack_from(blob)
+    if magic != MAGIC or _CODEC_NAMES.get(codec_id) != "raw" or codec == "raw":
+        return blob
+    payload = np.frombuffer(memoryview(blob)[_HEADER.size :], dtype=np.uint8)
+    data = payload if codec == "zstd" else byte_group(payload, itemsize)
+    return (_HEADER.pack(MAGIC, _CODEC_IDS[codec], flags, itemsize, 0, raw_len)
+            + _compressor(level).compress(data))
+
+
 def encode_raw_parts(raw: np.ndarray, itemsize: int) -> Parts:
     """The raw blob of ``raw`` (no delta) as header + a view of ``raw``: the store's fast
     path writes it without copying the chunk again (see ``publish.Parts``)."""
@@ -126,38 +163,39 @@ def encode_lossy(raw: np.ndarray, base: np.ndarray | None, error: float, sqrt_mo
     return blob, recon.view(np.uint8)
 
 
-def decode(blob: bytes, base: np.ndarray | None = None) -> np.ndarray:
-    """Decode a blob back to its raw uint8 bytes (``base`` = the decoded delta base chunk)."""
+def decode(blob: bytes, base: np.ndarray | None = None, out: np.ndarray | None = None
+           ) -> np.ndarray:
+    """Decode a blob back to its raw uint8 bytes (``base`` = the decoded delta base chunk),
+    written into ``out`` when given (a uint8 buffer of the raw size: saves a copy)."""
     if len(blob) < _HEADER.size:
         raise IntegrityError(f"blob of {len(blob)} bytes is shorter than its header")
     magic, codec_id, flags, itemsize, _, raw_len = _HEADER.unpack_from(blob)
     if magic != MAGIC or codec_id not in _CODEC_NAMES:
         raise IntegrityError("not a forgeline chunk (bad magic or codec id)")
+    if out is not None and out.size != raw_len:
+        raise IntegrityError(f"chunk holds {raw_len} bytes, the buffer for it {out.size}")
     codec = _CODEC_NAMES[codec_id]
     payload = memoryview(blob)[_HEADER.size :]
+    if flags & FLAG_DELTA and base is None:
+        raise IntegrityError("delta chunk decoded without its base")
     try:
         if codec == "lossy":
             body = _decompressor().decompress(payload, max_output_size=raw_len * 2 + 64)
-            if flags & FLAG_DELTA and base is None:
-                raise IntegrityError("delta chunk decoded without its base")
-            return lossy.decode(body, raw_len // 4, base if flags & FLAG_DELTA else None,
-                                bool(flags & FLAG_SQRT)).view(np.uint8)
-        if codec == "raw":
-            data = np.frombuffer(payload, dtype=np.uint8).copy()
-        elif codec == "zstd":
-            data = np.frombuffer(
-                _decompressor().decompress(payload, max_output_size=raw_len), dtype=np.uint8
-            )
-        else:
-            data = byte_ungroup(np.frombuffer(
-                _decompressor().decompress(payload, max_output_size=raw_len), dtype=np.uint8
-            ), itemsize)
+            return _into(out, lossy.decode(body, raw_len // 4,
+                                           base if flags & FLAG_DELTA else None,
+                                           bool(flags & FLAG_SQRT)).view(np.uint8))
+        data = (np.frombuffer(payload, dtype=np.uint8) if codec == "raw" else np.frombuffer(
+            _decompressor().decompress(payload, max_output_size=raw_len), dtype=np.uint8))
     except zstandard.ZstdError as exc:
         raise IntegrityError(f"cannot decompress ({exc})") from exc
     if data.size != raw_len:
         raise IntegrityError(f"decoded {data.size} bytes, header says {raw_len}")
     if flags & FLAG_DELTA:
-        if base is None:
-            raise IntegrityError("delta chunk decoded without its base")
-        data = undelta(data, base, itemsize)
-    return data
+        if codec == "shuffle-zstd":
+            data = byte_ungroup(data, itemsize)
+        return _into(out, undelta(data, base, itemsize))
+    if codec == "shuffle-zstd":
+        return byte_ungroup(data, itemsize, out)
+    if out is None and codec == "raw":
+        return data.copy()  # an array that owns its bytes, not a view of the blob
+    return _into(out, data)

@@ -114,9 +114,10 @@ class CheckpointReader:
         steps = self.steps()
         return steps[-1] if steps else None
 
-    def latest_good_step(self) -> int | None:
-        """The newest committed step whose manifests (all ranks) are intact; warns of skips."""
-        committed = committed_steps(self.url)
+    def latest_good_step(self, committed: dict[int, int] | None = None) -> int | None:
+        """The newest committed step whose manifests (all ranks) are intact; warns of skips.
+        ``committed``: the listing :func:`committed_steps` just gave (saves its requests)."""
+        committed = committed_steps(self.url) if committed is None else committed
         for step in sorted(committed, reverse=True):
             try:
                 damage = step_damage(self.url, step, committed[step])
@@ -131,14 +132,16 @@ class CheckpointReader:
             return step
         return None
 
-    def manifest(self, step: int | None = None, rank: int | None = None) -> Manifest:
-        """The checked manifest of ``rank`` at ``step`` (default: the newest intact step)."""
+    def manifest(self, step: int | None = None, rank: int | None = None,
+                 committed: dict[int, int] | None = None) -> Manifest:
+        """The checked manifest of ``rank`` at ``step`` (default: the newest intact step);
+        ``committed`` as in :meth:`latest_good_step`."""
+        found = committed_steps(self.url) if committed is None else committed
         if step is None:
-            step = self.latest_good_step()
+            step = self.latest_good_step(found)
             if step is None:
                 raise CheckpointNotFoundError(
                     f"no committed checkpoint under {self.url} (none, or all damaged)")
-        found = committed_steps(self.url)
         if step not in found:
             raise CheckpointNotFoundError(
                 f"step={step}: no committed checkpoint under {self.url} "
@@ -170,31 +173,30 @@ class CheckpointReader:
         state = unflatten_state(manifest.skeleton, tensors)
         return Restored(manifest.step, state, manifest.metadata, manifest)
 
-    def _load_chunk(self, where: str, ref: ChunkRef, hash_name: str, verify: bool
-                    ) -> np.ndarray:
+    def _load_chunk(self, where: str, ref: ChunkRef, hash_name: str, verify: bool,
+                    out: np.ndarray) -> None:
+        """Decode the chunk ``ref`` (its delta chain first) into ``out`` and verify it."""
+        if out.size != ref.raw_bytes:
+            raise IntegrityError(f"{where}: {out.size} bytes, manifest says {ref.raw_bytes}")
+        keys = [*ref.chain, ref.key]  # keyframe first, then the deltas on top
         try:
             raw = None
-            for key in [*ref.chain, ref.key]:  # keyframe first, then the deltas on top
-                raw = codecs.decode(self.fs.cat_file(chunk_path(self.root, key)), raw)
+            for i, key in enumerate(keys):
+                raw = codecs.decode(self.fs.cat_file(chunk_path(self.root, key)), raw,
+                                    out if i == len(keys) - 1 else None)
         except FileNotFoundError as exc:
             raise IntegrityError(f"{where}: chunk is missing ({exc})") from exc
         except IntegrityError as exc:
             raise IntegrityError(f"{where}: {exc}") from exc
-        if raw.size != ref.raw_bytes:
-            raise IntegrityError(f"{where}: {raw.size} bytes, manifest says {ref.raw_bytes}")
-        if verify and content_hash(raw, hash_name) != ref.digest:
+        if verify and content_hash(out, hash_name) != ref.digest:
             raise IntegrityError(f"{where}: {hash_name} mismatch (corrupted chunk)")
-        return raw
 
     def _read_tensors(self, entries: list[TensorEntry], hash_name: str, verify: bool
                       ) -> dict[str, TensorLike]:
         def load(entry: TensorEntry, index: int, ref: ChunkRef, out: np.ndarray) -> None:
             where = (f"tensor {entry.name!r} chunk {index}/{len(entry.chunks)} "
                      f"(key {ref.key}) under {self.url}")
-            raw = self._load_chunk(where, ref, hash_name, verify)
-            if out.size != ref.raw_bytes:
-                raise IntegrityError(f"{where}: {raw.size} bytes, manifest says {ref.raw_bytes}")
-            out[:] = raw
+            self._load_chunk(where, ref, hash_name, verify, out)
 
         futures, result = [], {}
         with ThreadPoolExecutor(self.read_threads, "forgeline-ckpt-read") as pool:

@@ -21,7 +21,13 @@ from forgeline import storage
 from forgeline.checkpoint.config import TierConfig
 from forgeline.checkpoint.errors import CheckpointCorruptError
 from forgeline.checkpoint.manifests import decode_manifest
-from forgeline.checkpoint.reader import CheckpointReader, Restored, manifest_path, step_folders
+from forgeline.checkpoint.reader import (
+    CheckpointReader,
+    Restored,
+    committed_steps,
+    manifest_path,
+    step_folders,
+)
 from forgeline.errors import IntegrityError, StorageError
 
 log = logging.getLogger(__name__)
@@ -86,11 +92,12 @@ def restore_fastest(tiers: list[tuple[str, str]], rank: int = 0, step: int | Non
     started = time.perf_counter()
     remote_name, remote_url = tiers[-1]
     remote = CheckpointReader(remote_url, rank, True, read_threads)
-    target = step if step is not None else remote.latest_good_step()
+    committed = committed_steps(remote_url)  # listed once: each remote request costs latency
+    target = step if step is not None else remote.latest_good_step(committed)
     if target is None:
         log.info("no committed checkpoint under %s: nothing to resume", remote_url)
         return None
-    expected = remote.manifest(target, rank)
+    expected = remote.manifest(target, rank, committed)
     chosen = time.perf_counter()
     skipped: dict[str, str] = {}
     for name, url in tiers[:-1]:

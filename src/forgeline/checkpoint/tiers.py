@@ -12,9 +12,15 @@ the store writes to the fastest one, a copier thread carries each committed step
   check) once every rank's manifest is on the remote root.
 
 Each copy writes the chunks a tier lacks, then the manifest (atomically, :func:`publish`),
-so every tier is consistent on its own. Steps leave a tier (its ``keep_last``, the memory
-bound) only after they reached every slower tier. A failed copy is re-raised by the next
-``save``/``wait``/``close``, like a failed save.
+so every tier is consistent on its own. The fast tiers hold chunks raw (hashed and
+deduplicated, not compressed: a resume there reads at memory or disk speed); the copy to the
+remote root encodes them with the configured codec in the copier's low-priority thread — or
+leaves them raw, the CPU budget's fast path, when a newer save already waits to be copied or
+encoding would cost more than ``cpu_share`` of training's CPU time since the previous save.
+Chunk blobs name their own codec, so every tier restores the same bytes. (With ``delta`` on,
+every tier keeps the configured codec: a delta only pays once compressed.) Steps leave a
+tier (its ``keep_last``, the memory bound) only after they reached every slower tier. A
+failed copy is re-raised by the next ``save``/``wait``/``close``, like a failed save.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from forgeline import storage
+from forgeline.checkpoint import codecs
 from forgeline.checkpoint.config import CheckpointConfig, RetentionPolicy, TierConfig
 from forgeline.checkpoint.errors import (
     CheckpointCorruptError,
@@ -41,7 +48,7 @@ from forgeline.checkpoint.publish import mtime_unix_s, publish
 from forgeline.checkpoint.reader import CheckpointReader, Restored, manifest_path, step_folders
 from forgeline.checkpoint.resume import TierRestore, restore_fastest, tier_urls
 from forgeline.checkpoint.retention import _mark, abandon_steps_after, collect_garbage, sweep
-from forgeline.checkpoint.writer import CheckpointStore, SaveInfo, _lower_priority
+from forgeline.checkpoint.writer import CheckpointStore, CpuMeter, SaveInfo, _lower_priority
 
 
 class TieredStore:
@@ -56,7 +63,16 @@ class TieredStore:
         memory = (f"memory://forgeline-tier-{uuid.uuid4().hex[:12]}/rank-{rank:05d}"
                   if tiers.memory_bytes else None)
         self.tier_urls = tier_urls(self.url, tiers, rank, memory)
-        self.store = CheckpointStore(self.tier_urls[0][1], self.config, rank, world_size)
+        self.remote_codec = self.config.codec
+        fast = self.config
+        if len(self.tier_urls) > 1 and not fast.delta:  # raw fast tiers, encoded remote
+            fast = fast.model_copy(update={"codec": "raw"})
+        self.store = CheckpointStore(self.tier_urls[0][1], fast, rank, world_size)
+        self.encode_cpu = CpuMeter()  # the remote copies' encoding, per raw byte
+        self._training_cpu_s: dict[int, float] = {}  # per step: training CPU since the last
+        self._cpu_mark: tuple[float, float] | None = None
+        self._waiting = 0  # saves whose copies have not started
+        self.remote_codecs: dict[int, str] = {}  # the codec each step's remote copy used
         self._copier = ThreadPoolExecutor(1, "forgeline-ckpt-tiers", initializer=_lower_priority,
                                           initargs=(self.config.background_nice,))
         self._copy_pool = ThreadPoolExecutor(self.config.write_threads, "forgeline-ckpt-copy",
@@ -80,9 +96,17 @@ class TieredStore:
         """Save ``step`` to the fastest tier (as ``CheckpointStore.save``); the copies to the
         slower tiers follow in the background, in save order."""
         self._raise_error()
+        persisting = self.store.cpu.total_s + self.encode_cpu.total_s
+        mark = (time.process_time(), persisting)
+        if self._cpu_mark is not None:
+            self._training_cpu_s[step] = (mark[0] - self._cpu_mark[0]) - (
+                persisting - self._cpu_mark[1])
+        self._cpu_mark = mark
         info = self.store.save(state, step, metadata, dim0_shards)
         durable: Future = Future()
         self._durable[step] = durable
+        with self._lock:
+            self._waiting += 1
         info.persisted.add_done_callback(
             lambda persisted: self._copier.submit(self._replicate, step, persisted, durable))
         return info
@@ -92,6 +116,8 @@ class TieredStore:
         return self._durable[step]
 
     def _replicate(self, step: int, persisted: Future, durable: Future) -> None:
+        with self._lock:
+            self._waiting -= 1
         try:
             if self._error is not None:
                 raise CheckpointWriteError(f"step {step} not copied: an earlier copy failed")
@@ -115,13 +141,24 @@ class TieredStore:
         fs, root = storage.filesystem(url)
         src_fs, src_root = src
         present = self._present[name]
+        missing = sorted(keys - present)
+        codec = "raw"  # the blobs as the fastest tier holds them
+        if name == "remote" and self.store.config.codec != self.remote_codec:
+            codec = self.remote_codecs[manifest.step] = self._remote_codec(manifest,
+                                                                           set(missing))
 
         def copy(key: str) -> None:
             path = chunk_path(root, key)
-            if not fs.exists(path):
-                publish(fs, path, src_fs.cat_file(chunk_path(src_root, key)))
+            if fs.exists(path):
+                return
+            started = time.thread_time()
+            chunk = src_fs.cat_file(chunk_path(src_root, key))
+            if codec != "raw":
+                raw_len = len(chunk)
+                chunk = codecs.transcode(chunk, codec, self.config.zstd_level)
+                self.encode_cpu.add(codec, time.thread_time() - started, raw_len)
+            publish(fs, path, chunk)
 
-        missing = sorted(keys - present)
         list(self._copy_pool.map(copy, missing))
         present.update(missing)
         path = manifest_path(root, manifest.step, self.rank, self.world_size)
@@ -136,6 +173,23 @@ class TieredStore:
                     "writer's manifest; two writers on one step are refused") from None
             fs.rm_file(path)  # a private tier's leftover of an earlier run: replaced
             publish(fs, path, blob, exclusive=True)
+
+    def _remote_codec(self, manifest: Manifest, missing: set[str]) -> str:
+        """The configured codec for this copy, or ``raw`` when a newer save already waits to
+        be copied or encoding would cost more than ``cpu_share`` of the CPU time training
+        used between this save and the previous one (costs measured, see CpuMeter)."""
+        share = self.config.cpu_share
+        if share is None:
+            return self.remote_codec
+        if self._waiting > 0:
+            return "raw"
+        raw_bytes = sum(r.raw_bytes for e in manifest.tensors for r in e.chunks
+                        if r.key in missing)
+        cost = self.encode_cpu.cost_s(self.remote_codec, raw_bytes)
+        training = self._training_cpu_s.get(manifest.step)
+        if cost is not None and training is not None and cost > share * training:
+            return "raw"
+        return self.remote_codec
 
     def _evict(self, step: int) -> None:
         """Apply each tier's retention to the steps that reached every tier (≤ ``step``)."""
