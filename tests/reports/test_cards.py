@@ -40,6 +40,7 @@ def test_every_card_shows_real_values(tiny_run: RunLayout) -> None:
     assert cards["checkpoint"].headline.startswith("2 saves")
     assert "median" in rows["checkpoint"]["Stall per save"]
     assert "chunk references" in rows["checkpoint"]["Dedup ratio"]
+    assert "on the checkpoint root" in rows["checkpoint"]["Bytes stored vs raw"]
     assert "sample reads" in rows["cache"]["Served from the cache"]
     assert "× float" in rows["quantize"]["Latency vs float"]
     assert " × " in rows["quantize"]["Scheme mix"] and "keys" not in rows["quantize"]["Scheme mix"]
@@ -115,3 +116,16 @@ def test_the_quantize_card_says_what_the_latency_objective_changed() -> None:
                for n in notes)
     assert any("1 layer int4_rtn → fp32 (tok)" in n for n in notes)
     assert any("still slower than float" in n for n in notes)
+
+
+def test_the_checkpoint_card_counts_the_bytes_on_the_root_when_known() -> None:
+    from forgeline.reports.cards import RunFacts, checkpoint_card
+
+    stats = [{"raw_bytes": 8e6, "written_bytes": 8e6, "chunks": 2.0, "chunks_written": 2.0}]
+    records = [{"checkpoint_step": 5, "checkpoint_blocked_s": 0.01}]
+    train = {"checkpoint_url": "file:///ckpt"}
+    for stored, shown in ((2e6, "4.0× less"), (None, "1.0× less")):
+        facts = RunFacts(stages={}, records=records, checkpoint_stats=stats, checkpoints_kept=1,
+                         checkpoint_stored_bytes=stored)
+        rows = dict(checkpoint_card(train, facts).rows)
+        assert shown in rows["Bytes stored vs raw"]

@@ -50,6 +50,8 @@ class RunFacts:
     checkpoint_stats: list[dict[str, float]] = field(default_factory=list)
     """``Manifest.stats`` of every rank of every retained checkpoint."""
     checkpoints_kept: int = 0
+    checkpoint_stored_bytes: float | None = None
+    """Bytes of chunks on the checkpoint root: what the kept checkpoints occupy there."""
     cache_stats: dict[str, float] | None = None
     quantize_report: dict[str, Any] | None = None
 
@@ -189,15 +191,16 @@ def checkpoint_card(train: dict[str, Any], facts: RunFacts) -> Card | None:
     if stalls:
         headline += f" · {_ms(statistics.median(stalls))} stall per save"
     raw = sum(s.get("raw_bytes", 0.0) for s in facts.checkpoint_stats)
-    written = sum(s.get("written_bytes", 0.0) for s in facts.checkpoint_stats)
+    written = (facts.checkpoint_stored_bytes if facts.checkpoint_stored_bytes is not None
+               else sum(s.get("written_bytes", 0.0) for s in facts.checkpoint_stats))
     chunks = sum(s.get("chunks", 0.0) for s in facts.checkpoint_stats)
     new_chunks = sum(s.get("chunks_written", 0.0) for s in facts.checkpoint_stats)
     rows = [("Stall per save", stall)]
     if raw:
-        rows.append(("Bytes written vs raw",
-                     f"{human_bytes(written)} written for {human_bytes(raw)} of training state "
-                     f"({raw / max(written, 1):.1f}× less; the {facts.checkpoints_kept} kept "
-                     "checkpoints, all ranks)"))
+        rows.append(("Bytes stored vs raw",
+                     f"{human_bytes(written)} on the checkpoint root for {human_bytes(raw)} of "
+                     f"training state ({raw / max(written, 1):.1f}× less; the "
+                     f"{facts.checkpoints_kept} kept checkpoints, all ranks)"))
     if chunks:
         rows.append(("Dedup ratio", f"{chunks / max(new_chunks, 1):.2f} chunk references per "
                                     f"chunk stored ({int(chunks - new_chunks):,} of "

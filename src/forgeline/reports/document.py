@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import posixpath
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -96,11 +97,14 @@ def _quantize_extras(result: dict[str, Any], run_url: str) -> tuple[list[dict], 
     return rows, plot
 
 
-def _checkpoint_stats(url: Any) -> tuple[list[dict[str, float]], int]:
-    """``Manifest.stats`` of every rank of every committed checkpoint, and how many steps."""
+def _checkpoint_stats(url: Any) -> tuple[list[dict[str, float]], int, float | None]:
+    """``Manifest.stats`` of every rank of every committed checkpoint, how many steps, and
+    the bytes of chunks on the root (a tiered store's manifests count its fast tier's raw
+    chunks; the root holds them compressed)."""
     if not isinstance(url, str):
-        return [], 0
+        return [], 0, None
     from forgeline.checkpoint import CheckpointReader, committed_steps
+    from forgeline.checkpoint.format import CHUNKS_DIR
 
     committed = committed_steps(url)
     reader = CheckpointReader(url)
@@ -111,7 +115,10 @@ def _checkpoint_stats(url: Any) -> tuple[list[dict[str, float]], int]:
                 stats.append(dict(reader.manifest(step, rank).stats))
             except FileNotFoundError:  # removed by retention while we read
                 continue
-    return stats, len(committed)
+    fs, root = storage.filesystem(url)
+    chunks = posixpath.join(root, CHUNKS_DIR)
+    stored = float(fs.du(chunks)) if committed and fs.exists(chunks) else None
+    return stats, len(committed), stored
 
 
 def _json_or_none(url: Any) -> Any:
@@ -122,11 +129,12 @@ def gather_facts(layout: RunLayout, stages: dict[str, Any]) -> RunFacts:
     """What the cards need beyond ``run.json``: metrics, manifests, cache and quantize files."""
     train = stages.get("train") if isinstance(stages.get("train"), dict) else {}
     quantize = stages.get("quantize") if isinstance(stages.get("quantize"), dict) else {}
-    checkpoint_stats, kept = _checkpoint_stats(train.get("checkpoint_url"))
+    checkpoint_stats, kept, stored = _checkpoint_stats(train.get("checkpoint_url"))
     cache = _json_or_none(storage.join(layout.stage_url("train"), CACHE_STATS_FILE))
     return RunFacts(
         stages=stages, records=read_records(layout.metrics_url),
         checkpoint_stats=checkpoint_stats, checkpoints_kept=kept,
+        checkpoint_stored_bytes=stored,
         cache_stats=cache.get("latest") if isinstance(cache, dict) else None,
         quantize_report=_json_or_none(quantize.get("report_url")),
     )
