@@ -9,6 +9,7 @@ STAGES = {
                  "val_ppl_float": 8.88, "val_ppl_quantized": 8.89, "rel_ppl_increase": 0.0013,
                  "latency_ms": {"float_b1": 2.0, "quantized_b1": 2.6, "float_b32": 40.0,
                                 "quantized_b32": 30.0},
+                 "latency_ratio": {"b1": 1.3, "b32": 0.75},
                  "model_url": "file:///r/quantize/model"},
     "report": {"html_url": "file:///r/report/report.html",
                "markdown_url": "file:///r/report/report.md"},
@@ -23,5 +24,5 @@ def test_the_summary_says_scheme_mix_size_perplexity_and_latency():
 
 
 def test_no_latency_line_without_measurements():
-    stages = {**STAGES, "quantize": {**STAGES["quantize"], "latency_ms": {}}}
+    stages = {**STAGES, "quantize": {**STAGES["quantize"], "latency_ratio": {}}}
     assert not any("latency" in line for line in summary_lines(stages, "/r", 1.0, "x"))

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from forgeline import storage
 from forgeline.errors import ConfigError, check_choice
 
 CODECS = ("raw", "zstd", "shuffle-zstd")
@@ -206,6 +207,13 @@ class TrainCheckpointing(BaseModel):
     @classmethod
     def _known_codec(cls, value: str) -> str:
         return CheckpointConfig._known_codec(value)  # the store's own clear ConfigError
+
+    def store_url(self, output_url: str) -> str | None:
+        """The run's checkpoint store: ``url``, default ``{output_url}/checkpoints``; None when
+        checkpointing is off."""
+        if self.every_steps is None:
+            return None
+        return self.url or storage.join(output_url, "checkpoints")
 
     def store_config(self) -> CheckpointConfig:
         return CheckpointConfig(codec=self.codec, async_save=self.async_save,

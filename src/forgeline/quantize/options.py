@@ -69,6 +69,9 @@ class QuantizeResult(BaseModel):
     size_ratio: float
     linear_size_ratio: float | None
     latency_ms: dict[str, float]
+    latency_ratio: dict[str, float] = Field(
+        default_factory=dict, description="Quantized ÷ float time per batch size (b1, b32): "
+        "the median of interleaved per-round ratios, as the benchmark measures it.")
     backend: str = Field("", description="Kernels that really run, e.g. 'dequant×5 + ...'.")
     latency_met: bool | None = Field(
         None, description="Not slower than float at batch 1 and 32 (None: not checked).")

@@ -100,15 +100,16 @@ def quantize_stage(
         storage.write_bytes_atomic(plot_url, plot_sensitivity(report.sensitivity_table()))
 
     sample = held_out[:, :-1]
-    latency = {}
+    latency, latency_ratio = {}, {}
     float_model.eval()
     qmodel.eval()
     for batch in (1, 32):  # float and quantized interleaved, as the latency objective times
         tokens = sample[:batch]
         with torch.inference_mode():
-            f_ms, q_ms, _ = paired_ms(lambda t=tokens: float_model(t),
-                                      lambda t=tokens: qmodel(t), repeats=5)
+            f_ms, q_ms, ratio = paired_ms(lambda t=tokens: float_model(t),
+                                          lambda t=tokens: qmodel(t), repeats=5)
         latency[f"float_b{batch}"], latency[f"quantized_b{batch}"] = f_ms, q_ms
+        latency_ratio[f"b{batch}"] = round(ratio, 4)
     ppl_float = report.metric_float or _perplexity(float_model, held_out, options.batch_size)
     ppl_quant = report.metric_quantized or _perplexity(qmodel, held_out, options.batch_size)
     mixed = report.mixed_precision
@@ -131,6 +132,7 @@ def quantize_stage(
         size_ratio=report.size_ratio,
         linear_size_ratio=report.linear_size_ratio,
         latency_ms={k: round(v, 3) for k, v in latency.items()},
+        latency_ratio=latency_ratio,
         backend=report.backend,
         latency_met=report.latency.met if report.latency else None,
         latency_changes=report.latency.changes if report.latency else {},

@@ -290,11 +290,12 @@ def quantize_card(quantize: dict[str, Any], report: dict[str, Any] | None) -> Ca
     headline = (f"{_n(ratio)}× smaller ({mix}) · perplexity "
                 f"{_pct(_num(quantize.get('rel_ppl_increase')))}")
     latency = quantize.get("latency_ms") or {}
+    ratios = quantize.get("latency_ratio") or {}
     speed = []
     for b in (1, 32):
         f, q = _num(latency.get(f"float_b{b}")), _num(latency.get(f"quantized_b{b}"))
         if f and q is not None:
-            speed.append(f"batch {b}: {_n(f)} → {_n(q)} ms ({q / f:.2f}× float)")
+            speed.append(f"batch {b}: {_n(f)} → {_n(q)} ms ({_n(ratios.get(f'b{b}'))}× float)")
     budget = (report or {}).get("mixed_precision", {}) or {}
     accuracy = (f"perplexity {_n(quantize.get('val_ppl_float'))} → "
                 f"{_n(quantize.get('val_ppl_quantized'))} "

@@ -171,10 +171,11 @@ def quantize_section(
     shown = {**result, "rel_ppl_increase": _percent(result.get("rel_ppl_increase"))}
     tables = [Table("Summary", [(label, value_text(key, shown[key]))
                                 for label, key in _QUANTIZE_FIELDS if key in result])]
-    latency = result.get("latency_ms") or {}
+    latency, ratio = result.get("latency_ms") or {}, result.get("latency_ratio") or {}
     tables.append(Table("CPU latency (ms, median)", [
         (f"batch {b}", f"float {number(latency[f'float_b{b}'])} → quantized "
-                       f"{number(latency[f'quantized_b{b}'])}")
+                       f"{number(latency[f'quantized_b{b}'])}"
+                       + (f" ({number(ratio[f'b{b}'])}× float)" if f"b{b}" in ratio else ""))
         for b in (1, 32) if f"float_b{b}" in latency and f"quantized_b{b}" in latency
     ]))
     sensitivity: dict[str, list[str]] = {}
@@ -190,7 +191,7 @@ def quantize_section(
                                 if layer in sensitivity else ""))
         for layer, scheme in assignment.items()
     ]))
-    known = {key for _, key in _QUANTIZE_FIELDS} | {"latency_ms", "assignment"}
+    known = {key for _, key in _QUANTIZE_FIELDS} | {"latency_ms", "latency_ratio", "assignment"}
     tables += _leftover_table(result, known)
     return Section("quantize", "Quantization", facts, [t for t in tables if t.rows],
                    [plot] if plot else [])

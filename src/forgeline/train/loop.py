@@ -106,11 +106,11 @@ def make_batch_source(
 
 def make_checkpointer(config: TrainConfig, output_url: str, rank: int, world: int) -> Any:
     """The worker's forgeline ``Checkpointer`` (None when checkpointing is off)."""
-    if config.checkpoint.every_steps is None:
+    url = config.checkpoint.store_url(output_url)
+    if url is None:
         return None
     from forgeline.ray.checkpointer import Checkpointer
 
-    url = config.checkpoint.url or storage.join(output_url, "checkpoints")
     return Checkpointer(url, config.checkpoint.store_config(), config.checkpoint.every_steps,
                         rank=rank, world_size=world, tiers=config.checkpoint.tiers())
 

@@ -67,16 +67,9 @@ def ray_run_name(config: TrainConfig) -> str:
     return safe_run_id(f"forgeline-{config.run_name}") if config.run_name else "forgeline-train"
 
 
-def _checkpoint_url(config: TrainConfig, output_url: str) -> str | None:
-    """The run's checkpoint store (None when checkpointing is off)."""
-    if config.checkpoint.every_steps is None:
-        return None
-    return config.checkpoint.url or storage.join(output_url, "checkpoints")
-
-
 def _checkpoint_callbacks(config: TrainConfig, output_url: str) -> list[Any]:
     """Controller-side retention/GC and failure statistics for the training checkpoints."""
-    url = _checkpoint_url(config, output_url)
+    url = config.checkpoint.store_url(output_url)
     if url is None:
         return []
     return [CheckpointRetention(url, config.checkpoint.retention()), FailureStatistics(url)]
@@ -154,7 +147,7 @@ def run_training(
         wall_s=round(time.perf_counter() - started, 3),
         step_s=summary.get("step_s"),
         peak_rss_bytes=summary.get("peak_rss_bytes"),
-        checkpoint_url=_checkpoint_url(config, output_url),
+        checkpoint_url=config.checkpoint.store_url(output_url),
         resumed_from_step=summary.get("resumed_from_step"),
         restore_s=summary.get("restore_s"),
         health=summary.get("health"),
