@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import psutil
@@ -55,6 +55,14 @@ class Deployment:
     ray: Any
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     token: str = ""
+    TINY: ClassVar[dict[str, Any]] = {
+        "data_max_source_bytes": 150_000, "data_window_tokens": 64,
+        "train_model_preset": "tiny", "train_workers": 1, "train_steps": 30,
+        "train_micro_batch_size": 8, "train_eval_samples": 32, "train_lr": 3e-3,
+        "train_checkpoint_every_steps": 5, "quantize_calibration_samples": 16,
+        "quantize_eval_samples": 32, "quantize_sensitivity": False}
+    """The conf of a run of a few minutes: tiny model, one Ray Train worker, a checkpoint
+    every 5 steps."""
 
     def client(self, auth: bool = True) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.token}"} if auth else {}
@@ -221,3 +229,16 @@ def deployment(ray_head, deployment_tools) -> Deployment:
         stop(running, kill_tree)
         if os.environ.get("FORGELINE_KEEP_DEPLOYMENT") != "1":
             shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def successful_run(deployment) -> str:
+    """A successful run of the end-to-end DAG: the newest one, else a tiny one run now."""
+    runs = deployment.get(f"/api/v2/dags/{DAG_ID}/dagRuns", state=["success"])["dag_runs"]
+    if runs:
+        return runs[-1]["dag_run_id"]
+    response = deployment.trigger(Deployment.TINY)
+    response.raise_for_status()
+    run_id = response.json()["dag_run_id"]
+    assert deployment.wait_run(run_id, 1200) == "success", deployment.task_states(run_id)
+    return run_id

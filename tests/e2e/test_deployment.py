@@ -19,14 +19,6 @@ from forgeline.train.config import TrainOptions
 
 pytestmark = pytest.mark.slow
 
-TINY = {"data_max_source_bytes": 150_000, "data_window_tokens": 64,
-        "train_model_preset": "tiny", "train_workers": 1, "train_steps": 30,
-        "train_micro_batch_size": 8, "train_eval_samples": 32, "train_lr": 3e-3,
-        "train_checkpoint_every_steps": 5, "quantize_calibration_samples": 16,
-        "quantize_eval_samples": 32, "quantize_sensitivity": False}
-"""A run of a few minutes: tiny model, one Ray Train worker, a checkpoint every 5 steps."""
-
-
 def _submission_id(deployment, run_id: str, attempt: int, stage: str = "train") -> str:
     layout = RunLayout(str(deployment.artifacts), run_name("forgeline_end_to_end", run_id))
     return StageJob(stage, layout, TrainOptions(), attempt).submission_id()
@@ -80,7 +72,7 @@ def test_bad_conf_fails_fast_naming_every_bad_field(deployment):
 
 def test_mark_failed_stops_the_ray_job(deployment):
     client = deployment.ray_cluster().client()
-    run_id = _trigger(deployment, {**TINY, "train_steps": 5000})
+    run_id = _trigger(deployment, {**deployment.TINY, "train_steps": 5000})
     sid = _submission_id(deployment, run_id, 1)
     _wait_deferred_and_running(deployment, client, run_id, sid)
     patch = deployment.request(
@@ -95,7 +87,7 @@ def test_mark_failed_stops_the_ray_job(deployment):
 
 def test_deferred_train_on_ray_resumes_after_a_kill_and_the_run_publishes(deployment):
     client = deployment.ray_cluster().client()
-    run_id = _trigger(deployment, TINY)
+    run_id = _trigger(deployment, deployment.TINY)
     first = _submission_id(deployment, run_id, 1)
     _wait_deferred_and_running(deployment, client, run_id, first)
 

@@ -9,14 +9,21 @@ from fastapi.testclient import TestClient
 TEST_DAGS = Path(__file__).parents[1] / "operators" / "dags"
 
 
-def test_airflow_discovers_the_plugin_and_its_views():
+def _plugin_info() -> dict:
     from airflow import plugins_manager
 
-    info = {p["name"]: p for p in plugins_manager.get_plugin_info()}["forgeline"]
+    return {p["name"]: p for p in plugins_manager.get_plugin_info()}["forgeline"]
+
+
+def test_airflow_discovers_the_plugin_and_its_tab():
+    info = _plugin_info()
     assert info["fastapi_apps"][0]["url_prefix"] == "/forgeline"
-    view = info["external_views"][0]
-    assert view["destination"] == "dag_run" and "{RUN_ID}" in view["href"]
-    assert not view["href"].startswith("/")  # relative, as the Airflow UI requires
+    (tab,) = info["react_apps"]
+    assert (tab["name"], tab["destination"], tab["url_route"]) == \
+        ("forgeline report", "dag_run", "forgeline-report")
+    assert not tab["bundle_url"].startswith("/")  # relative to the UI's base URL
+    # external views with a url_route are iframes, which is what the React tab replaces
+    assert [v for v in info["external_views"] if v.get("url_route")] == []
 
 
 def _api(monkeypatch, all_admins: bool) -> TestClient:
@@ -43,12 +50,15 @@ def test_report_of_a_real_dag_run_is_served_under_forgeline(dag_run, monkeypatch
     page = api.get(f"{url}/report")
     assert page.status_code == 200 and "20,000" in page.text  # found via the run's conf
     assert api.get(f"{url}/run.json").json()["stages"]["prepare"]["window_tokens"] == 32
+    bundle = api.get("/" + _plugin_info()["react_apps"][0]["bundle_url"])  # the tab's module
+    assert bundle.status_code == 200 and "globalThis.AirflowPlugin" in bundle.text
 
 
 def test_reports_need_airflow_credentials(dag_run, monkeypatch):
     api = _api(monkeypatch, all_admins=False)
     url = f"/forgeline/dags/{dag_run.dag_id}/runs/{quote(dag_run.run_id, safe='')}/report"
     assert api.get(url).status_code in (401, 403)
+    assert api.get("/" + _plugin_info()["react_apps"][0]["bundle_url"]).status_code in (401, 403)
 
 
 def test_unknown_runs_are_404_and_there_are_no_open_api_docs(dag_run, monkeypatch):

@@ -1,11 +1,14 @@
 """The report app on its own (no Airflow), over a real run folder."""
 
+import re
+
 from fastapi.testclient import TestClient
 
 from forgeline import stages
 from forgeline.datasets import DatasetConfig
 from forgeline.operators import run_name
 from forgeline.plugins import create_app
+from forgeline.plugins.app import TAB_BUNDLE_ROUTE
 from forgeline.runs import RunLayout
 
 
@@ -76,3 +79,14 @@ def test_the_report_links_every_artifact_and_serves_it_inline(tmp_path):
     assert client.get("/dags/d/runs/r/artifacts/prepare/nothing.bin").status_code == 404
     escaped = client.get("/dags/d/runs/r/artifacts/..%2F..%2Fetc%2Fpasswd")
     assert escaped.status_code in (400, 404)
+
+
+def test_serves_the_report_tab_as_a_self_contained_es_module(tmp_path):
+    bundle = _client(str(tmp_path)).get(TAB_BUNDLE_ROUTE)
+    assert bundle.status_code == 200
+    assert bundle.headers["content-type"].startswith("text/javascript")  # modules need it
+    code = bundle.text
+    assert "globalThis.AirflowPlugin = ForgelineReport;" in code  # what Airflow's loader reads
+    assert "globalThis.React" in code  # Airflow's own React, nothing bundled
+    assert re.findall(r"https?:|//[\w-]+\.[\w.-]+", code) == []  # no external URLs
+    assert re.findall(r"^\s*(?:import|export)\b|\bimport\(", code, re.M) == []

@@ -1,5 +1,5 @@
 """The Airflow plugin: mounts the report app under ``/forgeline`` in Airflow's API server and
-adds a "forgeline report" tab to every DAG run page.
+adds a "forgeline report" tab to every DAG run page (a React plugin: no iframe).
 
 A run's artifact root is the one it used: its trigger conf's ``artifact_root``, else the
 DAG's ``artifact_root`` Param default, else ``$FORGELINE_ARTIFACT_ROOT`` / ``./artifacts``.
@@ -13,7 +13,7 @@ from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessE
 from airflow.api_fastapi.core_api.security import requires_access_dag
 from airflow.plugins_manager import AirflowPlugin
 
-from forgeline.plugins.app import create_app
+from forgeline.plugins.app import TAB_BUNDLE_ROUTE, create_app
 from forgeline.runs import default_artifact_root
 
 URL_PREFIX = "/forgeline"
@@ -65,10 +65,12 @@ class ForgelinePlugin(AirflowPlugin):
             "name": "forgeline reports",
         }
     ]
-    external_views = [
+    # a React plugin, not an external view: Airflow sandboxes those in an iframe with
+    # allow-scripts + allow-same-origin, which Chromium warns can escape its sandbox
+    react_apps = [
         {
             "name": "forgeline report",
-            "href": "forgeline/dags/{DAG_ID}/runs/{RUN_ID}/report",
+            "bundle_url": URL_PREFIX.lstrip("/") + TAB_BUNDLE_ROUTE,  # relative to the UI's base
             "destination": "dag_run",
             "url_route": "forgeline-report",
         }

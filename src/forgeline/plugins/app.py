@@ -5,6 +5,7 @@ Routes take an Airflow DAG id and run id, map them to the run folder
 (``{root}/runs/{dag_id}__{run_id}``) and serve what the stages wrote there: the report with
 links to every artifact of the run (or, until it exists, the run's state and which stages
 have finished), ``run.json`` and each artifact. A run the resolver does not know is a 404.
+``TAB_BUNDLE_ROUTE`` serves the ES module that shows the report in Airflow's UI.
 Every route sits behind the given dependencies (Airflow's auth); there are no API docs.
 """
 
@@ -21,6 +22,9 @@ from forgeline import storage
 from forgeline.errors import ForgelineError
 from forgeline.reports import HTML_NAME
 from forgeline.runs import RunLayout
+
+TAB_BUNDLE_ROUTE = "/report-tab.js"
+"""The report tab's ES module (``report_tab.js``), an Airflow UI React plugin."""
 
 RootResolver = Callable[[str, str], str]
 """(dag_id, run_id) → the artifact root URL that run wrote to; ``LookupError`` when there is
@@ -95,9 +99,16 @@ def create_app(root_for: RootResolver, dependencies: Sequence[Any] = (),
             stages=html.escape(", ".join(stages) or "none"), state=_pending_text(state),
         ))
 
+    @app.get(TAB_BUNDLE_ROUTE)
+    def report_tab() -> Response:
+        from importlib.resources import files
+
+        bundle = files(__package__).joinpath("report_tab.js").read_text(encoding="utf-8")
+        return Response(bundle, media_type="text/javascript")
+
     @app.get("/dags/{dag_id}/runs/{run_id}/artifacts/{path:path}")
     def artifact(dag_id: str, run_id: str, path: str) -> Response:
-        """One file of the run, inline (viewable in the report tab's frame)."""
+        """One file of the run, inline (the report tab's links download it)."""
         import posixpath
 
         layout = _layout(root_for, dag_id, run_id)
