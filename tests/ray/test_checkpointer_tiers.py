@@ -1,5 +1,5 @@
 """The Ray Train Checkpointer with tiers: a restarted worker on a surviving node resumes from
-its local disk tier, and says so."""
+its local disk tier, and says so; `{node_id}` gives each Ray node its own local folder."""
 
 from __future__ import annotations
 
@@ -28,3 +28,15 @@ def test_a_restarted_worker_resumes_from_its_local_tier(tmp_path, monkeypatch):
     assert restored.step == 10 and torch.equal(restored.state["x"], torch.full((3,), 10.0))
     assert again.resume_report["tier"] == "local" and again.resume_report["resume_s"] > 0
     again.close()
+
+
+def test_node_id_in_the_local_tier_url_gives_each_ray_node_its_own_folder(ray_cluster,
+                                                                         tmp_path):
+    node = ray_cluster.get_runtime_context().get_node_id()
+    tiers = TierConfig(local_url=f"{tmp_path}/local/{{node_id}}")
+    ckpt = Checkpointer(f"file://{tmp_path}/ck", rank=0, world_size=1, tiers=tiers)
+    ckpt.store.save({"x": torch.ones(3)}, 1)
+    ckpt.close()
+    assert dict(ckpt.store.tier_urls)["local"] == f"file://{tmp_path}/local/{node}/rank-00000"
+    assert [p.name for p in (tmp_path / "local").iterdir()] == [node]
+    assert CheckpointReader(f"file://{tmp_path}/local/{node}/rank-00000").steps() == [1]

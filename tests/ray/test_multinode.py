@@ -247,10 +247,13 @@ def test_ray_state_and_checkpoints_live_under_the_artifact_root(cluster, referen
     assert len(_losses(f"file://{tmp}/metrics.jsonl")) == STEPS
 
 
-def test_node_loss_resumes_from_the_checkpoint_on_the_remaining_nodes(
-        cluster, reference, tiny_dataset, tmp_path):
-    ray_cluster, _ = cluster
-    url, folder = _output(tmp_path, "node-loss")
+def _train_losing_a_node(ray_cluster, config: TrainConfig, tmp_path: Path, at_kill=None):
+    """Run ``config``; once a step is committed, remove (kill, ungracefully) a worker node that
+    hosts a Ray Train worker; Ray Train restarts the group on the nodes left. Checks that the
+    run resumed from a committed step and trained every later step once; returns the result,
+    what was killed (``at_kill()``'s value, taken just before the kill, under "seen") and the
+    resume facts. The lost node is added back afterwards, for later tests."""
+    url, folder = _output(tmp_path, config.run_name)
     metrics = f"file://{tmp_path}/metrics.jsonl"
     killed: dict[str, object] = {}
     done = threading.Event()
@@ -262,7 +265,9 @@ def test_node_loss_resumes_from_the_checkpoint_on_the_remaining_nodes(
                            if workers and name != "head")
         victim = next(n for n in ray_cluster.worker_nodes
                       if victim_name in n._ray_params.resources)
-        killed.update(placement=placement, node=victim_name, at=time.time(),
+        seen = at_kill() if at_kill is not None else None
+        killed.update(placement=placement, node=victim_name, node_id=victim.node_id,
+                      seen=seen, at=time.time(),
                       committed=sorted(committed_steps(f"file://{folder}/checkpoints")))
         ray_cluster.remove_node(victim, allow_graceful=False)
 
@@ -270,24 +275,72 @@ def test_node_loss_resumes_from_the_checkpoint_on_the_remaining_nodes(
     killer.start()
     started = time.perf_counter()
     try:
-        run_training(_config(tiny_dataset.manifest_url, 2, MICRO, "node-loss"), url, metrics)
+        result = run_training(config, url, metrics)
     finally:
         done.set()
         killer.join(timeout=60)
-    wall = time.perf_counter() - started
-    try:
-        assert "at" in killed, "the run ended before a worker node was removed"
-        assert sum(killed["placement"].values()) == 2 and max(killed["placement"].values()) == 1
-        facts = _resume_facts(metrics, killed["at"], killed["committed"])
-        print(f"\nnode loss: killed {killed['node']} (placement {killed['placement']}) after "
-              f"committed steps {killed['committed']}; {facts}; run {wall:.1f} s")
-        assert facts["resumed_from_step"] >= killed["first_commit"]  # not step 0
-        # from that committed checkpoint on, every step once more, to the end
-        assert facts["steps_after"] == list(range(facts["resumed_from_step"] + 1, STEPS + 1))
-        assert _max_diff(_model(folder), _model(reference[0])) == 0.0  # bit-exact
-    finally:  # later tests get the lost node back
         if "at" in killed:
             _add_node(ray_cluster, str(killed["node"]))
+    wall = time.perf_counter() - started
+    assert "at" in killed, "the run ended before a worker node was removed"
+    assert sum(killed["placement"].values()) == 2 and max(killed["placement"].values()) == 1
+    facts = _resume_facts(metrics, killed["at"], killed["committed"])
+    print(f"\n{config.run_name}: killed {killed['node']} (placement {killed['placement']}) "
+          f"after committed steps {killed['committed']}; {facts}; run {wall:.1f} s")
+    assert facts["resumed_from_step"] >= killed["first_commit"]  # not step 0
+    # from that committed checkpoint on, every step once more, to the end
+    assert facts["steps_after"] == list(range(facts["resumed_from_step"] + 1, STEPS + 1))
+    return result, killed, facts
+
+
+def test_node_loss_resumes_from_the_checkpoint_on_the_remaining_nodes(
+        cluster, reference, tiny_dataset, tmp_path):
+    ray_cluster, _ = cluster
+    config = _config(tiny_dataset.manifest_url, 2, MICRO, "node-loss")
+    _train_losing_a_node(ray_cluster, config, tmp_path)
+    assert _max_diff(_model(_output(tmp_path, "node-loss")[1]), _model(reference[0])) == 0.0
+
+
+def test_node_loss_with_tiers_resumes_the_lost_rank_from_the_remote_tier(
+        cluster, reference, tiny_dataset, tmp_path):
+    """Memory, local disk and remote tiers on. Each Ray node has a local tier folder of its
+    own (``{node_id}`` in ``local_tier_url``), so the killed node's disk is gone with it: its
+    folder stays on this machine's disk, but no live node has that id. The resumed ranks say
+    which tier they read (``TrainResult.resume_tiers``): a rank on a node whose folder holds
+    that rank's copy reads its local tier, every other rank (the lost node's, on a node that
+    never held it) the remote root; the model equals the uninterrupted reference bit for bit
+    (every tier holds the same checksummed bytes, and tiers do not change training)."""
+    ray_cluster, _ = cluster
+    local = tmp_path / "local"
+    config = _config(tiny_dataset.manifest_url, 2, MICRO, "node-loss-tiers")
+    config = config.model_copy(update={"checkpoint": config.checkpoint.model_copy(update={
+        "local_tier_url": f"{local}/{{node_id}}", "memory_tier_bytes": 64 << 20})})
+
+    def local_copies() -> dict[str, set[int]]:  # node id → ranks with a local tier folder
+        return {node.name: {int(r.name.removeprefix("rank-")) for r in node.glob("rank-*")}
+                for node in local.iterdir()}
+
+    result, killed, facts = _train_losing_a_node(ray_cluster, config, tmp_path, local_copies)
+    before, step = killed["seen"], facts["resumed_from_step"]
+    print(f"local tier folders at the kill: {before}; killed node {killed['node_id']}; "
+          f"resume: {result.resume_tiers}")
+    assert len(before) == 2 and killed["node_id"] in before  # one folder per worker node
+    assert result.resumed_from_step == step and len(result.resume_tiers) == 2
+    tiers = []
+    for rank, report in enumerate(result.resume_tiers):
+        node = report["node_id"]
+        assert node != killed["node_id"] and report["step"] == step
+        assert "does not hold step" in report["skipped"]["memory"]  # a new process
+        if rank in before.get(node, ()):  # this node saved this rank's steps: its own disk
+            assert report["tier"] == "local", report
+            assert report["url"] == f"file://{local}/{node}/rank-{rank:05d}"
+        else:  # the lost node's rank (or a rank that moved): nothing of it on this node
+            assert report["tier"] == "remote", report
+            assert report["skipped"]["local"].startswith(f"does not hold step {step} "), report
+        tiers.append(report["tier"])
+    assert "remote" in tiers  # the lost node's rank came back from the remote root
+    folder = _output(tmp_path, config.run_name)[1]
+    assert _max_diff(_model(folder), _model(reference[0])) == 0.0  # bit-exact
 
 
 _DRIVER = """

@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 POINTER_FILE = "forgeline_checkpoint.json"
 FAILURE_STATS_FILE = "failure_stats.json"
+NODE_ID_FIELD = "{node_id}"
+"""In ``TierConfig.local_url``: replaced by the worker's Ray node id (one folder per node)."""
 
 
 def young_daly_interval_s(save_cost_s: float, mtbf_s: float) -> float:
@@ -66,7 +68,9 @@ class Checkpointer:
     broadcasts it so that every rank saves at the same steps. ``tiers``: commit to host
     memory and node-local disk before ``url`` (:class:`~forgeline.checkpoint.TieredStore`);
     ``restore`` then reads from the fastest tier holding the step (``resume_report`` says
-    which, and how long it took).
+    which, and how long it took). ``{node_id}`` in ``tiers.local_url`` becomes this worker's
+    Ray node id: a folder per node where the "local" path is on storage nodes share, or
+    where several Ray nodes run on one machine.
     """
 
     def __init__(self, url: str, config: CheckpointConfig | None = None,
@@ -82,13 +86,20 @@ class Checkpointer:
             rank, world_size = context.get_world_rank(), context.get_world_size()
         self.url = storage.normalize_root(url)
         self.rank, self.world_size = rank, world_size
-        self.store = (TieredStore(self.url, tiers, config, rank, world_size) if tiers else
+        self.store = (TieredStore(self.url, _on_this_node(tiers), config, rank, world_size)
+                      if tiers else
                       CheckpointStore(self.url, config, rank=rank, world_size=world_size))
-        self.resume_report: dict[str, Any] | None = None
         self.every_steps, self.adaptive = every_steps, adaptive
         self._next_step: int | None = None
         self._last_save: tuple[int, float] | None = None
         self.restored_step: int | None = None
+
+    @property
+    def resume_report(self) -> dict[str, Any] | None:
+        """This rank's last tiered restore (``TierRestore.report()``: the tier, its URL, why
+        faster tiers were skipped, the seconds); None without tiers or before a restore."""
+        last = getattr(self.store, "last_resume", None)
+        return None if last is None else last.report()
 
     # ------------------------------------------------------------------ resume
     def resume_step(self) -> int | None:
@@ -116,8 +127,6 @@ class Checkpointer:
         if step is None:
             return None
         restored = self.store.restore(step)
-        if isinstance(self.store, TieredStore):
-            self.resume_report = self.store.last_resume.report()
         self.restored_step = restored.step
         return restored
 
@@ -184,3 +193,13 @@ class Checkpointer:
 
     def close(self) -> None:
         self.store.close()
+
+
+def _on_this_node(tiers: TierConfig) -> TierConfig:
+    """``tiers`` with ``NODE_ID_FIELD`` in ``local_url`` replaced by this Ray node's id."""
+    if tiers.local_url is None or NODE_ID_FIELD not in tiers.local_url:
+        return tiers
+    import ray
+
+    node_id = ray.get_runtime_context().get_node_id()
+    return tiers.model_copy(update={"local_url": tiers.local_url.replace(NODE_ID_FIELD, node_id)})

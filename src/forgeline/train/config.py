@@ -291,6 +291,10 @@ class TrainResult(BaseModel):
     checkpoint_url: str | None = Field(None, description="The run's checkpoint store.")
     resumed_from_step: int | None = Field(None, description="Checkpoint step resumed from.")
     restore_s: float | None = Field(None, description="Time to restore that checkpoint.")
+    resume_tiers: list[dict[str, Any] | None] | None = Field(
+        None, description="Per rank: the checkpoint tier it resumed from (memory, local, "
+        "remote), the tier's URL, why faster tiers were skipped, its Ray node id; None "
+        "without tiers or resume.")
     health: dict[str, Any] | None = Field(
         None, description="Rank 0's health summary (hazard, proactive saves, drained nodes); "
         "None when health monitoring is off.")

@@ -138,6 +138,21 @@ def make_health_guard(config: TrainConfig, output_url: str, checkpointer: Any, r
                        report_url=storage.join(output_url, "health"))
 
 
+def _resume_tiers(checkpointer: Any, world: int) -> list[dict[str, Any] | None] | None:
+    """Every rank's tiered restore report (rank order) with its Ray node id; None without
+    tiers."""
+    import ray
+
+    report = checkpointer.resume_report
+    mine = None if report is None else {**report,
+                                        "node_id": ray.get_runtime_context().get_node_id()}
+    everyone = [mine]
+    if world > 1:
+        everyone = [None] * world
+        dist.all_gather_object(everyone, mine)
+    return None if all(r is None for r in everyone) else everyone
+
+
 def _grad_norm(engine: Any) -> float | None:
     norm = getattr(engine, "get_global_grad_norm", lambda: None)()
     return None if norm is None else float(norm)
@@ -170,7 +185,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     checkpointer = make_checkpointer(config, output_url, rank, world)
     if checkpointer is not None:
         checkpointer.protect(engine)
-    start_step, extra, restore_s = 0, {}, None
+    start_step, extra, restore_s, resume_tiers = 0, {}, None, None
     restore_started = time.perf_counter()
     resume = checkpointer.resume_step() if checkpointer and config.checkpoint.resume else None
     if resume is not None:  # saved by any worker count: ZeRO optimizer partitions resharded
@@ -181,6 +196,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                                             load_optimizer=optimizer)
         extra = state.get("extra") or {}
         restore_s = time.perf_counter() - restore_started
+        resume_tiers = _resume_tiers(checkpointer, world)
         log.info("rank %d resumed from forgeline checkpoint step %d in %.2f s", rank,
                  start_step, restore_s)
     guard = make_health_guard(config, output_url, checkpointer, rank, world)
@@ -253,6 +269,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "resumed_from_step": start_step if resume is not None else None,
         "restore_s": restore_s,
+        "resume_tiers": resume_tiers,
         "health": guard.metrics() if guard is not None else None,
     }
     if rank == 0:

@@ -150,5 +150,6 @@ def run_training(
         checkpoint_url=config.checkpoint.store_url(output_url),
         resumed_from_step=summary.get("resumed_from_step"),
         restore_s=summary.get("restore_s"),
+        resume_tiers=summary.get("resume_tiers"),
         health=summary.get("health"),
     )
