@@ -110,17 +110,21 @@ def encode(raw: np.ndarray, itemsize: int, codec: str, level: int = 1,
     data = raw
     if base is not None:
         data, flags = delta(raw, base, itemsize), FLAG_DELTA
-    header = _HEADER.pack(MAGIC, _CODEC_IDS[codec], flags, itemsize, 0, raw.size)
     if codec == "raw":  # one copy (the store's fast path): header and payload in one buffer
+        header = _HEADER.pack(MAGIC, _CODEC_IDS[codec], flags, itemsize, 0, raw.size)
         out = bytearray(len(header) + data.size)
         out[: len(header)] = header
         out[len(header) :] = data.data
         return out
-    if codec == "zstd":
-        payload = _compressor(level).compress(data)
-    else:
-        payload = _compressor(level).compress(byte_group(data, itemsize))
-    return header + payload
+    return _compressed(data, itemsize, codec, level, flags, raw.size)
+
+
+def _compressed(data: np.ndarray, itemsize: int, codec: str, level: int, flags: int,
+                raw_len: int) -> bytes:
+    """Header + ``data`` compressed with ``codec`` (zstd, or shuffle-zstd: byte-grouped)."""
+    header = _HEADER.pack(MAGIC, _CODEC_IDS[codec], flags, itemsize, 0, raw_len)
+    return header + _compressor(level).compress(
+        data if codec == "zstd" else byte_group(data, itemsize))
 
 
 def blob_codec(blob: bytes) -> str:
@@ -139,9 +143,7 @@ def transcode(blob: bytes, codec: str, level: int = 1) -> bytes | bytearray:
     if magic != MAGIC or _CODEC_NAMES.get(codec_id) != "raw" or codec == "raw":
         return blob
     payload = np.frombuffer(memoryview(blob)[_HEADER.size :], dtype=np.uint8)
-    data = payload if codec == "zstd" else byte_group(payload, itemsize)
-    return (_HEADER.pack(MAGIC, _CODEC_IDS[codec], flags, itemsize, 0, raw_len)
-            + _compressor(level).compress(data))
+    return _compressed(payload, itemsize, codec, level, flags, raw_len)
 
 
 def encode_raw_parts(raw: np.ndarray, itemsize: int) -> Parts:
