@@ -73,16 +73,24 @@ def _wait_text(driver, text: str, timeout_s: float = 90) -> None:
 
 
 def _click_button(driver, label: str, timeout_s: float = 60) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
+
     deadline = time.monotonic() + timeout_s
-    while True:  # the page's parts render one after the other on a busy machine
-        shown = [b for b in driver.find_elements("tag name", "button") if b.is_displayed()]
-        buttons = [b for b in shown if b.text.strip() == label]
-        if buttons or time.monotonic() > deadline:
-            break
+    shown: list[str] = []
+    while time.monotonic() < deadline:  # the page's parts render one after the other
+        try:  # and React may replace a button between finding and clicking it
+            buttons = [b for b in driver.find_elements("tag name", "button")
+                       if b.is_displayed()]
+            shown = [b.text.strip() for b in buttons]
+            matching = [b for b, text in zip(buttons, shown) if text == label]
+            if matching:
+                matching[-1].click()
+                return
+        except StaleElementReferenceException:
+            pass
         time.sleep(1)
-    assert buttons, (f"no {label!r} button on {driver.current_url} within {timeout_s} s; "
-                     f"buttons: {[b.text.strip() for b in shown]}")
-    buttons[-1].click()
+    raise AssertionError(f"no {label!r} button on {driver.current_url} within {timeout_s} s; "
+                         f"buttons: {shown}")
 
 
 def test_trigger_form_has_sections_and_dropdowns_and_triggers_a_run(deployment, browser,
