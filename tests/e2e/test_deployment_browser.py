@@ -14,6 +14,7 @@ import subprocess
 import time
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 
 pytestmark = pytest.mark.slow
 
@@ -73,8 +74,6 @@ def _wait_text(driver, text: str, timeout_s: float = 90) -> None:
 
 
 def _click_button(driver, label: str, timeout_s: float = 60) -> None:
-    from selenium.common.exceptions import StaleElementReferenceException
-
     deadline = time.monotonic() + timeout_s
     shown: list[str] = []
     while time.monotonic() < deadline:  # the page's parts render one after the other
@@ -82,7 +81,7 @@ def _click_button(driver, label: str, timeout_s: float = 60) -> None:
             buttons = [b for b in driver.find_elements("tag name", "button")
                        if b.is_displayed()]
             shown = [b.text.strip() for b in buttons]
-            matching = [b for b, text in zip(buttons, shown) if text == label]
+            matching = [b for b, text in zip(buttons, shown, strict=True) if text == label]
             if matching:
                 matching[-1].click()
                 return
@@ -142,12 +141,15 @@ def _open_report_tab(driver, api: str, run_id: str, text: str, timeout_s: float 
     deadline = time.monotonic() + timeout_s
     shown = ""
     while time.monotonic() < deadline:
-        hosts = driver.find_elements("css selector", "[data-testid='forgeline-report']")
-        if hosts:
-            shown = driver.execute_script("return arguments[0].shadowRoot?.textContent ?? ''",
-                                          hosts[0])
-            if text in shown:
-                return hosts[0].shadow_root
+        try:  # React may replace the host element while the tab renders
+            hosts = driver.find_elements("css selector", "[data-testid='forgeline-report']")
+            if hosts:
+                shown = driver.execute_script(
+                    "return arguments[0].shadowRoot?.textContent ?? ''", hosts[0])
+                if text in shown:
+                    return hosts[0].shadow_root
+        except StaleElementReferenceException:
+            pass
         time.sleep(1)
     raise AssertionError(f"{text!r} not in the report tab of {run_id} within {timeout_s} s; "
                          f"it shows {shown[:800]!r}; console: {_console(driver)}")

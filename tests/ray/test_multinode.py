@@ -293,17 +293,11 @@ def _train_losing_a_node(ray_cluster, config: TrainConfig, tmp_path: Path, at_ki
     return result, killed, facts
 
 
-def test_node_loss_resumes_from_the_checkpoint_on_the_remaining_nodes(
+def test_node_loss_resumes_on_the_remaining_nodes_the_lost_rank_from_the_remote_tier(
         cluster, reference, tiny_dataset, tmp_path):
-    ray_cluster, _ = cluster
-    config = _config(tiny_dataset.manifest_url, 2, MICRO, "node-loss")
-    _train_losing_a_node(ray_cluster, config, tmp_path)
-    assert _max_diff(_model(_output(tmp_path, "node-loss")[1]), _model(reference[0])) == 0.0
-
-
-def test_node_loss_with_tiers_resumes_the_lost_rank_from_the_remote_tier(
-        cluster, reference, tiny_dataset, tmp_path):
-    """Memory, local disk and remote tiers on. Each Ray node has a local tier folder of its
+    """A worker node is killed once a step is committed; Ray Train restarts the group on the
+    nodes left, which resume from a committed step (not step 0). Memory, local disk and
+    remote tiers on. Each Ray node has a local tier folder of its
     own (``{node_id}`` in ``local_tier_url``), so the killed node's disk is gone with it: its
     folder stays on this machine's disk, but no live node has that id. The resumed ranks say
     which tier they read (``TrainResult.resume_tiers``): a rank on a node whose folder holds
