@@ -51,13 +51,24 @@ def _col(samples: Sequence[Sample], name: str) -> np.ndarray:
     return np.array([math.nan if v is None else v for v in values], dtype=np.float64)
 
 
-def _exhaustion(used: np.ndarray, limit: float, horizon: int) -> float:
+def _exhaustion(used: np.ndarray, steps: np.ndarray, limit: float, horizon: int) -> float:
     """``horizon / steps-to-limit`` at the growth slope of the recent half: the median of
-    its 4-step differences / 4, so that one jump (a buffer allocated once) is no trend."""
-    used = used[np.isfinite(used)][-max(RECENT * 2, len(used) // 2):]
-    if len(used) < RECENT + 2 or not math.isfinite(limit) or limit <= 0:
+    its ~4-step differences per step, so that one jump (a buffer allocated once) is no
+    trend. ``used``: the fresh readings only (taken at ``steps``); when host reads are sparser
+    than every step, the differences span the readings nearest 4 steps apart and at least
+    the newest ``k + 2`` readings are used."""
+    keep = np.isfinite(used)
+    used, steps = used[keep], steps[keep]
+    if len(used) < 2 or not math.isfinite(limit) or limit <= 0:
         return 0.0
-    slope = float(np.median(used[RECENT:] - used[:-RECENT])) / RECENT
+    gap = max(1.0, float(np.median(np.diff(steps))))
+    k = max(1, round(RECENT / gap))
+    span = max(RECENT * 2, int(steps[-1] - steps[0] + 1) // 2)
+    recent = max(k + 2, int(np.sum(steps > steps[-1] - span)))
+    used, steps = used[-recent:], steps[-recent:]
+    if len(used) < k + 2:
+        return 0.0
+    slope = float(np.median((used[k:] - used[:-k]) / (steps[k:] - steps[:-k])))
     left = limit - used[-1]
     if left <= 0:
         return CLIP
@@ -104,11 +115,13 @@ def extract(samples: Sequence[Sample], horizon_steps: int) -> dict[str, float]:
     if len(base_grad) and len(recent_grad):
         newest = float(np.max(recent_grad))
         out["grad_spike"] = _clip(math.log10(newest / float(np.median(base_grad))))
+    fresh = np.array([s.fresh for s in samples])
+    steps = np.array([s.step for s in samples], dtype=np.float64)[fresh]
     limit = last.mem_limit_bytes
     if math.isfinite(last.mem_used_bytes) and math.isfinite(limit) and limit > 0:
         out["mem_used"] = _clip(last.mem_used_bytes / limit)
-        out["mem_exhaustion"] = _exhaustion(_col(samples, "mem_used_bytes"), limit,
-                                            horizon_steps)
+        out["mem_exhaustion"] = _exhaustion(_col(samples, "mem_used_bytes")[fresh], steps,
+                                            limit, horizon_steps)
         swap = _col(samples, "swap_used_bytes")
         if np.isfinite(swap).sum() >= 2:
             grown = float(swap[np.isfinite(swap)][-1] - swap[np.isfinite(swap)][0])
@@ -116,8 +129,8 @@ def extract(samples: Sequence[Sample], horizon_steps: int) -> dict[str, float]:
     total = last.disk_total_bytes
     if math.isfinite(last.disk_free_bytes) and math.isfinite(total) and total > 0:
         out["disk_used"] = _clip(1.0 - last.disk_free_bytes / total)
-        used = total - _col(samples, "disk_free_bytes")
-        out["disk_exhaustion"] = _exhaustion(used, total, horizon_steps)
+        used = total - _col(samples, "disk_free_bytes")[fresh]
+        out["disk_exhaustion"] = _exhaustion(used, steps, total, horizon_steps)
     threads = _col(samples, "threads")
     if np.isfinite(threads).sum() >= 2 and np.isfinite(threads[0]) and threads[0] > 0:
         out["thread_growth"] = _clip(float(threads[-1] - threads[0]) / threads[0])
