@@ -93,6 +93,7 @@ class Checkpointer:
         self._next_step: int | None = None
         self._last_save: tuple[int, float] | None = None
         self.restored_step: int | None = None
+        self.saves: list[dict[str, Any]] = []  # {step, tier, proactive} per save reported
 
     @property
     def resume_report(self) -> dict[str, Any] | None:
@@ -142,14 +143,27 @@ class Checkpointer:
         return step >= self._next_step
 
     def save(self, state: Any, step: int, metrics: dict[str, Any] | None = None,
-             metadata: dict[str, Any] | None = None) -> SaveInfo:
-        """Snapshot and persist ``state`` (async per config), then report a pointer to Ray."""
+             metadata: dict[str, Any] | None = None, *, proactive: bool = False) -> SaveInfo:
+        """Snapshot and persist ``state`` (async per config), then report a pointer to Ray.
+
+        ``proactive``: a save ahead of a predicted failure; it waits for its commit to the
+        fastest tier (memory or local disk with tiers: not for the remote copy) before it is
+        reported. The report says which tier the step is committed on at that time
+        (``checkpoint_tier``: memory, local, remote, or ``pending`` while in flight)."""
         import ray.train
 
         info = self.store.save(state, step, metadata)
+        commit_wait_s = 0.0
+        if proactive:
+            started = time.perf_counter()
+            info.persisted.result()
+            commit_wait_s = time.perf_counter() - started
+        tier = self.tier_of(step, info)
+        self.saves.append({"step": step, "tier": tier, "proactive": proactive})
         report = {**(metrics or {}), "step": step, "checkpoint_step": step,
-                  "checkpoint_blocked_s": info.blocked_s,
-                  "checkpoint_raw_bytes": float(info.raw_bytes)}
+                  "checkpoint_blocked_s": info.blocked_s + commit_wait_s,
+                  "checkpoint_raw_bytes": float(info.raw_bytes),
+                  "checkpoint_tier": tier, "checkpoint_proactive": proactive}
         if self.adaptive:
             self._plan_next(step, info.blocked_s)
             report["checkpoint_next_step"] = self._next_step
@@ -161,6 +175,23 @@ class Checkpointer:
                 pointer = ray.train.Checkpoint.from_directory(folder)
             ray.train.report(report, checkpoint=pointer)
         return info
+
+    def tier_of(self, step: int, info: SaveInfo) -> str:
+        """The slowest tier ``step`` is committed on now (``pending``: on none yet)."""
+        if isinstance(self.store, TieredStore):
+            return self.store.tier_of(step) or "pending"
+        done = info.persisted.done() and info.persisted.exception() is None
+        return "remote" if done else "pending"
+
+    def save_summary(self) -> dict[str, Any]:
+        """This rank's saves: how many, how many proactive, the tier each was committed on
+        when it was reported (counts), and the last one."""
+        tiers: dict[str, int] = {}
+        for save in self.saves:
+            tiers[save["tier"]] = tiers.get(save["tier"], 0) + 1
+        return {"saves": len(self.saves),
+                "proactive_saves": sum(s["proactive"] for s in self.saves),
+                "reported_tiers": tiers, "last": self.saves[-1] if self.saves else None}
 
     def _plan_next(self, step: int, cost_s: float) -> None:
         now = time.perf_counter()

@@ -249,7 +249,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             info = checkpointer.save(capture_training_state(
                 engine, scheduler, source, step, config.zero_stage,
                 extra={"first_loss": first_loss, "last_loss": mean_loss},
-            ), step, metrics=guard.save_metrics(decision) if guard is not None else None)
+            ), step, metrics=guard.save_metrics(decision) if guard is not None else None,
+                proactive=decision is not None and decision.reason == "hazard")
             if guard is not None:
                 guard.saved(step, info.blocked_s)
     if checkpointer is not None:
@@ -271,6 +272,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         "restore_s": restore_s,
         "resume_tiers": resume_tiers,
         "health": guard.metrics() if guard is not None else None,
+        "checkpoint_saves": checkpointer.save_summary() if checkpointer is not None else None,
     }
     if rank == 0:
         save_model(state, config, output_url)

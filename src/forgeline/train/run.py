@@ -152,4 +152,5 @@ def run_training(
         restore_s=summary.get("restore_s"),
         resume_tiers=summary.get("resume_tiers"),
         health=summary.get("health"),
+        checkpoint_saves=summary.get("checkpoint_saves"),
     )
