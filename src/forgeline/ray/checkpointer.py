@@ -53,6 +53,14 @@ def young_daly_interval_s(save_cost_s: float, mtbf_s: float) -> float:
     return math.sqrt(2.0 * save_cost_s * mtbf_s)
 
 
+def planning_mtbf_s(stats: dict[str, Any]) -> float:
+    """The MTBF a checkpoint interval plans for, from ``failure_stats.json``: that of the
+    failures no proactive save covered (``unpredicted_mtbf_s``; a file written before the
+    split: all failures' ``mtbf_s``); inf when there is none."""
+    value = stats["unpredicted_mtbf_s"] if "unpredicted_mtbf_s" in stats else stats.get("mtbf_s")
+    return float(value) if value else math.inf
+
+
 def read_pointer(checkpoint: Any) -> dict[str, Any]:
     """The ``{url, step, world_size}`` inside a pointer ``ray.train.Checkpoint``."""
     with checkpoint.as_directory() as folder:
@@ -201,7 +209,7 @@ class Checkpointer:
             mtbf = math.inf
             stats_url = storage.join(self.url, FAILURE_STATS_FILE)
             if storage.exists(stats_url):
-                mtbf = float(storage.read_json(stats_url).get("mtbf_s") or math.inf)
+                mtbf = planning_mtbf_s(storage.read_json(stats_url))
             interval_s = young_daly_interval_s(cost_s, mtbf)
             if math.isfinite(interval_s) and step_s > 0:
                 interval_steps = max(1, round(interval_s / step_s))

@@ -72,7 +72,8 @@ def _checkpoint_callbacks(config: TrainConfig, output_url: str) -> list[Any]:
     url = config.checkpoint.store_url(output_url)
     if url is None:
         return []
-    return [CheckpointRetention(url, config.checkpoint.retention()), FailureStatistics(url)]
+    return [CheckpointRetention(url, config.checkpoint.retention()),
+            FailureStatistics(url, config.health.horizon_steps, config.health.threshold)]
 
 
 def _fit(config: TrainConfig, output_url: str, metrics_url: str | None,
