@@ -35,13 +35,13 @@ from forgeline.checkpoint import (
     TierConfig,
     TieredStore,
 )
+from forgeline.checkpoint.format import FAILURE_STATS_FILE
 from forgeline.checkpoint.retention import abandon_steps_after
 from forgeline.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 POINTER_FILE = "forgeline_checkpoint.json"
-FAILURE_STATS_FILE = "failure_stats.json"
 NODE_ID_FIELD = "{node_id}"
 """In ``TierConfig.local_url``: replaced by the worker's Ray node id (one folder per node)."""
 
