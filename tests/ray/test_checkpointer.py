@@ -69,6 +69,9 @@ def test_killed_worker_resumes_from_forgeline_checkpoint(ray_cluster, tiny_datas
     assert saved.count(8) == 1 and saved[-1] == STEPS, saved
     stats = storage.read_json(f"file://{tmp_path}/crashed/checkpoints/failure_stats.json")
     print(f"\ncheckpoint steps reported: {saved}; failure stats: {stats}")
+    assert stats["failures"] == 1 and stats["predicted_failures"] == 0  # health off
+    assert stats["failure_records"][0]["predicted"] is False
+    assert stats["unpredicted_mtbf_s"] == stats["mtbf_s"]
 
     a = load_file(tmp_path / "clean" / "model.safetensors")
     b = load_file(tmp_path / "crashed" / "model.safetensors")
