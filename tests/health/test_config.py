@@ -11,8 +11,11 @@ from forgeline.train import TrainOptions
 def test_off_by_default_and_flat_names_reach_every_edge():
     assert TrainOptions().health.enabled is False
     names = {f.name for f in flat_fields(TrainOptions)}
-    assert {"health_enabled", "health_threshold", "health_horizon_steps"} <= names
+    assert {"health_enabled", "health_threshold", "health_horizon_steps",
+            "health_sample_interval_s"} <= names
     assert TrainOptions(health_enabled=True, health_threshold=0.3).health.threshold == 0.3
+    assert TrainOptions().health.sample_interval_s == 0.05
+    assert TrainOptions(health_sample_interval_s=0).health.sample_interval_s == 0
     config = TrainOptions(health={"enabled": True}).to_config("file:///x/manifest.json")
     assert config.health.enabled
 
@@ -23,6 +26,7 @@ def test_off_by_default_and_flat_names_reach_every_edge():
     ({"horizon_steps": 200, "window_steps": 16}, "health.horizon_steps", "200"),
     ({"model": "no_colon"}, "health.model", "no_colon"),
     ({"window_steps": 2}, "window_steps", "2"),
+    ({"sample_interval_s": -1}, "sample_interval_s", "-1"),
 ])
 def test_bad_health_options_name_field_and_value(values, field, shown):
     with pytest.raises(ValidationError) as caught:

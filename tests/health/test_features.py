@@ -52,3 +52,29 @@ def test_gradient_spikes_and_non_finite_values():
     assert nan["nonfinite"] == 1.0
     unmeasured = extract(_steady(loss=lambda i, v: None, grad_norm=lambda i, v: None), 20)
     assert unmeasured["nonfinite"] == 0.0  # None is "not measured", not a divergence
+
+
+def test_the_fast_median_is_numpys_bit_for_bit():
+    from forgeline.health.features import _median
+
+    rng = np.random.default_rng(1)
+    for n in (1, 2, 3, 4, 15, 16, 31, 32):
+        values = rng.lognormal(0, 2, n) * rng.choice([-1, 1], n)
+        assert _median(values) == float(np.median(values))
+    assert math.isnan(_median(np.array([1.0, math.nan, 2.0])))
+    assert math.isnan(_median(np.array([])))
+
+
+def test_sparse_host_readings_give_the_per_step_memory_trend():
+    """Memory read every 5th step (carried between) grows as fast per step as when read
+    every step: the exhaustion feature sees the same trend, not a stair."""
+    def leak(i, _):
+        return 4 * GIB + i * 0.02 * GIB
+
+    every = _steady(mem_used_bytes=leak)
+    sparse = _steady(mem_used_bytes=leak)
+    for s in sparse:
+        s.host_step = s.step - s.step % 5
+        s.mem_used_bytes = 4 * GIB + s.host_step * 0.02 * GIB
+    dense, stair = extract(every, 20)["mem_exhaustion"], extract(sparse, 20)["mem_exhaustion"]
+    assert dense > 0.1 and abs(stair - dense) / dense < 0.1

@@ -21,7 +21,7 @@ class Leaking:
 
 
 def test_guard_saves_ahead_of_a_leak_and_reports_the_node(tmp_path):
-    options = HealthOptions(enabled=True, drain_after_samples=2)
+    options = HealthOptions(enabled=True, drain_after_samples=2, sample_interval_s=0)
     guard = HealthGuard(options, base_every_steps=1000, sources=[Leaking()],
                         report_url=f"file://{tmp_path}/health")
     decisions = [guard.step(s, 0.1, 0.0, 3.0, 1.0) for s in range(1, 46)]
@@ -61,7 +61,34 @@ def test_between_evaluations_only_the_interval_applies():
             return {"mem_used_bytes": 0.3 * 2**30, "mem_limit_bytes": 2**30}
 
     source = Steady()
-    guard = HealthGuard(HealthOptions(enabled=True, sample_every_steps=4), 10, sources=[source])
+    options = HealthOptions(enabled=True, sample_every_steps=4, sample_interval_s=0)
+    guard = HealthGuard(options, 10, sources=[source])
     saves = [s for s in range(1, 31) if guard.step(s, 0.1, 0.0, 3.0, 1.0).save]
     assert saves == [10, 20, 30]  # on the interval, evaluation step or not
     assert source.reads == 8  # host read at step 1, then every 4th step
+
+
+def test_host_reads_are_rate_limited_and_a_sparse_leak_is_still_seen():
+    """Host sources at most every ``sample_interval_s`` (the clock: 12.5 ms steps); the loop's
+    numbers every step. A leak read every 4th step is still a trend (per-step slope)."""
+    class Clock:
+        now = 0.0
+
+        def __call__(self):
+            return self.now
+
+    clock, leak = Clock(), Leaking()
+    options = HealthOptions(enabled=True, sample_interval_s=0.04)
+    guard = HealthGuard(options, base_every_steps=1000, sources=[leak])
+    guard.monitor.clock = clock
+    decisions = []
+    for step in range(1, 301):
+        clock.now = step * 0.0125
+        decisions.append(guard.step(step, 0.0125, 0.0, 3.0, 1.0))
+    assert leak.reads == guard.monitor.reads == 75  # steps 1, 5, 9 …, not 300
+    samples = list(guard.monitor.samples)
+    assert [s.step for s in samples][-3:] == [298, 299, 300]  # every step recorded
+    assert [s.host_step for s in samples][-3:] == [297, 297, 297]
+    assert sum(s.fresh for s in samples) == 8
+    proactive = [d.step for d in decisions if d.reason == "hazard"]
+    assert proactive and 117 < proactive[0] < 180  # the leak shows from read 31 (step 121)

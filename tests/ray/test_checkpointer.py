@@ -16,7 +16,13 @@ from safetensors.torch import load_file
 
 from forgeline import storage
 from forgeline.checkpoint import CheckpointStore, consolidated_fp32
-from forgeline.ray import Checkpointer, FailureStatistics, read_metrics, young_daly_interval_s
+from forgeline.ray import (
+    Checkpointer,
+    FailureStatistics,
+    planning_mtbf_s,
+    read_metrics,
+    young_daly_interval_s,
+)
 from forgeline.train import TrainOptions, run_training
 
 STEPS, EVERY = 24, 8
@@ -63,6 +69,9 @@ def test_killed_worker_resumes_from_forgeline_checkpoint(ray_cluster, tiny_datas
     assert saved.count(8) == 1 and saved[-1] == STEPS, saved
     stats = storage.read_json(f"file://{tmp_path}/crashed/checkpoints/failure_stats.json")
     print(f"\ncheckpoint steps reported: {saved}; failure stats: {stats}")
+    assert stats["failures"] == 1 and stats["predicted_failures"] == 0  # health off
+    assert stats["failure_records"][0]["predicted"] is False
+    assert stats["unpredicted_mtbf_s"] == stats["mtbf_s"]
 
     a = load_file(tmp_path / "clean" / "model.safetensors")
     b = load_file(tmp_path / "crashed" / "model.safetensors")
@@ -92,6 +101,47 @@ def test_failure_statistics_writes_mtbf(tmp_path):
     assert written["failures"] == 1 and written["mtbf_s"] > 0
     assert written["young_daly_interval_s"] == pytest.approx(
         math.sqrt(2 * 0.5 * written["mtbf_s"]), rel=0.05)
+
+
+def test_failures_after_a_warning_count_as_predicted_and_the_interval_plans_for_the_rest(
+        tmp_path):
+    url = f"file://{tmp_path}/ck"
+    stats = FailureStatistics(url, horizon_steps=20, hazard_threshold=0.5)
+    ranks = [{"step": 40, "loss": 3.0, "health_job_hazard": 0.1}, {"step": 40, "loss": 3.0}]
+    stats.after_report(None, ranks, None)
+    stats.after_report(None, [{"step": 50, "checkpoint_step": 50, "checkpoint_blocked_s": 0.5,
+                               "checkpoint_proactive": True, "health_job_hazard": 0.7}], None)
+    stats.after_report(None, [{"step": 60, "health_job_hazard": 0.4}], None)
+    stats.after_exception(None, {0: RuntimeError("oom")})  # 10 steps after a proactive save
+    stats.after_report(None, [{"step": 30, "health_job_hazard": 0.6}], None)  # restarted
+    stats.after_report(None, [{"step": 80, "health_job_hazard": 0.2}], None)
+    stats.after_exception(None, {1: RuntimeError("killed")})  # 50 steps after the warning
+    stats.after_report(None, [{"step": 20, "health_job_hazard": 0.9}], None)
+    stats.after_exception(None, {1: RuntimeError("nan")})  # hazard ≥ threshold just before
+    written = storage.read_json(f"{url}/failure_stats.json")
+    records = written["failure_records"]
+    assert [(r["step"], r["predicted"], r["last_hazard"]) for r in records] == [
+        (60, True, 0.4), (80, False, 0.2), (20, True, 0.9)]
+    assert written["failures"] == 3 and written["predicted_failures"] == 2
+    assert written["unpredicted_mtbf_s"] == pytest.approx(3 * written["mtbf_s"], rel=0.05)
+    assert written["young_daly_interval_s"] == pytest.approx(
+        math.sqrt(2 * 0.5 * written["unpredicted_mtbf_s"]), rel=0.05)
+    assert planning_mtbf_s(written) == written["unpredicted_mtbf_s"]
+    assert planning_mtbf_s({"mtbf_s": 800.0}) == 800.0  # a file from before the split
+    assert planning_mtbf_s({"mtbf_s": 800.0, "unpredicted_mtbf_s": None}) == math.inf
+
+
+def test_without_health_no_failure_is_predicted(tmp_path):
+    url = f"file://{tmp_path}/ck"
+    stats = FailureStatistics(url)
+    stats.after_report(None, [{"step": 5, "checkpoint_step": 5, "checkpoint_blocked_s": 0.1}],
+                       None)
+    stats.after_exception(None, {0: RuntimeError("boom")})
+    written = storage.read_json(f"{url}/failure_stats.json")
+    assert written["failure_records"][0]["predicted"] is False
+    assert written["failure_records"][0]["last_hazard"] is None
+    assert written["predicted_failures"] == 0
+    assert written["unpredicted_mtbf_s"] == written["mtbf_s"]
 
 
 def test_adaptive_interval_follows_young_daly(tmp_path, monkeypatch):

@@ -3,6 +3,8 @@ its local disk tier, and says so; `{node_id}` gives each Ray node its own local 
 
 from __future__ import annotations
 
+from collections import Counter
+
 import torch
 
 from forgeline.checkpoint import CheckpointReader, TierConfig
@@ -40,3 +42,35 @@ def test_node_id_in_the_local_tier_url_gives_each_ray_node_its_own_folder(ray_cl
     assert dict(ckpt.store.tier_urls)["local"] == f"file://{tmp_path}/local/{node}/rank-00000"
     assert [p.name for p in (tmp_path / "local").iterdir()] == [node]
     assert CheckpointReader(f"file://{tmp_path}/local/{node}/rank-00000").steps() == [1]
+
+
+def test_a_proactive_save_counts_once_on_the_fastest_tier(tmp_path, monkeypatch):
+    """A proactive save is reported once committed to memory, while its copy to the slow
+    remote root is still running; each report says the tier and whether it was proactive."""
+    import ray.train
+
+    from forgeline.throttled import throttled_url
+
+    reports = []
+    monkeypatch.setattr(ray.train, "report", lambda metrics, checkpoint=None:
+                        reports.append(metrics))
+    remote = throttled_url(f"file://{tmp_path}/ck", latency_s=0.05, bandwidth_bytes_per_s=1e9,
+                           bucket="proactive-test")
+    tiers = TierConfig(memory_bytes=1 << 20, local_url=str(tmp_path / "node"))
+    ckpt = Checkpointer(remote, rank=0, world_size=1, tiers=tiers)
+    ckpt.save({"x": torch.ones(3)}, 5, proactive=True)
+    assert ckpt.store.tier_of(5) in ("memory", "local") and not ckpt.store.durable(5).done()
+    ckpt.wait()
+    assert ckpt.store.tier_of(5) == "remote"
+    ckpt.save({"x": torch.ones(3)}, 10)
+    ckpt.close()
+    first, second = reports
+    assert first["checkpoint_tier"] in ("memory", "local") and first["checkpoint_proactive"]
+    assert second["checkpoint_tier"] in ("pending", "memory", "local", "remote")
+    assert second["checkpoint_proactive"] is False
+    tiers = Counter([first["checkpoint_tier"], second["checkpoint_tier"]])
+    assert ckpt.save_summary() == {
+        "saves": 2, "proactive_saves": 1, "last": {"step": 10, "tier": second["checkpoint_tier"],
+                                                   "proactive": False},
+        "reported_tiers": dict(tiers)}
+    assert CheckpointReader(f"file://{tmp_path}/ck").steps() == [5, 10]

@@ -267,3 +267,36 @@ def test_html_escapes_hostile_values(memory_root: str, make_run: MakeRun) -> Non
     assert "&lt;script&gt;" in html and "&lt;img src=x" in html
     md = read_text(result.markdown_url)
     assert "<script>" not in md
+
+
+def test_worker_health_card_when_health_was_on(memory_root: str, make_run: MakeRun) -> None:
+    train = {**TRAIN, "checkpoint_url": f"{memory_root}/ckpt",
+             "health": {"health_proactive_saves": 2, "health_drained": 1,
+                        "health_sources": "memory,threads,disk", "health_read_s": 0.004}}
+    lines = [json.dumps({"stage": "train", "step": s, "loss": 3.0,
+                         "health_job_hazard": 0.1 if s < 30 else 0.7}) for s in range(1, 41)]
+    lines += [json.dumps({"stage": "train", "step": s, "checkpoint_step": s,
+                          "checkpoint_blocked_s": 0.01, "checkpoint_proactive": True,
+                          "checkpoint_tier": tier, "health_job_hazard": 0.7})
+              for s, tier in ((31, "memory"), (39, "local"))]
+    make_run(memory_root, stages={"prepare": PREPARE, "train": train}, metrics=lines)
+    storage.write_json_atomic(f"{memory_root}/ckpt/failure_stats.json", {
+        "failures": 3, "predicted_failures": 2, "mtbf_s": 600.0, "unpredicted_mtbf_s": 1800.0})
+    result = build_report(memory_root, "run-1")
+    html = read_text(result.html_url)
+    assert "### Worker health" in read_text(result.markdown_url)
+    card = html.split('id="card-health"')[1].split("</section>")[0]
+    assert "Worker health" in card
+    assert "max job hazard 0.70 · 2 proactive saves · 1 drained · 2 of 3 failures predicted" \
+        in card
+    assert "max 0.70 · mean 0.27 over 40 reports" in card
+    assert "committed 1 on memory, 1 on local when reported" in card
+    assert "2 predicted" in card and "1 unpredicted" in card and "30 min" in card
+
+
+def test_no_worker_health_card_when_health_was_off(memory_root: str,
+                                                   make_run: MakeRun) -> None:
+    make_run(memory_root, metrics=metrics_lines())
+    result = build_report(memory_root, "run-1")
+    assert "card-health" not in read_text(result.html_url)
+    assert "Worker health" not in read_text(result.markdown_url)

@@ -28,6 +28,10 @@ def test_health_on_saves_proactively_and_reports(ray_cluster, tiny_dataset, tmp_
     saves = [r for r in records if "checkpoint_step" in r]
     assert [r["checkpoint_step"] for r in saves] == [1, 9, 17]  # every cooldown, not every 50
     assert {r["health_save_reason"] for r in saves} == {"hazard"}
+    assert all(r["checkpoint_proactive"] and r["checkpoint_tier"] == "remote" for r in saves)
+    assert result.checkpoint_saves == {"saves": 3, "proactive_saves": 3,
+                                       "reported_tiers": {"remote": 3},
+                                       "last": {"step": 17, "tier": "remote", "proactive": True}}
     periodic = [r for r in records if "loss" in r]
     assert all(0 < r["health_job_hazard"] <= 1 for r in periodic)
     assert all("memory" in r["health_sources"] for r in periodic)

@@ -3,7 +3,8 @@
 ``{url}/chunks/{key[:2]}/{key}``   content-addressed chunk blobs (codec header + payload)
 ``{url}/steps/{step:012d}/rank-{r:05d}-of-{w:05d}.json``   one manifest per rank, written last
 and atomically, never over an existing one. A step is *committed* once all ``w`` rank manifests
-exist; ``{url}/gc.lease`` is held by a running garbage collector.
+exist; ``{url}/gc.lease`` is held by a running garbage collector; ``{url}/failure_stats.json``
+holds the run's failure statistics (``forgeline.ray.FailureStatistics``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pydantic import BaseModel, Field
 FORMAT_VERSION = 3
 CHUNKS_DIR = "chunks"
 STEPS_DIR = "steps"
+FAILURE_STATS_FILE = "failure_stats.json"
 _SHARD_RE = re.compile(r"rank-(\d{5})-of-(\d{5})\.json$")
 
 

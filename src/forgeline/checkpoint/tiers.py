@@ -80,6 +80,8 @@ class TieredStore:
                                              initargs=(self.config.background_nice,))
         self._present: dict[str, set[str]] = {name: set() for name, _ in self.tier_urls}
         self._durable: dict[int, Future] = {}
+        self._fast: dict[int, Future] = {}  # per step: its commit to the fastest tier
+        self._reached: dict[int, str] = {}  # per step: the slowest tier copied to so far
         self._lock = threading.Lock()
         self._error: BaseException | None = None
         self._closed = False
@@ -107,6 +109,7 @@ class TieredStore:
         self._durable[step] = durable
         with self._lock:
             self._waiting += 1
+        self._fast[step] = info.persisted
         info.persisted.add_done_callback(
             lambda persisted: self._copier.submit(self._replicate, step, persisted, durable))
         return info
@@ -114,6 +117,16 @@ class TieredStore:
     def durable(self, step: int) -> Future:
         """Resolves (to the manifest) once ``step`` is on the remote root."""
         return self._durable[step]
+
+    def tier_of(self, step: int) -> str | None:
+        """The slowest (most durable) tier ``step`` is committed on now; None while its save
+        is in flight (or when it failed)."""
+        if step in self._reached:
+            return self._reached[step]
+        fast = self._fast.get(step)
+        if fast is None or not fast.done() or fast.cancelled() or fast.exception() is not None:
+            return None
+        return self.tier_urls[0][0]
 
     def _replicate(self, step: int, persisted: Future, durable: Future) -> None:
         with self._lock:
@@ -129,6 +142,7 @@ class TieredStore:
                 started = time.perf_counter()
                 self._copy_step(name, url, (src_fs, src_root), keys, manifest, blob)
                 self.copy_s[name] = time.perf_counter() - started
+                self._reached[step] = name
             self._evict(step)
             durable.set_result(manifest)
         except BaseException as exc:

@@ -25,6 +25,9 @@ class HealthOptions(BaseModel):
                                     "signals, exchange hazards, decide) every N steps; the "
                                     "loop's own step time, loss and gradient norm are kept "
                                     "every step.")
+    sample_interval_s: float = Field(0.05, ge=0.0, description="Read host signals (psutil, "
+                                     "NVML) at most every this many seconds, reusing the last "
+                                     "reading between; 0: at every evaluation.")
     window_steps: int = Field(32, ge=8, le=4096, description="Samples the hazard model looks "
                               "at (the first half is the baseline).")
     horizon_steps: int = Field(20, ge=1, description="The hazard is the probability of a "

@@ -47,7 +47,8 @@ class HealthGuard:
         if sources is None:
             sources = default_sources(options.memory_limit_bytes, options.disk_path,
                                       options.disk_quota_bytes, options.nvml)
-        self.monitor = HealthMonitor(sources, options.window_steps, options.sample_every_steps)
+        self.monitor = HealthMonitor(sources, options.window_steps, options.sample_every_steps,
+                                     options.sample_interval_s)
         self.model = model or load_hazard_model(options.model, options.window_steps,
                                                 options.horizon_steps)
         baseline = self.model.predict(dict.fromkeys(FEATURES, 0.0))

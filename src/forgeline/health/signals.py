@@ -36,6 +36,12 @@ class Sample:
     disk_total_bytes: float = NAN
     threads: float = NAN
     gpu: dict[str, float] = field(default_factory=dict)
+    host_step: int | None = None  # the step the host readings were taken at; None: this one
+
+    @property
+    def fresh(self) -> bool:
+        """The host readings were taken at this step (not carried from an earlier one)."""
+        return self.host_step is None or self.host_step == self.step
 
 
 class Source(Protocol):

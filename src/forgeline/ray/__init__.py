@@ -4,7 +4,12 @@ from forgeline.ray import _train_v2  # noqa: F401  (first: Train V2 flag and ver
 from forgeline.ray import cache as _cache
 from forgeline.ray.cache import *  # noqa: F403  (the cache adapters: cache.__all__)
 from forgeline.ray.checkpoint_callbacks import CheckpointRetention, FailureStatistics
-from forgeline.ray.checkpointer import Checkpointer, read_pointer, young_daly_interval_s
+from forgeline.ray.checkpointer import (
+    Checkpointer,
+    planning_mtbf_s,
+    read_pointer,
+    young_daly_interval_s,
+)
 from forgeline.ray.metrics import MetricsLogger, read_metrics
 
 __all__ = [
@@ -13,6 +18,7 @@ __all__ = [
     "Checkpointer",
     "FailureStatistics",
     "MetricsLogger",
+    "planning_mtbf_s",
     "read_metrics",
     "read_pointer",
     "young_daly_interval_s",

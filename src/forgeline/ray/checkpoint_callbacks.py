@@ -1,6 +1,6 @@
 """Controller-side ``UserCallback``s for forgeline checkpoints: retention / garbage
 collection after each reported checkpoint, and failure statistics (for the Young/Daly
-interval the worker-side ``Checkpointer(adaptive=True)`` uses)."""
+interval the worker-side ``Checkpointer(adaptive=True)`` and the health policy use)."""
 
 from __future__ import annotations
 
@@ -32,34 +32,81 @@ class CheckpointRetention(UserCallback):
 
 class FailureStatistics(UserCallback):
     """Counts worker failures and resumes, measures save cost; writes
-    ``{url}/failure_stats.json`` with the MTBF and the Young/Daly interval in seconds."""
+    ``{url}/failure_stats.json`` with the MTBF and the Young/Daly interval in seconds.
 
-    def __init__(self, url: str) -> None:
+    A failure counts as *predicted* when a proactive checkpoint was reported
+    (``checkpoint_proactive``), or the job hazard (``health_job_hazard``) reached
+    ``hazard_threshold``, within ``horizon_steps`` before it (steps as last reported: the
+    controller sees the workers' reports, not their failing step); pass the run's
+    ``HealthOptions`` numbers. Without worker health no report carries either: none is.
+    Predicted failures are covered by proactive saves, so the interval plans for the others:
+    ``unpredicted_mtbf_s`` (:func:`~forgeline.ray.checkpointer.planning_mtbf_s`)."""
+
+    def __init__(self, url: str, horizon_steps: int = 20, hazard_threshold: float = 0.5
+                 ) -> None:
         self.url = storage.normalize_root(url)
+        self.horizon_steps, self.hazard_threshold = horizon_steps, hazard_threshold
         self.started = time.time()
         self.failures: list[float] = []
+        self.records: list[dict[str, Any]] = []
         self.save_costs_s: list[float] = []
+        self._since_failure()
+
+    def _since_failure(self) -> None:
+        """Forget the attempt's hazards: a restarted attempt counts its own."""
+        self.last_step: int | None = None
+        self.last_hazard: float | None = None
+        self.warned_step: int | None = None  # the last proactive save or hazard ≥ threshold
 
     def after_exception(self, run_context: Any, worker_exceptions: dict[int, Exception]) -> None:
-        self.failures.append(time.time())
+        now = time.time()
+        self.failures.append(now)
+        predicted = self.warned_step is not None and self.last_step is not None \
+            and self.last_step - self.warned_step <= self.horizon_steps
+        self.records.append({"time_unix_s": now, "step": self.last_step,
+                             "predicted": predicted, "last_hazard": self.last_hazard})
+        self._since_failure()
         self._write()
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]],
                      checkpoint: Any) -> None:
+        self._watch(metrics)
         costs = [m["checkpoint_blocked_s"] for m in metrics if "checkpoint_blocked_s" in m]
         if costs:
             self.save_costs_s.append(max(costs))
             self._write()
 
+    def _watch(self, metrics: list[dict[str, Any]]) -> None:
+        """The newest step, job hazard and warning (proactive save, hazard ≥ threshold)
+        among the ranks' reports."""
+        steps = [int(m["step"]) for m in metrics if isinstance(m.get("step"), int | float)]
+        if not steps:
+            return
+        step = max(steps)
+        self.last_step = step if self.last_step is None else max(self.last_step, step)
+        hazards = [float(m["health_job_hazard"]) for m in metrics
+                   if isinstance(m.get("health_job_hazard"), int | float)
+                   and math.isfinite(m["health_job_hazard"])]
+        if hazards:
+            self.last_hazard = max(hazards)
+        if any(m.get("checkpoint_proactive") for m in metrics) or (
+                hazards and max(hazards) >= self.hazard_threshold):
+            self.warned_step = step
+
     def stats(self) -> dict[str, Any]:
         elapsed = time.time() - self.started
         mtbf = elapsed / len(self.failures) if self.failures else math.inf
+        unpredicted = sum(not r["predicted"] for r in self.records)
+        unpredicted_mtbf = elapsed / unpredicted if unpredicted else math.inf
         cost = sorted(self.save_costs_s)[len(self.save_costs_s) // 2] if self.save_costs_s else 0
-        interval = young_daly_interval_s(cost, mtbf)
+        interval = young_daly_interval_s(cost, unpredicted_mtbf)
         return {
             "failures": len(self.failures),
+            "predicted_failures": len(self.records) - unpredicted,
             "elapsed_s": elapsed,
             "mtbf_s": mtbf if math.isfinite(mtbf) else None,
+            "unpredicted_mtbf_s": unpredicted_mtbf if math.isfinite(unpredicted_mtbf) else None,
+            "failure_records": list(self.records),
             "median_save_blocked_s": cost,
             "young_daly_interval_s": interval if math.isfinite(interval) else None,
         }

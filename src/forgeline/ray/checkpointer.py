@@ -35,13 +35,13 @@ from forgeline.checkpoint import (
     TierConfig,
     TieredStore,
 )
+from forgeline.checkpoint.format import FAILURE_STATS_FILE
 from forgeline.checkpoint.retention import abandon_steps_after
 from forgeline.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 POINTER_FILE = "forgeline_checkpoint.json"
-FAILURE_STATS_FILE = "failure_stats.json"
 NODE_ID_FIELD = "{node_id}"
 """In ``TierConfig.local_url``: replaced by the worker's Ray node id (one folder per node)."""
 
@@ -51,6 +51,14 @@ def young_daly_interval_s(save_cost_s: float, mtbf_s: float) -> float:
     if save_cost_s <= 0 or mtbf_s <= 0 or not math.isfinite(mtbf_s):
         return math.inf
     return math.sqrt(2.0 * save_cost_s * mtbf_s)
+
+
+def planning_mtbf_s(stats: dict[str, Any]) -> float:
+    """The MTBF a checkpoint interval plans for, from ``failure_stats.json``: that of the
+    failures no proactive save covered (``unpredicted_mtbf_s``; a file written before the
+    split: all failures' ``mtbf_s``); inf when there is none."""
+    value = stats["unpredicted_mtbf_s"] if "unpredicted_mtbf_s" in stats else stats.get("mtbf_s")
+    return float(value) if value else math.inf
 
 
 def read_pointer(checkpoint: Any) -> dict[str, Any]:
@@ -93,6 +101,7 @@ class Checkpointer:
         self._next_step: int | None = None
         self._last_save: tuple[int, float] | None = None
         self.restored_step: int | None = None
+        self.saves: list[dict[str, Any]] = []  # {step, tier, proactive} per save reported
 
     @property
     def resume_report(self) -> dict[str, Any] | None:
@@ -142,14 +151,27 @@ class Checkpointer:
         return step >= self._next_step
 
     def save(self, state: Any, step: int, metrics: dict[str, Any] | None = None,
-             metadata: dict[str, Any] | None = None) -> SaveInfo:
-        """Snapshot and persist ``state`` (async per config), then report a pointer to Ray."""
+             metadata: dict[str, Any] | None = None, *, proactive: bool = False) -> SaveInfo:
+        """Snapshot and persist ``state`` (async per config), then report a pointer to Ray.
+
+        ``proactive``: a save ahead of a predicted failure; it waits for its commit to the
+        fastest tier (memory or local disk with tiers: not for the remote copy) before it is
+        reported. The report says which tier the step is committed on at that time
+        (``checkpoint_tier``: memory, local, remote, or ``pending`` while in flight)."""
         import ray.train
 
         info = self.store.save(state, step, metadata)
+        commit_wait_s = 0.0
+        if proactive:
+            started = time.perf_counter()
+            info.persisted.result()
+            commit_wait_s = time.perf_counter() - started
+        tier = self.tier_of(step, info)
+        self.saves.append({"step": step, "tier": tier, "proactive": proactive})
         report = {**(metrics or {}), "step": step, "checkpoint_step": step,
-                  "checkpoint_blocked_s": info.blocked_s,
-                  "checkpoint_raw_bytes": float(info.raw_bytes)}
+                  "checkpoint_blocked_s": info.blocked_s + commit_wait_s,
+                  "checkpoint_raw_bytes": float(info.raw_bytes),
+                  "checkpoint_tier": tier, "checkpoint_proactive": proactive}
         if self.adaptive:
             self._plan_next(step, info.blocked_s)
             report["checkpoint_next_step"] = self._next_step
@@ -162,6 +184,23 @@ class Checkpointer:
             ray.train.report(report, checkpoint=pointer)
         return info
 
+    def tier_of(self, step: int, info: SaveInfo) -> str:
+        """The slowest tier ``step`` is committed on now (``pending``: on none yet)."""
+        if isinstance(self.store, TieredStore):
+            return self.store.tier_of(step) or "pending"
+        done = info.persisted.done() and info.persisted.exception() is None
+        return "remote" if done else "pending"
+
+    def save_summary(self) -> dict[str, Any]:
+        """This rank's saves: how many, how many proactive, the tier each was committed on
+        when it was reported (counts), and the last one."""
+        tiers: dict[str, int] = {}
+        for save in self.saves:
+            tiers[save["tier"]] = tiers.get(save["tier"], 0) + 1
+        return {"saves": len(self.saves),
+                "proactive_saves": sum(s["proactive"] for s in self.saves),
+                "reported_tiers": tiers, "last": self.saves[-1] if self.saves else None}
+
     def _plan_next(self, step: int, cost_s: float) -> None:
         now = time.perf_counter()
         interval_steps = self.every_steps
@@ -170,7 +209,7 @@ class Checkpointer:
             mtbf = math.inf
             stats_url = storage.join(self.url, FAILURE_STATS_FILE)
             if storage.exists(stats_url):
-                mtbf = float(storage.read_json(stats_url).get("mtbf_s") or math.inf)
+                mtbf = planning_mtbf_s(storage.read_json(stats_url))
             interval_s = young_daly_interval_s(cost_s, mtbf)
             if math.isfinite(interval_s) and step_s > 0:
                 interval_steps = max(1, round(interval_s / step_s))

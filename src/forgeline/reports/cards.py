@@ -3,14 +3,17 @@
 A card answers its stage's question in a headline, then a few labelled values and notes:
 search (the chosen plan, predicted vs measured step time and memory, the top of the
 ranking and why #1 won), training (loss, throughput), checkpoints (stall, bytes, dedup,
-restore), cache (hits, data wait, bytes not read) and quantization (scheme mix, size,
-accuracy, latency, why layers kept more precision). Inputs are the stage results in
+restore), worker health when it was on (hazard, proactive saves, drains, predicted vs
+unpredicted failures), cache (hits, data wait, bytes not read) and quantization (scheme mix,
+size, accuracy, latency, why layers kept more precision). Inputs are the stage results in
 ``run.json`` plus the files those stages wrote (``metrics.jsonl``, checkpoint manifests,
-``cache_stats.json``, the quantize report), gathered in :class:`RunFacts`.
+``failure_stats.json``, ``cache_stats.json``, the quantize report), gathered in
+:class:`RunFacts`.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +57,8 @@ class RunFacts:
     """Bytes of chunks on the checkpoint root: what the kept checkpoints occupy there."""
     cache_stats: dict[str, float] | None = None
     quantize_report: dict[str, Any] | None = None
+    failure_stats: dict[str, Any] | None = None
+    """The checkpoint root's ``failure_stats.json`` (the FailureStatistics callback's)."""
 
 
 def _num(value: Any) -> float | None:
@@ -215,6 +220,62 @@ def checkpoint_card(train: dict[str, Any], facts: RunFacts) -> Card | None:
                 notes=[f"Store: {store}"] if store else [])
 
 
+def _tier_counts(saves: list[dict[str, Any]]) -> str:
+    counts: dict[str, int] = {}
+    for save in saves:
+        tier = str(save.get("checkpoint_tier") or "unknown")
+        counts[tier] = counts.get(tier, 0) + 1
+    return ", ".join(f"{n} on {tier}" for tier, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def _failures_text(stats: dict[str, Any] | None) -> str:
+    if not stats or not _num(stats.get("failures")):
+        return "none recorded"
+    failures = int(stats["failures"])
+    predicted = int(stats.get("predicted_failures") or 0)
+    return (f"{failures}: {predicted} predicted (a proactive save or hazard ≥ threshold "
+            f"within the horizon before it), {failures - predicted} unpredicted")
+
+
+def health_card(train: dict[str, Any], facts: RunFacts) -> Card | None:
+    """Worker health (``forgeline.health``): None when it was off for this run."""
+    health = train.get("health") if isinstance(train.get("health"), dict) else None
+    hazards = [h for r in facts.records if "checkpoint_step" not in r
+               and (h := _num(r.get("health_job_hazard"))) is not None and math.isfinite(h)]
+    if health is None and not hazards:
+        return None
+    saves = [r for r in facts.records if _num(r.get("checkpoint_step")) is not None]
+    proactive = [r for r in saves if r.get("checkpoint_proactive") is True
+                 or r.get("health_save_reason") == "hazard"]
+    count = len(proactive) if saves else int((health or {}).get("health_proactive_saves", 0))
+    drained = int(_num((health or {}).get("health_drained")) or 0)
+    stats = facts.failure_stats
+    hazard = (f"max {max(hazards):.2f} · mean {statistics.fmean(hazards):.2f} over "
+              f"{len(hazards)} reports" if hazards else MISSING)
+    tiers = _tier_counts(proactive)
+    rows = [
+        ("Job hazard", hazard),
+        ("Proactive saves", f"{count}" + (f" (committed {tiers} when reported)"
+                                          if tiers else "")),
+        ("Drained nodes", f"{drained} rank{'s' * (drained != 1)} reported for draining"),
+        ("Failures", _failures_text(stats)),
+    ]
+    mtbf = _num((stats or {}).get("unpredicted_mtbf_s"))
+    if mtbf is not None:
+        rows.append(("Interval plans for", f"MTBF {seconds(mtbf)} of the unpredicted "
+                                           "failures (Young/Daly)"))
+    if health and health.get("health_sources"):
+        rows.append(("Signals", f"{health['health_sources']} · host reads "
+                                f"{duration(float(health.get('health_read_s') or 0.0))} "
+                                "on rank 0"))
+    headline = (f"max job hazard {max(hazards):.2f} · " if hazards else "") + (
+        f"{count} proactive save{'s' * (count != 1)} · {drained} drained")
+    if stats and _num(stats.get("failures")):
+        headline += (f" · {int(stats.get('predicted_failures') or 0)} of "
+                     f"{int(stats['failures'])} failures predicted")
+    return Card("health", "Worker health", headline, rows)
+
+
 def cache_card(train: dict[str, Any], stats: dict[str, float] | None) -> Card | None:
     if not stats:
         return None
@@ -329,7 +390,7 @@ def build_cards(facts: RunFacts) -> list[Card]:
         cards.append(search_card(stages["search"], train, facts.records))
     if train is not None:
         cards += [train_card(train, facts.records), checkpoint_card(train, facts),
-                  cache_card(train, facts.cache_stats)]
+                  health_card(train, facts), cache_card(train, facts.cache_stats)]
     if isinstance(stages.get("quantize"), dict):
         cards.append(quantize_card(stages["quantize"], facts.quantize_report))
     return [c for c in cards if c is not None]

@@ -126,17 +126,24 @@ def _json_or_none(url: Any) -> Any:
 
 
 def gather_facts(layout: RunLayout, stages: dict[str, Any]) -> RunFacts:
-    """What the cards need beyond ``run.json``: metrics, manifests, cache and quantize files."""
+    """What the cards need beyond ``run.json``: metrics, manifests, failure statistics, cache
+    and quantize files."""
     train = stages.get("train") if isinstance(stages.get("train"), dict) else {}
     quantize = stages.get("quantize") if isinstance(stages.get("quantize"), dict) else {}
     checkpoint_stats, kept, stored = _checkpoint_stats(train.get("checkpoint_url"))
     cache = _json_or_none(storage.join(layout.stage_url("train"), CACHE_STATS_FILE))
+    from forgeline.checkpoint.format import FAILURE_STATS_FILE
+
+    checkpoint_url = train.get("checkpoint_url")
+    failures = _json_or_none(storage.join(checkpoint_url, FAILURE_STATS_FILE)) \
+        if isinstance(checkpoint_url, str) else None
     return RunFacts(
         stages=stages, records=read_records(layout.metrics_url),
         checkpoint_stats=checkpoint_stats, checkpoints_kept=kept,
         checkpoint_stored_bytes=stored,
         cache_stats=cache.get("latest") if isinstance(cache, dict) else None,
         quantize_report=_json_or_none(quantize.get("report_url")),
+        failure_stats=failures if isinstance(failures, dict) else None,
     )
 
 

@@ -1,4 +1,5 @@
-"""Parse ``metrics.jsonl`` into the training and validation loss curves."""
+"""Parse ``metrics.jsonl`` into the training and validation loss curves (and the job hazard,
+when worker health was on)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ class LossCurve:
 
     train: list[tuple[float, float]] = field(default_factory=list)
     validation: list[tuple[float, float]] = field(default_factory=list)
+    hazard: list[tuple[float, float]] = field(default_factory=list)
+    """The job hazard by step (``health_job_hazard``); empty when worker health was off."""
     bad_lines: int = 0
     note: str | None = None
 
@@ -38,6 +41,7 @@ def _number(value: Any) -> float | None:
 def parse_metrics(lines: list[str]) -> LossCurve:
     """Pick train-loss and validation-loss points out of metrics lines; skip the rest."""
     curve = LossCurve()
+    hazards: dict[float, float] = {}  # a save's report repeats its step's hazard
     for line in lines:
         if not line.strip():
             continue
@@ -51,6 +55,8 @@ def parse_metrics(lines: list[str]) -> LossCurve:
         step = _number(record.get("step"))
         if step is None:
             continue
+        if (hazard := _number(record.get("health_job_hazard"))) is not None:
+            hazards[step] = hazard
         if record.get("split") == _VALIDATION:
             loss = _number(record.get("val_loss", record.get("loss")))
             if loss is not None:
@@ -61,6 +67,7 @@ def parse_metrics(lines: list[str]) -> LossCurve:
                 curve.train.append((step, loss))
     curve.train.sort()
     curve.validation.sort()
+    curve.hazard = sorted(hazards.items())
     return curve
 
 

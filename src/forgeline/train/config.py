@@ -298,6 +298,10 @@ class TrainResult(BaseModel):
     health: dict[str, Any] | None = Field(
         None, description="Rank 0's health summary (hazard, proactive saves, drained nodes); "
         "None when health monitoring is off.")
+    checkpoint_saves: dict[str, Any] | None = Field(
+        None, description="Rank 0's checkpoint saves: count, proactive count, the tier each "
+        "was committed on when reported (memory, local, remote, pending: counts), the last "
+        "save; None without checkpoints.")
 
 
 class ThrottleOptions(BaseModel):

@@ -118,17 +118,19 @@ def make_checkpointer(config: TrainConfig, output_url: str, rank: int, world: in
 def make_health_guard(config: TrainConfig, output_url: str, checkpointer: Any, rank: int,
                       world: int) -> Any:
     """The worker's ``HealthGuard`` (None when ``health.enabled`` is off). Its base interval
-    is the checkpoint interval; the observed MTBF comes from ``failure_stats.json``."""
+    is the checkpoint interval; the observed MTBF of the failures no proactive save covered
+    comes from ``failure_stats.json``."""
     if not config.health.enabled:
         return None
     from forgeline.health.guard import HealthGuard, torch_gather
-    from forgeline.ray.checkpointer import FAILURE_STATS_FILE
+    from forgeline.ray.checkpointer import FAILURE_STATS_FILE, planning_mtbf_s
 
     options, mtbf_s = config.health, None
     if checkpointer is not None:
         stats_url = storage.join(checkpointer.url, FAILURE_STATS_FILE)
         if storage.exists(stats_url):
-            mtbf_s = storage.read_json(stats_url).get("mtbf_s")
+            mtbf = planning_mtbf_s(storage.read_json(stats_url))
+            mtbf_s = mtbf if math.isfinite(mtbf) else None
         if options.disk_path is None and checkpointer.url.startswith("file://"):
             folder = checkpointer.url.removeprefix("file://")
             os.makedirs(folder, exist_ok=True)
@@ -249,7 +251,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             info = checkpointer.save(capture_training_state(
                 engine, scheduler, source, step, config.zero_stage,
                 extra={"first_loss": first_loss, "last_loss": mean_loss},
-            ), step, metrics=guard.save_metrics(decision) if guard is not None else None)
+            ), step, metrics=guard.save_metrics(decision) if guard is not None else None,
+                proactive=decision is not None and decision.reason == "hazard")
             if guard is not None:
                 guard.saved(step, info.blocked_s)
     if checkpointer is not None:
@@ -271,6 +274,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         "restore_s": restore_s,
         "resume_tiers": resume_tiers,
         "health": guard.metrics() if guard is not None else None,
+        "checkpoint_saves": checkpointer.save_summary() if checkpointer is not None else None,
     }
     if rank == 0:
         save_model(state, config, output_url)

@@ -72,7 +72,8 @@ def _checkpoint_callbacks(config: TrainConfig, output_url: str) -> list[Any]:
     url = config.checkpoint.store_url(output_url)
     if url is None:
         return []
-    return [CheckpointRetention(url, config.checkpoint.retention()), FailureStatistics(url)]
+    return [CheckpointRetention(url, config.checkpoint.retention()),
+            FailureStatistics(url, config.health.horizon_steps, config.health.threshold)]
 
 
 def _fit(config: TrainConfig, output_url: str, metrics_url: str | None,
@@ -152,4 +153,5 @@ def run_training(
         restore_s=summary.get("restore_s"),
         resume_tiers=summary.get("resume_tiers"),
         health=summary.get("health"),
+        checkpoint_saves=summary.get("checkpoint_saves"),
     )
