@@ -75,6 +75,32 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory):
 
 
 @dataclass
+class TwoWorkerRun:
+    """An uninterrupted 2-worker ZeRO-2 run with forgeline checkpoints."""
+
+    options: object
+    result: object
+    folder: Path
+    metrics_url: str
+
+
+@pytest.fixture(scope="session")
+def two_worker_run(ray_cluster, tiny_dataset, tmp_path_factory) -> TwoWorkerRun:
+    """24 steps of the tiny model on 2 Ray Train workers (ZeRO-2), a checkpoint every 8:
+    the training test's subject and the killed-worker test's uninterrupted reference."""
+    from forgeline.train import TrainOptions, run_training
+
+    options = TrainOptions(model_size="tiny", workers=2, zero_stage=2, steps=24,
+                           micro_batch_size=8, lr=3e-3, eval_samples=32,
+                           checkpoint_every_steps=8, checkpoint_keep_last=2, max_failures=1)
+    tmp = tmp_path_factory.mktemp("two-worker-run")
+    metrics_url = f"file://{tmp}/metrics.jsonl"
+    result = run_training(options.to_config(tiny_dataset.manifest_url), f"file://{tmp}/train",
+                          metrics_url)
+    return TwoWorkerRun(options, result, tmp / "train", metrics_url)
+
+
+@dataclass
 class TinyDagRun:
     """One tiny run of the end-to-end DAG (``dag.test()``), exported afterwards."""
 

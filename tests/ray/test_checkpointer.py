@@ -23,9 +23,7 @@ from forgeline.ray import (
     read_metrics,
     young_daly_interval_s,
 )
-from forgeline.train import TrainOptions, run_training
-
-STEPS, EVERY = 24, 8
+from forgeline.train import run_training
 
 
 class KillOneWorkerAfter(UserCallback):
@@ -45,16 +43,10 @@ class KillOneWorkerAfter(UserCallback):
                 return
 
 
-def _options() -> TrainOptions:
-    return TrainOptions(model_size="tiny", workers=2, zero_stage=2, steps=STEPS,
-                        micro_batch_size=8, lr=3e-3, eval_samples=32,
-                        checkpoint_every_steps=EVERY, checkpoint_keep_last=2, max_failures=1)
-
-
 @pytest.mark.slow
-def test_killed_worker_resumes_from_forgeline_checkpoint(ray_cluster, tiny_dataset, tmp_path):
-    config = _options().to_config(tiny_dataset.manifest_url)
-    clean = run_training(config, f"file://{tmp_path}/clean", f"file://{tmp_path}/clean.jsonl")
+def test_killed_worker_resumes_from_forgeline_checkpoint(two_worker_run, tiny_dataset, tmp_path):
+    config = two_worker_run.options.to_config(tiny_dataset.manifest_url)
+    clean, clean_folder = two_worker_run.result, two_worker_run.folder
 
     marker = tmp_path / "killed.pid"
     crashed = run_training(config, f"file://{tmp_path}/crashed",
@@ -66,14 +58,14 @@ def test_killed_worker_resumes_from_forgeline_checkpoint(ray_cluster, tiny_datas
     saved = [r["checkpoint_step"] for r in records if "checkpoint_step" in r]
     # resumed, not restarted: step 8 is never saved twice; 16 only again if the kill came
     # before its async save committed (then the run resumed from 8)
-    assert saved.count(8) == 1 and saved[-1] == STEPS, saved
+    assert saved.count(8) == 1 and saved[-1] == two_worker_run.options.steps, saved
     stats = storage.read_json(f"file://{tmp_path}/crashed/checkpoints/failure_stats.json")
     print(f"\ncheckpoint steps reported: {saved}; failure stats: {stats}")
     assert stats["failures"] == 1 and stats["predicted_failures"] == 0  # health off
     assert stats["failure_records"][0]["predicted"] is False
     assert stats["unpredicted_mtbf_s"] == stats["mtbf_s"]
 
-    a = load_file(tmp_path / "clean" / "model.safetensors")
+    a = load_file(clean_folder / "model.safetensors")
     b = load_file(tmp_path / "crashed" / "model.safetensors")
     assert a.keys() == b.keys()
     for name in a:  # deterministic CPU run (no dropout, gloo, fixed seeds and RNG restore)
@@ -81,7 +73,7 @@ def test_killed_worker_resumes_from_forgeline_checkpoint(ray_cluster, tiny_datas
     assert clean.train_loss_final == pytest.approx(crashed.train_loss_final, rel=1e-6)
 
     # retention kept the newest two; the final one's model consolidates to the export
-    store = CheckpointStore(f"file://{tmp_path}/clean/checkpoints")
+    store = CheckpointStore(f"file://{clean_folder}/checkpoints")
     assert store.steps() == [16, 24]
     exported = consolidated_fp32(store, 24)
     assert all(torch.equal(exported[k], a[k]) for k in a)
