@@ -162,6 +162,10 @@ def test_corrupted_or_missing_chunk_names_tensor_and_chunk(tmp_path):
     blob.write_bytes(bytes(data))
     with pytest.raises(IntegrityError, match=r"tensor 'model/b' chunk 1/3 .*blake3 mismatch"):
         store.restore()
+    for cut in (data[:-7], data + b"x"):  # a raw chunk cut short, or longer than its header
+        blob.write_bytes(bytes(cut))
+        with pytest.raises(IntegrityError, match=r"tensor 'model/b' chunk 1/3 .*payload bytes"):
+            store.restore()
     blob.unlink()
     with pytest.raises(IntegrityError, match=r"tensor 'model/b' chunk 1/3 .*missing"):
         store.restore()

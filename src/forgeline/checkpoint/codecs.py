@@ -134,6 +134,20 @@ def blob_codec(blob: bytes) -> str:
     return _CODEC_NAMES.get(_HEADER.unpack_from(blob)[1], "unknown")
 
 
+HEADER_BYTES = _HEADER.size
+
+
+def plain_raw_length(header: bytes) -> int | None:
+    """The payload length of a plain ``raw`` chunk (no delta, no flags) from its header, so
+    a reader can read the payload straight into its buffer; None for any other blob."""
+    if len(header) < _HEADER.size:
+        return None
+    magic, codec_id, flags, _, _, raw_len = _HEADER.unpack_from(header)
+    if magic != MAGIC or _CODEC_NAMES.get(codec_id) != "raw" or flags:
+        return None
+    return raw_len
+
+
 def transcode(blob: bytes, codec: str, level: int = 1) -> bytes | bytearray:
     """A ``raw`` chunk ``blob`` (delta or not) re-encoded with ``codec``: same header flags,
     same decoded bytes. Blobs of any other codec come back unchanged."""

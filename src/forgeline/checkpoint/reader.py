@@ -104,6 +104,7 @@ class CheckpointReader:
                  read_threads: int = 4) -> None:
         self.url = storage.normalize_root(url)
         self.fs, self.root = storage.filesystem(self.url, "url")
+        self._local = storage.is_local(self.fs)
         self.rank, self.verify_on_restore, self.read_threads = rank, verify_on_restore, read_threads
 
     def steps(self) -> list[int]:
@@ -180,16 +181,31 @@ class CheckpointReader:
             raise IntegrityError(f"{where}: {out.size} bytes, manifest says {ref.raw_bytes}")
         keys = [*ref.chain, ref.key]  # keyframe first, then the deltas on top
         try:
-            raw = None
-            for i, key in enumerate(keys):
-                raw = codecs.decode(self.fs.cat_file(chunk_path(self.root, key)), raw,
-                                    out if i == len(keys) - 1 else None)
+            if not (self._local and not ref.chain and self._read_plain_raw(ref.key, out)):
+                raw = None
+                for i, key in enumerate(keys):
+                    raw = codecs.decode(self.fs.cat_file(chunk_path(self.root, key)), raw,
+                                        out if i == len(keys) - 1 else None)
         except FileNotFoundError as exc:
             raise IntegrityError(f"{where}: chunk is missing ({exc})") from exc
         except IntegrityError as exc:
             raise IntegrityError(f"{where}: {exc}") from exc
         if verify and content_hash(out, hash_name) != ref.digest:
             raise IntegrityError(f"{where}: {hash_name} mismatch (corrupted chunk)")
+
+    def _read_plain_raw(self, key: str, out: np.ndarray) -> bool:
+        """On a local disk, read a plain raw chunk's payload straight into ``out`` (no
+        intermediate copy: the fast tiers hold raw chunks); False when the blob is anything
+        else (the caller decodes it as usual)."""
+        with self.fs.open(chunk_path(self.root, key), "rb") as f:
+            raw_len = codecs.plain_raw_length(f.read(codecs.HEADER_BYTES))
+            if raw_len is None or raw_len != out.size:
+                return False
+            got = f.readinto(memoryview(out))
+            if got != out.size or f.read(1):
+                raise IntegrityError(f"raw chunk holds {got} payload bytes (or more), header "
+                                     f"says {out.size}")
+        return True
 
     def _read_tensors(self, entries: list[TensorEntry], hash_name: str, verify: bool
                       ) -> dict[str, TensorLike]:
