@@ -17,9 +17,8 @@ AIRFLOW_ENV := AIRFLOW_HOME=$(CURDIR)/.forgeline/airflow \
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	# --no-compile: Python compiles only the modules it imports, when it first imports them
-	$(BIN)/python -m pip install --quiet --no-compile $(PIP_EXTRA) "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet --no-compile $(PIP_EXTRA) -e ".[dev]"
+	$(BIN)/python -m pip install --quiet $(PIP_EXTRA) "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet $(PIP_EXTRA) -e ".[dev]"
 	# the build's leftover metadata in src/ is on sys.path too (the editable .pth): remove it,
 	# or Airflow sees forgeline twice ("Plugin 'forgeline' already registered")
 	rm -rf src/*.egg-info

@@ -231,12 +231,25 @@ def deployment(ray_head, deployment_tools) -> Deployment:
             shutil.rmtree(base, ignore_errors=True)
 
 
+def _has_report(deployment: Deployment, run_id: str) -> bool:
+    from forgeline.operators import run_name
+    from forgeline.runs import RunLayout
+
+    layout = RunLayout(str(deployment.artifacts), run_name(DAG_ID, run_id))
+    with contextlib.suppress(Exception):  # no run record yet
+        return "report" in layout.load()["stages"]
+    return False
+
+
 @pytest.fixture(scope="session")
 def successful_run(deployment) -> str:
-    """A successful run of the end-to-end DAG: the newest one, else a tiny one run now."""
+    """A successful run of the end-to-end DAG that wrote its report: the newest one, else a
+    tiny one run now. (The trigger-form test's run, marked failed right after it appeared,
+    was once seen ending "success" with no stage run, and its tab has no report.)"""
     runs = deployment.get(f"/api/v2/dags/{DAG_ID}/dagRuns", state=["success"])["dag_runs"]
-    if runs:
-        return runs[-1]["dag_run_id"]
+    for run in sorted(runs, key=lambda r: r.get("queued_at") or "", reverse=True):
+        if _has_report(deployment, run["dag_run_id"]):
+            return run["dag_run_id"]
     response = deployment.trigger(Deployment.TINY)
     response.raise_for_status()
     run_id = response.json()["dag_run_id"]
