@@ -22,6 +22,7 @@ import logging
 import math
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -194,12 +195,10 @@ class Checkpointer:
     def save_summary(self) -> dict[str, Any]:
         """This rank's saves: how many, how many proactive, the tier each was committed on
         when it was reported (counts), and the last one."""
-        tiers: dict[str, int] = {}
-        for save in self.saves:
-            tiers[save["tier"]] = tiers.get(save["tier"], 0) + 1
         return {"saves": len(self.saves),
                 "proactive_saves": sum(s["proactive"] for s in self.saves),
-                "reported_tiers": tiers, "last": self.saves[-1] if self.saves else None}
+                "reported_tiers": dict(Counter(s["tier"] for s in self.saves)),
+                "last": self.saves[-1] if self.saves else None}
 
     def _plan_next(self, step: int, cost_s: float) -> None:
         now = time.perf_counter()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -221,11 +222,8 @@ def checkpoint_card(train: dict[str, Any], facts: RunFacts) -> Card | None:
 
 
 def _tier_counts(saves: list[dict[str, Any]]) -> str:
-    counts: dict[str, int] = {}
-    for save in saves:
-        tier = str(save.get("checkpoint_tier") or "unknown")
-        counts[tier] = counts.get(tier, 0) + 1
-    return ", ".join(f"{n} on {tier}" for tier, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    counts = Counter(str(save.get("checkpoint_tier") or "unknown") for save in saves)
+    return ", ".join(f"{n} on {tier}" for tier, n in counts.most_common())
 
 
 def _failures_text(stats: dict[str, Any] | None) -> str:
