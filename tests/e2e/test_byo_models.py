@@ -26,7 +26,7 @@ TINY = {"data_max_source_bytes": 200_000, "data_window_tokens": 64,
         "train_model_hf_config": GPT2, "train_steps": 20, "train_micro_batch_size": 8,
         "train_eval_samples": 64, "train_lr": 3e-3, "train_checkpoint_every_steps": 10,
         "quantize_eval_samples": 32,
-        "quantize_calibration_samples": 16}
+        "quantize_calibration_samples": 16, "quantize_sensitivity": False}
 
 
 def _timed(label, fn):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import datetime
 
 import psutil
@@ -42,6 +43,15 @@ def _wait_deferred_and_running(deployment, client, run_id: str, sid: str) -> Non
                         .get("train") == "deferred", 600, every_s=2)
     deployment.wait_for("its Ray job RUNNING", lambda: _job_status(client, sid) == "RUNNING",
                         300, every_s=1)
+
+
+def _print_timeline(deployment, run_id: str) -> None:
+    """Each task's try, state and seconds (measured, not gated): where a run's time went."""
+    tis = deployment.get(f"/api/v2/dags/forgeline_end_to_end/dagRuns/{run_id}/taskInstances")
+    for ti in sorted(tis["task_instances"], key=lambda t: t.get("start_date") or ""):
+        took = ti.get("duration")
+        print(f"  {ti['task_id']:<9} try {ti['try_number']} {ti['state']:<8} "
+              f"{ti.get('start_date') or '-':<34} {took if took is None else round(took, 1)} s")
 
 
 def _ancestors(pid: int) -> set[int]:
@@ -87,9 +97,11 @@ def test_mark_failed_stops_the_ray_job(deployment):
 
 def test_deferred_train_on_ray_resumes_after_a_kill_and_the_run_publishes(deployment):
     client = deployment.ray_cluster().client()
+    started = time.monotonic()
     run_id = _trigger(deployment, deployment.TINY)
     first = _submission_id(deployment, run_id, 1)
     _wait_deferred_and_running(deployment, client, run_id, first)
+    print(f"train deferred, its job RUNNING after {time.monotonic() - started:.1f} s")
 
     # the job's driver runs under Ray, not under an Airflow process
     driver = deployment.wait_for("the job's driver", lambda: client.get_job_info(first)
@@ -107,7 +119,10 @@ def test_deferred_train_on_ray_resumes_after_a_kill_and_the_run_publishes(deploy
                                 if _exists(checkpoints) else None, 600, every_s=1)
     client.stop_job(first)
     killed_at = max(steps)
+    print(f"killed after {time.monotonic() - started:.1f} s")
     assert deployment.wait_run(run_id, 1200) == "success", deployment.task_states(run_id)
+    print(f"run succeeded after {time.monotonic() - started:.1f} s")
+    _print_timeline(deployment, run_id)
     retry = _submission_id(deployment, run_id, 2)
     assert _job_status(client, first) == "STOPPED"
     assert _job_status(client, retry) == "SUCCEEDED"
