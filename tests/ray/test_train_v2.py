@@ -12,7 +12,8 @@ import pytest
 
 
 def _python(code: str, **env: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if k != "RAY_TRAIN_V2_ENABLED"}
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("RAY_TRAIN_V2_ENABLED", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S")}
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**clean, **env}, timeout=600)
 
@@ -23,6 +24,17 @@ def test_importing_forgeline_ray_turns_train_v2_on():
                    "print(os.environ['RAY_TRAIN_V2_ENABLED'], ray.train.RunConfig is RunConfig)")
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["1", "True"]
+
+
+@pytest.mark.parametrize(("env", "interval"), [({}, "0.5"),
+                                             ({"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "3"}, "3")])
+def test_the_train_controller_polls_its_workers_every_half_second_unless_set(env, interval):
+    done = _python("import forgeline.ray\n"
+                   "from ray.train.v2._internal.constants import get_env_vars_to_propagate\n"
+                   "print(get_env_vars_to_propagate()['RAY_TRAIN_HEALTH_CHECK_INTERVAL_S'])",
+                   **env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == [interval]  # what Ray hands the controller and workers
 
 
 @pytest.mark.parametrize(("code", "env", "message"), [

@@ -3,6 +3,13 @@
 Imported first by ``forgeline.ray``: it sets ``RAY_TRAIN_V2_ENABLED=1`` before anything
 imports ``ray.train`` (Ray Train propagates the flag from the driver to its controller and
 workers), then checks that the installed Ray is recent enough and that V2 really is in use.
+
+It also sets how often the Train controller polls its workers,
+``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``, to 0.5 s unless set already. Ray's default is 2 s, and
+each poll is what moves a run on: a reported checkpoint, the end of the train function. Each
+of these waits up to one interval. On a 12-step run on 2 CPUs, the train stage took 29 s with
+the 2 s default and 23 s with 0.5 s. A poll is a small actor call per worker. A missed poll
+is not a failure: that takes ``RAY_TRAIN_WORKER_HEALTH_CHECK_TIMEOUT_S``, 10 min by default.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ MIN_RAY_VERSION = (2, 51)
 FLAG = "RAY_TRAIN_V2_ENABLED"
 
 os.environ.setdefault(FLAG, "1")
+HEALTH_CHECK_INTERVAL = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+os.environ.setdefault(HEALTH_CHECK_INTERVAL, "0.5")
 
 
 def _version(text: str) -> tuple[int, ...]:
