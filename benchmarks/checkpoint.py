@@ -90,6 +90,7 @@ from forgeline.checkpoint import (  # noqa: E402
     RetentionPolicy,
     collect_garbage,
 )
+from forgeline.train import skip_unused_deepspeed_ops  # noqa: E402
 
 MICRO_BATCH = 32
 STEPS_BETWEEN = 5
@@ -137,6 +138,7 @@ def init_dist() -> None:
 def build_engine(d: int, blocks: int, frozen_half: bool, seed: int = 0) -> Any:
     import deepspeed
 
+    skip_unused_deepspeed_ops()  # as forgeline's train loop does
     torch.manual_seed(seed)
     model = nn.Sequential(*[Block(d) for _ in range(blocks)])
     if frozen_half:

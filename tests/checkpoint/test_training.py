@@ -18,7 +18,12 @@ from forgeline.checkpoint.training import (
     zero_partition_size,
 )
 from forgeline.errors import ConfigError
-from forgeline.train import ModelConfig, ShuffledBatches, default_deepspeed_config
+from forgeline.train import (
+    ModelConfig,
+    ShuffledBatches,
+    default_deepspeed_config,
+    skip_unused_deepspeed_ops,
+)
 from forgeline.train.model import DecoderLM, lm_loss
 
 
@@ -41,6 +46,7 @@ def gloo():
 def _engine(seed: int = 0, zero_stage: int = 2):
     import deepspeed
 
+    skip_unused_deepspeed_ops()  # as the train loop does
     torch.manual_seed(seed)
     model = DecoderLM(ModelConfig(n_layers=1, d_model=32, n_heads=2, seq_len=64))
     ds = default_deepspeed_config(zero_stage=zero_stage, micro_batch_size=4, warmup_steps=2,

@@ -13,6 +13,7 @@ import torch.distributed as dist
 
 from forgeline.export import export_plan
 from forgeline.search.stage import StrategyOptions, plan_strategy
+from forgeline.train import skip_unused_deepspeed_ops
 from forgeline.train.model import DecoderLM, ModelConfig
 
 
@@ -22,20 +23,27 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _forget_deepspeed_groups() -> None:
+    """DeepSpeed caches its groups of a process group: never one of another test's."""
+    from deepspeed.utils import groups
+
+    for name in dir(groups):
+        if name.endswith("_GROUP") and getattr(groups, name) is not None:
+            setattr(groups, name, None)
+
+
 @pytest.fixture
 def one_rank(monkeypatch):
     for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
                        "LOCAL_RANK": "0",
                        "RANK": "0", "WORLD_SIZE": "1"}.items():
         monkeypatch.setenv(key, value)
-    from deepspeed.utils import groups
-
-    for name in dir(groups):  # DeepSpeed caches groups of an earlier test's process group
-        if name.endswith("_GROUP") and getattr(groups, name) is not None:
-            monkeypatch.setattr(groups, name, None)
+    _forget_deepspeed_groups()
+    skip_unused_deepspeed_ops()  # as the train loop does
     dist.init_process_group("gloo", rank=0, world_size=1)
     yield
     dist.destroy_process_group()
+    _forget_deepspeed_groups()
 
 
 def test_deepspeed_initializes_from_the_exported_config(one_rank, tmp_path):

@@ -256,8 +256,10 @@ def _trial_worker(cfg: dict[str, Any]) -> None:
     import torch
     import torch.distributed as dist
 
+    from forgeline.train.deepspeed_ops import skip_unused_deepspeed_ops
     from forgeline.train.model import DecoderLM, ModelConfig, lm_loss
 
+    skip_unused_deepspeed_ops()
     rank = dist.get_rank() if dist.is_initialized() else 0
     if device == "cpu":
         torch.set_num_threads(cfg["threads"])

@@ -10,6 +10,7 @@ _EXPORTS = {
     "ModelSize": "config", "ThrottleOptions": "config",
     "TrainCache": "config", "TrainConfig": "config", "TrainOptions": "config",
     "TrainResult": "config", "default_deepspeed_config": "config",
+    "skip_unused_deepspeed_ops": "deepspeed_ops",
     "MODEL_CONFIG_FILE": "loop", "MODEL_FILE": "loop", "evaluate": "loop",
     "train_loop_per_worker": "loop",
     "DecoderLM": "model", "count_params": "model", "lm_loss": "model",

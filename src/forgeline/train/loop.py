@@ -24,6 +24,7 @@ from forgeline.datasets import TokenDataset
 from forgeline.logs import quiet_worker
 from forgeline.train.batches import BatchSource, ShuffledBatches
 from forgeline.train.config import TrainConfig
+from forgeline.train.deepspeed_ops import skip_unused_deepspeed_ops
 from forgeline.train.model import lm_loss, per_sample_loss
 from forgeline.train.models import MODEL_CONFIG_FILE as MODEL_CONFIG_FILE  # re-exported
 from forgeline.train.models import MODEL_FILE as MODEL_FILE
@@ -167,6 +168,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import deepspeed
     import ray.train
 
+    skip_unused_deepspeed_ops()
     config = TrainConfig.model_validate(loop_config["train"])
     output_url = loop_config["output_url"]
     rank, world = _world()
