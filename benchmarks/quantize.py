@@ -367,8 +367,9 @@ def bench_crepe(quick: bool, runs: list[dict[str, Any]]) -> dict[str, Any]:
                       "backend": rep.backend,
                       "schemes": sorted({layer.scheme for layer in rep.layers})}
         systems[name] = qm
-    peers = {"torchao_int8_wo": torchao_peers(64)["torchao_int8_wo"],
-             "torchao_w8a8_dynamic": torchao_peers(64)["torchao_w8a8_dynamic"],
+    torchao = torchao_peers(64)
+    peers = {"torchao_int8_wo": torchao["torchao_int8_wo"],
+             "torchao_w8a8_dynamic": torchao["torchao_w8a8_dynamic"],
              "torch_ao_dynamic_int8": "ao"}
     for name, make in peers.items():
         qm, secs, err = (run_torch_ao_dynamic(model) if make == "ao"

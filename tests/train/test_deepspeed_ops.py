@@ -1,5 +1,5 @@
 """Training processes skip DeepSpeed's shared-memory inference all-reduce: its backend
-starts without building the extension, and a training step still all-reduces (gloo)."""
+starts without building the extension, and a ZeRO-2 training step still runs (gloo)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 SCRIPT = """
-import os, torch, torch.distributed as dist
+import torch, torch.distributed as dist
 from forgeline.train import DecoderLM, ModelConfig, default_deepspeed_config, lm_loss
 from forgeline.train import skip_unused_deepspeed_ops
 skip_unused_deepspeed_ops()
