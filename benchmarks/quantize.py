@@ -88,14 +88,16 @@ def _per_call_ms(fn: Callable[[], Any], iters: int) -> float:
 @torch.inference_mode()
 def interleaved_latency(systems: dict[str, nn.Module], x: torch.Tensor, reps: int,
                         iters: int, warmup: int = 5) -> dict[str, dict[str, Any]]:
-    """Per-call latency (ms) of each system on ``x``: A B A B ..., ``reps`` rounds."""
+    """Per-call latency (ms) of each system on ``x``: ``reps`` rounds of A B C …, the order
+    rotated each round so that no system always runs first (or right after another)."""
     for m in systems.values():  # warm-up, excluded
         for _ in range(warmup):
             m(x)
     samples: dict[str, list[float]] = {n: [] for n in systems}
-    for _ in range(reps):
-        for name, m in systems.items():
-            samples[name].append(_per_call_ms(lambda m=m: m(x), iters))
+    names = list(systems)
+    for rep in range(reps):
+        for name in names[rep % len(names):] + names[:rep % len(names)]:
+            samples[name].append(_per_call_ms(lambda m=systems[name]: m(x), iters))
     return {n: {"median_ms": statistics.median(s), "min_ms": min(s), "max_ms": max(s),
                 "reps_ms": s} for n, s in samples.items()}
 

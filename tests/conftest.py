@@ -180,11 +180,23 @@ class RayHead:
     dashboard_port: int = 0
 
     def start(self, env: dict[str, str]) -> None:
+        tries = 3  # Ray waits only 30 s for its raylet to register: retry on a busy machine
+        for _ in range(tries):
+            done = subprocess.run(self._command(), env=env, capture_output=True, text=True,
+                                  timeout=300)
+            if done.returncode == 0:
+                return
+            self.stop()
+        raise RuntimeError(f"ray start failed {tries} times: {done.stderr[-2000:]}")
+
+    def _command(self) -> list[str]:
+        """``ray start`` on fresh free ports. The workers' 100 ports lie below 32,000, outside
+        the kernel's ephemeral range that the free ports come from, so they cannot collide."""
         (self.gcs_port, self.dashboard_port, client, node, obj, agent, agent_grpc, metrics,
          runtime) = free_ports(9)
-        worker_lo = 20000 + (os.getpid() % 200) * 100
+        worker_lo = 20000 + (os.getpid() % 120) * 100
         ray = str(Path(sys.executable).with_name("ray"))
-        cmd = [ray, "start", "--head", "--node-ip-address", "127.0.0.1",
+        return [ray, "start", "--head", "--node-ip-address", "127.0.0.1",
                "--port", str(self.gcs_port), "--dashboard-host", "127.0.0.1",
                "--dashboard-port", str(self.dashboard_port), "--include-dashboard", "true",
                "--ray-client-server-port", str(client), "--node-manager-port", str(node),
@@ -193,13 +205,6 @@ class RayHead:
                "--metrics-export-port", str(metrics), "--runtime-env-agent-port", str(runtime),
                "--min-worker-port", str(worker_lo), "--max-worker-port", str(worker_lo + 99),
                "--num-cpus", "4", "--temp-dir", str(self.temp_dir), "--disable-usage-stats"]
-        tries = 3  # Ray waits only 30 s for its raylet to register: retry on a busy machine
-        for _ in range(tries):
-            done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-            if done.returncode == 0:
-                return
-            self.stop()
-        raise RuntimeError(f"ray start failed {tries} times: {done.stderr[-2000:]}")
 
     @property
     def address(self) -> str:

@@ -93,6 +93,8 @@ def test_group_size_one_is_a_config_error():
     _raises("group_size", 1, lambda: QuantizeConfig(scheme="int4_rtn", group_size=1))
     _raises("smoothquant_alpha", 1.5, lambda: QuantizeConfig(smoothquant_alpha=1.5))
     _raises("latency.fallback", ["w8a8"], lambda: QuantizeConfig(latency={"fallback": ["w8a8"]}))
+    _raises("latency.max_repeats", 4,
+            lambda: QuantizeConfig(latency={"repeats": 8, "max_repeats": 4}))
 
 
 def test_evaluator_must_return_a_number():

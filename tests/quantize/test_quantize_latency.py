@@ -53,3 +53,54 @@ def test_int8_weight_only_holds_less_memory_than_float():
         qmodel(x)
     assert qmodel.resident_bytes() > report.float_resident_bytes
     assert qmodel.backend == "dequant_cached×2"
+
+
+def test_a_close_call_gets_more_rounds_and_a_clear_one_does_not():
+    from forgeline.quantize.latency import _undecided
+
+    assert _undecided([1.0, 1.0], [1.0, 1.0], 1.0)  # under three rounds: never decided
+    clear = ([1.0, 1.0, 1.0, 1.0], [0.50, 0.52, 0.49, 0.51])
+    assert not _undecided(*clear, 1.0)
+    close = ([1.0, 1.0, 1.0, 1.0], [0.97, 1.04, 0.99, 1.02])
+    assert _undecided(*close, 1.0) and not _undecided(*close, 1.5)
+
+
+def test_paired_timing_tells_a_slower_callable_apart():
+    import time
+
+    from forgeline.quantize.latency import paired_timing
+
+    timed = paired_timing(lambda: time.sleep(0.004), lambda: time.sleep(0.001), 3,
+                          max_repeats=6)
+    assert timed.ratio < 0.8 and timed.a_ms > timed.b_ms and 3 <= timed.rounds <= 6
+
+
+def test_a_model_still_slower_with_no_slow_layer_keeps_every_layer_float():
+    """The last resort: the float model here never calls its layers (so none can be timed
+    alone), and the quantized one decodes them on every call: slower, with no layer to blame."""
+    import copy
+
+    from forgeline.quantize.config import QuantizeConfig as Config
+    from forgeline.quantize.latency import LatencyTask, apply_latency_objective
+    from forgeline.quantize.runtime.backends import DequantBackend
+    from forgeline.quantize.sensitivity import LayerBank
+
+    class Bypass(nn.Sequential):  # the MLP's layer names; its forward skips them all
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    model = _mlp()
+    work = copy.deepcopy(model)
+    floats = {n: work.get_submodule(n) for n in ("0", "2")}
+    config = Config(scheme="int8_wo", latency={"repeats": 3, "max_repeats": 3,
+                                               "fallback": ["fp32"]})
+    task = LatencyTask(float_model=Bypass(*copy.deepcopy(list(model))),
+                       bank=LayerBank(work, floats, config, {}),
+                       backend=DequantBackend(cache=False), example=torch.randn(8, 256),
+                       config=config.latency)
+    assignment = apply_latency_objective(task, {"0": "int8_wo", "2": "int8_wo"})
+    assert assignment == {"0": "fp32", "2": "fp32"}
+    rep = task.report
+    assert rep.first_ratio["b1"] > 1 and rep.met is True
+    assert all("still slower than float" in why for why in rep.changes.values())
+    assert "kept float" in rep.notes[-1]

@@ -29,8 +29,10 @@ def run_with_model(tiny_dataset, tmp_path):
 
 
 def test_stage_writes_a_loadable_artifact_and_honours_the_budget(run_with_model):
+    # the latency objective is off: on this tiny model every quantized kernel loses to the
+    # float op, so it would keep every layer float (tests/quantize/test_quantize_latency.py)
     options = QuantizeOptions(scheme="int8_wo", max_rel_ppl_increase=0.01, eval_samples=64,
-                              calibration_samples=32)
+                              calibration_samples=32, latency_objective="off")
     result = pipeline_stages.quantize(run_with_model, options)
     assert result.budget_met is True
     assert result.rel_ppl_increase <= 0.01 + 1e-9

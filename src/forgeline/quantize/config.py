@@ -103,23 +103,27 @@ class LatencyConfig(_Strict):
     """Latency objective beside the accuracy budget, measured on the backend the model runs on.
 
     ``not_slower`` (default): after the accuracy choice, time the float and the quantized
-    model (interleaved, median of ``repeats``) at each of ``batch_sizes`` on inputs cut from
+    model (alternating rounds, median ratio) at each of ``batch_sizes`` on inputs cut from
     the first calibration batch; while the quantized one is slower at any batch size, the
-    layers whose kernels lose to their float op move to the first ``fallback`` scheme whose
-    kernel wins, else stay float; every change is listed in the report. ``off``: no timing.
+    layers whose kernels lose to their float op move to the first ``fallback`` scheme that
+    is not slower, else stay float; a model still slower after that keeps every layer float.
+    Every change is listed in the report. ``off``: no timing.
     """
 
     objective: Literal["not_slower", "off"] = "not_slower"
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 32])
     """Batch sizes (first-dimension rows) the model must not be slower at."""
     repeats: int = Field(5, ge=1)
-    """Interleaved float/quantized timing rounds per batch size (the median is compared)."""
-    tolerance: float = Field(0.05, ge=0.0, le=0.5)
-    """Relative slack for timing noise: ``quantized <= float * (1 + tolerance)`` passes."""
+    """Alternating float/quantized timing rounds per batch size (their median ratio counts)."""
+    max_repeats: int = Field(20, ge=1)
+    """Rounds at most: rounds are added while the ratio is within two standard errors of
+    the threshold, so a close call is decided on more evidence."""
+    tolerance: float = Field(0.0, ge=0.0, le=0.5)
+    """Relative slack: ``quantized <= float * (1 + tolerance)`` passes. 0: not slower at all."""
     fallback: list[str] = Field(default_factory=lambda: ["w8a8", "fp32"])
     """Schemes tried, in order, for a layer whose kernel is slower than float. ``w8a8`` is
-    tried only under a mixed-precision budget and kept only if the budget still holds
-    (re-measured); must end in ``fp32``."""
+    tried only under a mixed-precision budget and kept only if it saves time over the batch
+    sizes and the budget still holds (re-measured); must end in ``fp32``."""
 
     def check(self) -> None:
         for i, b in enumerate(self.batch_sizes):
@@ -129,6 +133,9 @@ class LatencyConfig(_Strict):
             if s not in SCHEMES:
                 raise ConfigError(f"latency.fallback[{i}]", s,
                                   f"unknown scheme; choose from {sorted(SCHEMES)}")
+        if self.max_repeats < self.repeats:
+            raise ConfigError("latency.max_repeats", self.max_repeats,
+                              f"must be at least latency.repeats ({self.repeats})")
         if not self.fallback or self.fallback[-1] != "fp32":
             raise ConfigError("latency.fallback", self.fallback,
                               "must end with 'fp32' so a slow layer can always stay float")

@@ -59,13 +59,16 @@ class LatencyReport(BaseModel):
     checked: bool
     """False when there was nothing to time on (no calibration batches)."""
     met: bool | None = None
-    """Quantized <= float × (1 + tolerance) at every batch size, after the changes."""
+    """Quantized <= float × (1 + tolerance) at every batch size after the changes, or every
+    layer float (the model then runs the float model's ops)."""
     tolerance: float = 0.0
     float_ms: dict[str, float] = Field(default_factory=dict)
     """Median forward time of the float model per batch size (``b1``, ``b32`` …)."""
     quantized_ms: dict[str, float] = Field(default_factory=dict)
     ratio: dict[str, float] = Field(default_factory=dict)
     """quantized ÷ float, per batch size (median of paired rounds)."""
+    rounds: dict[str, int] = Field(default_factory=dict)
+    """Paired timing rounds behind each ratio (more where it was close to the threshold)."""
     first_ratio: dict[str, float] = Field(default_factory=dict)
     """The same for the accuracy-only assignment, before any latency change."""
     changes: dict[str, str] = Field(default_factory=dict)

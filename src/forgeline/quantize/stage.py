@@ -26,7 +26,7 @@ from forgeline.quantize.config import (
     QuantizeConfig,
     SensitivityConfig,
 )
-from forgeline.quantize.latency import paired_ms
+from forgeline.quantize.latency import paired_timing
 from forgeline.quantize.options import QuantizeOptions, QuantizeResult
 from forgeline.quantize.runtime.export import save_quantized
 from forgeline.quantize.sensitivity import plot_sensitivity
@@ -105,11 +105,10 @@ def quantize_stage(
     qmodel.eval()
     for batch in (1, 32):  # float and quantized interleaved, as the latency objective times
         tokens = sample[:batch]
-        with torch.inference_mode():
-            f_ms, q_ms, ratio = paired_ms(lambda t=tokens: float_model(t),
-                                          lambda t=tokens: qmodel(t), repeats=5)
-        latency[f"float_b{batch}"], latency[f"quantized_b{batch}"] = f_ms, q_ms
-        latency_ratio[f"b{batch}"] = round(ratio, 4)
+        timed = paired_timing(lambda t=tokens: float_model(t), lambda t=tokens: qmodel(t),
+                              repeats=5, max_repeats=config.latency.max_repeats)
+        latency[f"float_b{batch}"], latency[f"quantized_b{batch}"] = timed.a_ms, timed.b_ms
+        latency_ratio[f"b{batch}"] = round(timed.ratio, 4)
     ppl_float = report.metric_float or _perplexity(float_model, held_out, options.batch_size)
     ppl_quant = report.metric_quantized or _perplexity(qmodel, held_out, options.batch_size)
     mixed = report.mixed_precision
