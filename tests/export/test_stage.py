@@ -37,7 +37,9 @@ def test_stage_exports_what_the_run_has(tmp_path):
     result = run_stage("export", layout, {})
     assert isinstance(result, STAGES["export"].result)
     assert result.checkpoint_step == 5
-    assert result.skipped == {"plan": "the run has no search result"}
+    assert result.skipped == {
+        "plan": "the run has no search result",
+        "quantized": "the run has no quantized model (and trained model.json)"}
     hf = tmp_path / "runs" / "r1" / "export" / "hf"
     assert json.loads((hf / "config.json").read_text())["n_layer"] == 1
     assert "lm_head.weight" in load_file(hf / "model.safetensors")
@@ -74,3 +76,31 @@ def test_model_source_by_kind():
     assert model_source(hf)[0] == ("hf", "file:///hf")
     factory = {"model_url": "x", "architecture": {"kind": "factory"}}
     assert model_source(factory) == (None, "a factory model has no standard layout to export")
+
+
+def test_the_quantized_model_exports_to_compressed_tensors(tmp_path):
+    import torch
+
+    from forgeline.quantize import QuantizeConfig, load_quantized, quantize_model, save_quantized
+    from forgeline.quantize.runtime.hf_compressed import load_compressed_tensors
+
+    layout = _trained_run(tmp_path, with_checkpoint=False)
+    train = tmp_path / "runs" / "r1" / "train"
+    cfg = ModelConfig(n_layers=1, d_model=32, n_heads=2, seq_len=16)
+    (train / "model.json").write_text(cfg.model_dump_json())  # the trained model's shape
+    model = DecoderLM(cfg).eval()
+    model.load_state_dict(load_file(train / "model.safetensors"))
+    tokens = torch.randint(0, 256, (4, 16))
+    qmodel, _ = quantize_model(model, QuantizeConfig(
+        scheme="w8a8", overrides={"blocks.0.fc1": "int8_wo"}, latency={"objective": "off"}),
+        [tokens])
+    artifact = save_quantized(qmodel, f"file://{tmp_path}/runs/r1/quantize/model")
+    layout.record("quantize", {"model_url": artifact["url"]})
+
+    result = run_stage("export", layout, {"targets": ["quantized"]})
+    assert result.quantized_url.endswith("/export/quantized")
+    assert {"blocks.0.qkv", "blocks.0.fc1", "head"} <= set(result.quantized_mapped_layers)
+    theirs = load_compressed_tensors(result.quantized_url, lambda: DecoderLM(cfg))
+    ours = load_quantized(artifact["url"], lambda: DecoderLM(cfg), backend="dequant")
+    with torch.no_grad():
+        assert torch.allclose(theirs(tokens), ours(tokens), atol=1e-4)

@@ -83,6 +83,17 @@ def test_the_run_exports_load_in_standard_tools(tiny_run: RunLayout) -> None:
         torch.testing.assert_close(hf(tokens).logits, model(tokens), atol=1e-4, rtol=1e-4)
     assert (run / "export" / "plan" / "ds_config.json").exists()
     assert (run / "export" / "checkpoint" / "dcp" / ".metadata").exists()
+    # the quantized model as compressed-tensors: that library's model gives our logits
+    from forgeline.quantize import load_quantized
+    from forgeline.quantize.runtime.hf_compressed import load_compressed_tensors
+
+    def skeleton() -> DecoderLM:
+        return DecoderLM(ModelConfig(**shape))
+
+    theirs = load_compressed_tensors(export["quantized_url"], skeleton)
+    ours = load_quantized(stages["quantize"]["model_url"], skeleton, backend="dequant")
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(tokens), ours(tokens), atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")

@@ -3,19 +3,21 @@
 ``model``: the trained model as a Hugging Face GPT-2 checkpoint (``hf/``); ``checkpoint``: the
 newest (or a chosen) committed training checkpoint as an fp32 safetensors state dict and a
 torch DCP folder (``checkpoint/``); ``plan``: the search plan as ``ds_config.json`` +
-``launch.sh`` (``plan/``).
+``launch.sh`` (``plan/``); ``quantized``: the quantized model in the compressed-tensors
+layout (``quantized/``).
 """
 
 from __future__ import annotations
 
+import posixpath
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from forgeline.options import Options
 
-ExportTarget = Literal["model", "checkpoint", "plan"]
-EXPORT_TARGETS: tuple[str, ...] = ("model", "checkpoint", "plan")
+ExportTarget = Literal["model", "checkpoint", "plan", "quantized"]
+EXPORT_TARGETS: tuple[str, ...] = ("model", "checkpoint", "plan", "quantized")
 
 
 class ExportOptions(Options):
@@ -25,8 +27,8 @@ class ExportOptions(Options):
 
     targets: list[ExportTarget] | None = Field(
         None, description="model (Hugging Face GPT-2), checkpoint (fp32 safetensors + torch "
-        "DCP), plan (ds_config.json + launch.sh); default: each one the run has. A target "
-        "named here that the run lacks is an error.")
+        "DCP), plan (ds_config.json + launch.sh), quantized (compressed-tensors); default: "
+        "each one the run has. A target named here that the run lacks is an error.")
     checkpoint_step: int | None = Field(
         None, ge=0, description="Committed checkpoint step to export; default: the newest.")
     checkpoint_url: str | None = Field(
@@ -45,6 +47,11 @@ class ExportResult(BaseModel):
     checkpoint_step: int | None = None
     ds_config_url: str | None = None
     launch_url: str | None = None
+    quantized_url: str | None = Field(None, description="compressed-tensors config.json + "
+                                      "model.safetensors.")
+    quantized_mapped_layers: list[str] = Field(
+        default_factory=list, description="Layers stored quantized there (the others are "
+        "decoded float and in the config's ignore list).")
     skipped: dict[str, str] = Field(default_factory=dict,
                                     description="Targets not exported, with the reason.")
 
@@ -67,7 +74,9 @@ def model_source(train: dict[str, Any]) -> tuple[Any, str]:
 def sources(stages: dict[str, Any],
             options: ExportOptions) -> tuple[dict[str, Any], dict[str, str]]:
     """Each target's source in the run, and why a target has none."""
+    from forgeline import storage
     from forgeline.checkpoint import committed_steps
+    from forgeline.train import MODEL_CONFIG_FILE
 
     train = stages.get("train") or {}
     store = options.checkpoint_url or train.get("checkpoint_url")
@@ -76,10 +85,16 @@ def sources(stages: dict[str, Any],
         "model": model,
         "checkpoint": store if store and committed_steps(store) else None,
         "plan": stages.get("search"),
+        "quantized": None,
     }
+    quantized = (stages.get("quantize") or {}).get("model_url")
+    if quantized and "model_url" in train:
+        model_json = posixpath.join(posixpath.dirname(train["model_url"]), MODEL_CONFIG_FILE)
+        found["quantized"] = (quantized, model_json) if storage.exists(model_json) else None
     why = {"model": model_why,
            "checkpoint": "the run has no committed training checkpoint",
-           "plan": "the run has no search result"}
+           "plan": "the run has no search result",
+           "quantized": "the run has no quantized model (and trained model.json)"}
     return found, {t: why[t] for t, source in found.items() if source is None}
 
 
@@ -90,6 +105,7 @@ def export_run(stages: dict[str, Any], options: ExportOptions, out_url: str) -> 
     from forgeline.export.checkpoint import export_checkpoint
     from forgeline.export.hf_model import export_hf_model
     from forgeline.export.plan import export_plan
+    from forgeline.export.quantized import export_quantized
 
     found, lacking = sources(stages, options)
     wanted = options.targets or list(EXPORT_TARGETS)
@@ -116,4 +132,7 @@ def export_run(stages: dict[str, Any], options: ExportOptions, out_url: str) -> 
     if "plan" in todo:
         plan = export_plan(found["plan"], storage.join(out_url, "plan"))
         result.ds_config_url, result.launch_url = plan.ds_config_url, plan.launch_url
+    if "quantized" in todo:
+        done = export_quantized(*found["quantized"], storage.join(out_url, "quantized"))
+        result.quantized_url, result.quantized_mapped_layers = done["url"], done["mapped_layers"]
     return result

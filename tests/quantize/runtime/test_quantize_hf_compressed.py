@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from forgeline import storage
 from forgeline.quantize import QuantizeConfig, quantize_model
 
 pytest.importorskip("compressed_tensors")
@@ -29,25 +30,30 @@ class TinyLM(nn.Module):
         return self.head(x + self.fc2(F.gelu(self.fc1(x))))
 
 
-def test_int8_and_int4_round_trip_through_compressed_tensors(tmp_path):
+@pytest.mark.parametrize("reduce_range", [True, False])
+def test_int8_int4_and_w8a8_round_trip_through_compressed_tensors(tmp_path, reduce_range):
     torch.manual_seed(0)
     model = TinyLM().eval()
     tokens = torch.randint(0, 64, (4, 16))
     cfg = QuantizeConfig(scheme="int8_wo", group_size=32, overrides={"fc2": "int4_rtn",
-                         "head": "w8a8"}, latency={"objective": "off"})
+                         "head": "w8a8"}, activation={"reduce_range": reduce_range},
+                         latency={"objective": "off"})
     qmodel, _ = quantize_model(model, cfg, [tokens])
     qmodel.set_backend("dequant")
     out = save_compressed_tensors(qmodel, f"file://{tmp_path}/ct")
-    assert out["mapped_layers"] == ["fc1", "fc2"] and out["ignored_layers"] == ["emb", "head"]
+    assert out["mapped_layers"] == ["fc1", "fc2", "head"] and out["ignored_layers"] == ["emb"]
+    groups = storage.read_json(out["config"])["quantization_config"]["config_groups"]
+    (head,) = [g for g in groups.values() if g["targets"] == ["head"]]
+    assert head["input_activations"]["num_bits"] == (7 if reduce_range else 8)
+    assert head["input_activations"]["dynamic"] is False
     loaded = load_compressed_tensors(f"file://{tmp_path}/ct", TinyLM)
     layers = qmodel.layers()
-    for name in ("fc1", "fc2", "emb"):  # the library decodes exactly our weights
+    for name in ("fc1", "fc2", "head", "emb"):  # the library decodes exactly our weights
         assert torch.allclose(loaded.get_submodule(name).weight,
                               layers[name].dequantized_weight(), atol=1e-6), name
     with torch.no_grad():
         ours, theirs, ref = qmodel(tokens), loaded(tokens), model(tokens)
-    # identical except the W8A8 head, whose activation grid the format does not carry
-    err_theirs = float((theirs - ref).norm() / ref.norm())
-    err_ours = float((ours - ref).norm() / ref.norm())
-    assert float((theirs - ours).norm() / ref.norm()) < 0.05
-    assert err_theirs < 0.05 and err_ours < 0.05
+    # the same outputs: the library quantizes the head's input on our activation grid
+    assert torch.allclose(theirs, ours, atol=1e-5)
+    err = float((ours - ref).norm() / ref.norm())
+    assert 0 < err < 0.05

@@ -8,16 +8,20 @@ with the ``quantization_config`` (``quant_method: compressed-tensors``,
 - ``int8_wo`` → 8-bit symmetric, per output channel;
 - ``int4_rtn`` / ``int4_gptq`` → 4-bit asymmetric, per group of ``group_size`` inputs
   (our uint4 codes 0..15 with zero-point z are compressed-tensors' -8..7 with z - 8: the
-  same decoded values).
+  same decoded values);
+- ``w8a8`` → the int8 weights as above, plus static asymmetric per-tensor input activations
+  (``input_scale``, ``input_zero_point``). Our codes 0..qmax with zero-point z are its
+  signed codes with z - (qmax + 1) / 2: the same grid. With fbgemm's reduced range (the
+  default, qmax 127) that is ``num_bits: 7``, which the compressed-tensors library runs;
+  runtimes with only 8-bit activation kernels (vLLM) want ``reduce_range=False``.
 
-Only ``nn.Linear`` layers with weight-only schemes map; W8A8 layers (their static
-activation grid has no exact counterpart), embeddings and convolutions are written as
-their decoded float weights and listed in ``ignore``. So are layers that were a
-transformers ``Conv1D`` (GPT-2's projections): compressed-tensors packs only ``nn.Linear``
-weights ``(out, in)``, and transformers' GPT-2 keeps them as ``Conv1D`` ``(in, out)``, so
-they are written decoded, in Conv1D's layout (the folder loads into a transformers GPT-2),
-and the result's ``notes`` say so. The library's own compressor packs
-the integers (``compressed-tensors`` must be installed) from our decoded weights and our
+Only ``nn.Linear`` layers map. W8A8 layers with SmoothQuant or PWLQ activations, embeddings
+and convolutions are written as their decoded float weights and listed in ``ignore``. So
+are layers that were a transformers ``Conv1D`` (GPT-2's projections): compressed-tensors
+packs only ``nn.Linear`` weights ``(out, in)``, and transformers' GPT-2 keeps them as
+``Conv1D`` ``(in, out)``, so they are written decoded, in Conv1D's layout (the folder loads
+into a transformers GPT-2), and the result's ``notes`` say so. The library's own compressor
+packs the integers (``compressed-tensors`` must be installed) from our decoded weights and our
 scales and zero-points, so it re-derives exactly our codes (tested). Loading:
 ``load_compressed_tensors`` follows the transformers lifecycle (apply the config,
 compress, load the weights, decompress) on a float skeleton.
@@ -44,14 +48,21 @@ TENSORS_FILE = "model.safetensors"
 
 
 def _group_args(layer: QuantModule) -> dict[str, Any] | None:
-    spec = layer.spec
-    if spec["kind"] != "linear" or spec.get("activation") or spec.get("smooth") \
-            or spec.get("float_type") == CONV1D_TYPE:
+    """The layer's compressed-tensors scheme (``weights`` and ``input_activations`` args),
+    or None when it has no exact counterpart there."""
+    spec, act = layer.spec, layer.spec.get("activation")
+    if spec["kind"] != "linear" or spec.get("smooth") or spec.get("float_type") == CONV1D_TYPE:
+        return None
+    if act and (act["kind"] != "uniform" or act["qmax"] not in (127, 255) or spec["bits"] != 8):
         return None
     if spec["bits"] == 8:
-        return {"num_bits": 8, "type": "int", "symmetric": True, "strategy": "channel"}
-    return {"num_bits": 4, "type": "int", "symmetric": False, "strategy": "group",
-            "group_size": spec["group_size"]}
+        weights = {"num_bits": 8, "type": "int", "symmetric": True, "strategy": "channel"}
+    else:
+        weights = {"num_bits": 4, "type": "int", "symmetric": False, "strategy": "group",
+                   "group_size": spec["group_size"]}
+    inputs = {"num_bits": int(act["qmax"]).bit_length(), "type": "int", "symmetric": False,
+              "strategy": "tensor", "dynamic": False} if act else None
+    return {"weights": weights, "input_activations": inputs}
 
 
 def _float_copy(qmodel: QuantizedModel) -> tuple[nn.Module, dict[str, dict[str, Any]]]:
@@ -100,6 +111,12 @@ def _set_qparams(module: nn.Module, layer: QuantModule) -> None:
             module.weight_scale.copy_(layer.scale.float())
             module.weight_zero_point.copy_((layer.zero_point.to(torch.int16) - 8).to(
                 module.weight_zero_point.dtype))
+        act = layer.spec.get("activation")
+        if act:
+            half = (act["qmax"] + 1) // 2
+            module.input_scale.copy_(layer.act_scale.float().view_as(module.input_scale))
+            module.input_zero_point.copy_((layer.act_zero_point.to(torch.int16) - half).view_as(
+                module.input_zero_point).to(module.input_zero_point.dtype))
 
 
 def save_compressed_tensors(qmodel: QuantizedModel, url: str) -> dict[str, Any]:
@@ -117,7 +134,8 @@ def save_compressed_tensors(qmodel: QuantizedModel, url: str) -> dict[str, Any]:
     for name, entry in mapped.items():
         groups.setdefault(json.dumps(entry["args"], sort_keys=True), []).append(name)
     config_groups = {
-        f"group_{i}": QuantizationScheme(targets=names, weights=QuantizationArgs(**json.loads(k)))
+        f"group_{i}": QuantizationScheme(targets=names, **{
+            role: QuantizationArgs(**args) for role, args in json.loads(k).items() if args})
         for i, (k, names) in enumerate(groups.items())
     }
     ignored = sorted(n for n in qmodel.layers() if n not in mapped)
