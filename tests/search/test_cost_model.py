@@ -289,3 +289,31 @@ def test_tensor_parallel_overlap_is_computed_not_assumed():
     plain = _llama("bf16", "deepspeed", tensor_parallel=8, data_parallel=4)
     nemo = _llama("bf16", "nemo", tensor_parallel=8, data_parallel=4)
     assert 0 < nemo.time.tp_comm_s < plain.time.tp_comm_s
+
+
+def test_op_recompute_lies_between_none_and_full():
+    none, op, full = (_llama("bf16", "torchtitan", data_parallel=4, zero_stage=3, recompute=r)
+                      for r in ("none", "op", "full"))
+    assert none.time.recompute_s == 0 < op.time.recompute_s < full.time.recompute_s
+    assert full.memory.activations_bytes < op.memory.activations_bytes \
+        < none.memory.activations_bytes
+    from forgeline.search.flops import recompute_flops_per_iteration, spec_model_flops
+
+    extra = recompute_flops_per_iteration(32, 4096, 10, 1024, "op", 2816, kv=256, gated=True)
+    assert op.hardware_tflops_per_device / op.model_tflops_per_device == pytest.approx(
+        1 + extra / spec_model_flops(LLAMA, 32))
+
+
+def test_op_recompute_needs_a_framework_that_has_it():
+    with pytest.raises(ConfigError, match="recompute='op'.*framework='deepspeed'"):
+        _llama(data_parallel=4, recompute="op")
+    from forgeline.search import SearchSpace, search
+
+    train = TrainingSpec(global_batch_size=32, precision="bf16", flash_attention=True)
+    space = SearchSpace(tensor_parallel=[1], pipeline_parallel=[1], data_parallel=[4],
+                        micro_batch_sizes=[1], zero_stages=[3], offload=["none"])
+    found = {p.config.recompute for p in search(LLAMA, H100, train, top_k=50, space=space).plans}
+    assert "op" not in found  # DeepSpeed: filtered out of the default space
+    titan = train.model_copy(update={"framework": "torchtitan"})
+    found = {p.config.recompute for p in search(LLAMA, H100, titan, top_k=50, space=space).plans}
+    assert "op" in found

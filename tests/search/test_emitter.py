@@ -135,3 +135,8 @@ def test_for_cpu_sets_torch_adam_on_a_copy():
     assert "torch_adam" not in cfg["optimizer"]["params"]  # the input is left alone
     sgd = {"optimizer": {"type": "SGD", "params": {"lr": 0.1}}}
     assert for_cpu(sgd) == sgd  # only Adam(W) has a fused kernel to avoid
+
+
+def test_op_recompute_has_no_deepspeed_config():
+    with pytest.raises(ConfigError, match="recompute='op'.*torchtitan"):
+        emit(ParallelConfig(data_parallel=2, micro_batch_size=4, recompute="op"), SMALL, TRAIN)

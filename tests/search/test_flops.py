@@ -79,3 +79,11 @@ def test_spec_model_flops_of_llama3_8b():
     # matmul work)
     dense = model.layers * (model.params_per_layer - 2 * 4096) + model.vocab * model.hidden
     assert per_token == pytest.approx(6 * dense + 12 * 32 * 4096 * 8192, rel=1e-9)
+
+
+def test_op_recompute_reruns_every_second_gemm_by_hand():
+    # torchtitan's block calls wq, wk, wv, wo, w1, w3, w2 and re-runs the even ones:
+    # gated, kv width 4: wk 8x4 + wo 8x8 + w3 8x32 = 352 -> 2 b s 352 = 2816 per layer
+    assert recompute_flops_per_iteration(B, S, L, H, "op", F, kv=4, gated=True) == 2 * 2816
+    # no gate (wq, wk, wv, wo, w1, w2): wk 8x8 + wo 8x8 + w2 32x8 = 384 -> 3072 per layer
+    assert recompute_flops_per_iteration(B, S, L, H, "op", F) == 2 * 3072

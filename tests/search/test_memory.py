@@ -62,6 +62,20 @@ def test_generalised_layer_by_hand():
                                          **kw)) == 128
 
 
+def test_op_recompute_keeps_the_saved_gemm_outputs_by_hand():
+    """Same shape. Op-level recomputation keeps the layer input (sbh = 256 B, replicated),
+    the wq, attention and wv outputs (3 sbh / t = 384), the w1 output (sbf / t = 256) and
+    the softmax output (128): 1024. A gated MLP also keeps w2's output (+256); a kv width
+    of 4 halves the wv output (-64)."""
+    kw = dict(act_bytes=4, dropout=False, sequence_parallel=False, recompute="op")
+    shape = (4, 2, 8, 2, 16, 2)
+    assert float(activation_bytes_per_layer(*shape, **kw)) == 1024
+    assert float(activation_bytes_per_layer(*shape, gated=True, **kw)) == 1024 + 256
+    assert float(activation_bytes_per_layer(*shape, gated=True, kv=4, **kw)) == 1280 - 64
+    # gate off: what the re-run materialises is everything else (2176 - 1024)
+    assert float(recompute_working_bytes(*shape, **kw)) == 1152
+
+
 def test_flash_attention_drops_the_quadratic_term():
     plain = activation_bytes_per_layer(S, BATCH, H, A, 4 * H, T, sequence_parallel=True)
     fused = activation_bytes_per_layer(S, BATCH, H, A, 4 * H, T, sequence_parallel=True,

@@ -31,6 +31,7 @@ from forgeline.search import comm
 from forgeline.search.flops import (
     attention_core_forward_flops,
     layer_forward_flops,
+    recompute_flops_per_iteration,
     spec_model_flops,
 )
 from forgeline.search.memory import (
@@ -61,7 +62,7 @@ TIME_TERMS = ("compute_s", "recompute_s", "tp_comm_s", "pp_comm_s", "bubble_s", 
 
 CANDIDATE_FIELDS = ("tp", "pp", "dp", "vpp", "mb", "zero", "rc", "sp", "off", "cp")
 """Array names of a candidate batch: TP, PP, DP, chunks, micro-batch, ZeRO stage,
-recompute code (0 none, 1 selective, 2 full), sequence parallel, offload code (0-2),
+recompute code (0 none, 1 selective, 2 full, 3 op), sequence parallel, offload code (0-2),
 context parallel."""
 
 
@@ -197,7 +198,7 @@ def evaluate(c: dict[str, np.ndarray], model: ModelSpec, cluster: ClusterSpec,
     k16 = _Kernels(cluster, training.attention_precision)
     m = B / (d * b)
     tok = b * s / cp  # tokens of one micro-batch on one device
-    full, selective = rc == 2, rc == 1
+    full, selective, op = rc == 2, rc == 1, rc == 3
 
     # ---- one layer, one micro-batch, one device -----------------------------------------
     gemm_f = (k.gemm(tok, h, (h + 2 * kvh) / t, eg) + k.gemm(tok, h / t, h, eg)
@@ -232,7 +233,13 @@ def evaluate(c: dict[str, np.ndarray], model: ModelSpec, cluster: ClusterSpec,
                    + activation_fn)
     t_fwd = gemm_f + cast_f + core_f + elementwise
     t_bwd = 2 * gemm_f + cast_b + core_b + 2 * elementwise
-    t_rc = np.where(full, t_fwd, np.where(selective & (not flash), core_f, 0.0))
+    # op-level: the re-run GEMMs (with their share of the FP8 casts) and the memory-bound
+    # kernels between them (norms, activation), whose outputs are not saved either
+    # (flops.op_recomputed_gemms: wk and w3 column-split, wo and a plain w2 row-split)
+    op_gemms = (k.gemm(tok, h, kvh / t, eg) + k.gemm(tok, h / t, h, eg)
+                + (k.gemm(tok, h, f / t, eg) if model.gated_mlp else k.gemm(tok, f / t, h, eg)))
+    op_rc = op_gemms * (1 + cast_f / gemm_f) + elementwise
+    t_rc = np.select([full, selective & (not flash), op], [t_fwd, core_f, op_rc], 0.0)
 
     ar_tp = comm.collective_s("all_reduce", tok * h * e, t, 1, cluster)
     ag_tp = comm.collective_s("all_gather", tok * h * e, t, 1, cluster)
@@ -375,9 +382,11 @@ def evaluate(c: dict[str, np.ndarray], model: ModelSpec, cluster: ClusterSpec,
     devices = t * p * d * cp
     model_flops = spec_model_flops(model, B)
     layer_f = layer_forward_flops(B, s, h, f, kv=kvh, mlp_matrices=nm)
-    recompute_flops = L * np.where(
-        full, layer_f,
-        np.where(selective & (not flash), attention_core_forward_flops(B, s, h), 0.0))
+    recompute_flops = np.select(
+        [full, selective & (not flash), op],
+        [L * layer_f, L * attention_core_forward_flops(B, s, h),
+         recompute_flops_per_iteration(B, s, L, h, "op", f, kv=kvh, gated=model.gated_mlp)],
+        0.0)
     hw_flops = model_flops + recompute_flops
     return {
         **terms,

@@ -140,6 +140,10 @@ def megatron_args(config: ParallelConfig, model: ModelSpec, training: TrainingSp
 def emit(plan: Plan | ParallelConfig, model: ModelSpec, training: TrainingSpec) -> EmittedConfig:
     """The DeepSpeed config and worker count of ``plan`` (+ Megatron args for TP/PP)."""
     config = plan.config if isinstance(plan, Plan) else plan
+    if config.recompute == "op":
+        raise ConfigError("recompute", "op", "DeepSpeed and Megatron have no op-level selective "
+                          "recomputation (torchtitan's); search with recompute none, "
+                          "selective or full")
     device = plan.offload_device if isinstance(plan, Plan) else "cpu"
     device = "cpu" if device == "none" else device
     cfg = deepspeed_config(config, model, training, device)

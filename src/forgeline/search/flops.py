@@ -10,8 +10,21 @@ from __future__ import annotations
 
 from typing import Any
 
-RECOMPUTE_MODES = ("none", "selective", "full")
-"""Activation recomputation: nothing, the attention core only, or the whole layer."""
+RECOMPUTE_MODES = ("none", "selective", "full", "op")
+"""Activation recomputation: nothing, the attention core only, the whole layer, or the GEMMs
+of :func:`op_recomputed_gemms` (torchtitan's op-level selective checkpointing). A mode's
+position is its code in the cost model's arrays."""
+
+
+def op_recomputed_gemms(h: Any, ffn: Any, kv: Any, gated: bool) -> tuple[tuple[Any, Any], ...]:
+    """(input, output) widths of the GEMMs torchtitan's op-level selective checkpointing
+    re-runs in backward.
+
+    Its policy (``selective_ac_option = 'op'``, the Llama 3 8B toml's default) saves the
+    output of every odd matmul of a block and recomputes the even ones. A block calls wq, wk,
+    wv, wo, w1, w3, w2 (w3 only with a gated MLP), so it recomputes wk, wo and w3 — or w2
+    without a gate."""
+    return (h, kv), (h, h), ((h, ffn) if gated else (ffn, h))
 
 
 def layer_forward_flops(b: Any, s: Any, h: Any, ffn: Any, t: Any = 1, *, kv: Any = None,
@@ -56,15 +69,21 @@ def spec_model_flops(model: Any, batch: Any) -> Any:
 
 
 def recompute_flops_per_iteration(batch: Any, s: Any, layers: Any, h: Any, recompute: str,
-                                  ffn: Any = None) -> Any:
+                                  ffn: Any = None, *, kv: Any = None, gated: bool = False
+                                  ) -> Any:
     """Extra forward FLOPs spent re-creating dropped activations."""
     ffn = 4 * h if ffn is None else ffn
+    kv = h if kv is None else kv
     if recompute == "none":
         return 0 * batch
     if recompute == "selective":
         return layers * attention_core_forward_flops(batch, s, h)
     if recompute == "full":
-        return layers * layer_forward_flops(batch, s, h, ffn)
+        return layers * layer_forward_flops(batch, s, h, ffn, kv=kv,
+                                            mlp_matrices=3 if gated else 2)
+    if recompute == "op":
+        widths = op_recomputed_gemms(h, ffn, kv, gated)
+        return layers * 2 * batch * s * sum(i * o for i, o in widths)
     raise ValueError(f"recompute={recompute!r}: choose from {RECOMPUTE_MODES}")
 
 

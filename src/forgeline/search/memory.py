@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from forgeline.search.flops import RECOMPUTE_MODES
+
 FP32_GRAD_BYTES = 4
 """DeepSpeed converts a shard's 16-bit gradient to fp32 before the optimizer step."""
 
@@ -28,8 +30,13 @@ def activation_bytes_per_layer(s: Any, b: Any, h: Any, heads: Any, ffn: Any = No
     ``sbh(34 + 5as/h)`` alone, ``sbh(10 + 24/t + 5as/(ht))`` with TP, ``sbh/t(34 + 5as/h)``
     with TP+SP, ``sbh(10 + 24/t)`` TP+selective, ``34sbh/t`` TP+SP+selective, ``2sbh``
     full recomputation (``2sbh/t`` with SP). Generalised here to any f, element size and
-    no-dropout / fused-attention models. ``recompute`` is a mode name or an array of codes
-    (0 none, 1 selective, 2 full).
+    no-dropout / fused-attention models. Op-level selective recomputation (torchtitan) keeps
+    the layer input, the outputs of the GEMMs it does not re-run (wq, wv, w1 and, with a
+    gate, w2: :func:`~forgeline.search.flops.op_recomputed_gemms`) and the attention output
+    with its softmax statistics: ``sbh(2 + 2/t + kv/(ht)) + sbf/t`` elements gated (the w2
+    output counts with the input, split by SP), one ``sbh`` less without a gate.
+    ``recompute`` is a mode name or an array of codes
+    (:data:`~forgeline.search.flops.RECOMPUTE_MODES` positions).
     """
     ffn = 4 * h if ffn is None else ffn
     code = _recompute_code(recompute)
@@ -48,7 +55,10 @@ def activation_bytes_per_layer(s: Any, b: Any, h: Any, heads: Any, ffn: Any = No
     keep_core = np.where(code == 1, 0, core)
     layer = replicated / sp_div + (split + keep_core) / t
     full = e * sbh / sp_div
-    return np.where(code == 2, full, layer)
+    # op-level: wq, attention and wv outputs, w1 output (split); input (+ w2 output if gated)
+    op = (e * sbh * (2 if gated else 1) / sp_div
+          + (sbh * (2 + kv_ratio) * e + sbf * e + core) / t)
+    return np.select([code == 2, code == 3], [full, op], layer)
 
 
 def recompute_working_bytes(s: Any, b: Any, h: Any, heads: Any, ffn: Any = None, t: Any = 1,
@@ -62,7 +72,9 @@ def recompute_working_bytes(s: Any, b: Any, h: Any, heads: Any, ffn: Any = None,
               flash_attention=flash_attention, kv=kv, gated=gated)
     whole = activation_bytes_per_layer(s, b, h, heads, ffn, t, recompute="none", **kw)
     without_core = activation_bytes_per_layer(s, b, h, heads, ffn, t, recompute="selective", **kw)
-    return np.where(code == 2, whole, np.where(code == 1, whole - without_core, 0))
+    op = activation_bytes_per_layer(s, b, h, heads, ffn, t, recompute="op", **kw)
+    return np.select([code == 2, code == 1, code == 3], [whole, whole - without_core, whole - op],
+                     0)
 
 
 def zero_model_state_bytes(params: Any, dp: Any, stage: Any, param_bytes: int = 2,
@@ -126,5 +138,5 @@ def host_offload_bytes(params: Any, dp: Any, offload: Any, param_bytes: int = 2,
 
 def _recompute_code(recompute: Any) -> Any:
     if isinstance(recompute, str):
-        return np.asarray({"none": 0, "selective": 1, "full": 2}[recompute])
+        return np.asarray(RECOMPUTE_MODES.index(recompute))
     return np.asarray(recompute)

@@ -7,12 +7,16 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from forgeline.errors import ConfigError
+from forgeline.search.flops import RECOMPUTE_MODES
 from forgeline.search.specs import ClusterSpec, ModelSpec, TrainingSpec
 
-Recompute = Literal["none", "selective", "full"]
+Recompute = Literal["none", "selective", "full", "op"]
+"""Activation recomputation: nothing, the attention core, the whole layer, or every second
+GEMM of a layer (torchtitan's op-level selective checkpointing, :data:`~forgeline.search.flops.
+OP_RECOMPUTED_GEMMS`)."""
 Offload = Literal["none", "optimizer", "parameters"]
 
-RECOMPUTE_CODES: dict[str, int] = {"none": 0, "selective": 1, "full": 2}
+RECOMPUTE_CODES: dict[str, int] = {mode: code for code, mode in enumerate(RECOMPUTE_MODES)}
 OFFLOAD_CODES: dict[str, int] = {"none": 0, "optimizer": 1, "parameters": 2}
 GIB = 1024**3
 
@@ -85,6 +89,9 @@ class ParallelConfig(BaseModel):
             raise ConfigError("offload", self.offload, "optimizer offload needs zero_stage >= 1")
         if self.offload == "parameters" and self.zero_stage != 3:
             raise ConfigError("offload", self.offload, "parameter offload needs zero_stage 3")
+        if self.recompute == "op" and not training.profile.op_recompute:
+            raise ConfigError("recompute", "op", "op-level selective recomputation is "
+                              f"torchtitan's; framework={training.framework!r} has none")
         if self.sequence_parallel and t == 1:
             raise ConfigError("sequence_parallel", True, "needs tensor_parallel > 1")
 

@@ -6,8 +6,9 @@ time: which attention kernel runs (its achieved fraction of peak per GPU generat
 cluster property, :attr:`ClusterSpec.attention_efficiency`), whether the data-parallel
 gradient reduction, the ZeRO/FSDP parameter gathers, the tensor-parallel collectives and the
 pipeline sends overlap compute (each then hides as far as the compute available per bucket
-or chunk allows), whether ZeRO/FSDP sharding combines with pipelining, and how FP8 scales
-its casts. ``TrainingSpec.framework`` selects one.
+or chunk allows), whether ZeRO/FSDP sharding combines with pipelining, whether op-level
+selective recomputation exists, and how FP8 scales its casts. ``TrainingSpec.framework``
+selects one.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class FrameworkProfile(BaseModel):
     p2p_overlap: bool = Field(description="pipeline sends/receives overlap compute")
     zero_with_pipeline: bool = Field(description="ZeRO-2/3 / FSDP sharding combines with "
                                      "pipeline parallelism")
+    op_recompute: bool = Field(False, description="op-level selective recomputation (every "
+                               "second GEMM of a block re-run in backward) is available")
     fp8_scaling: Literal["delayed", "dynamic"] = Field(
         "delayed", description="delayed: amax from history, fused into the cast (Transformer "
         "Engine); dynamic: a separate amax pass over each tensor before its cast (torchao)")
@@ -77,10 +80,12 @@ PROFILES: dict[str, FrameworkProfile] = {
     "torchtitan": FrameworkProfile(
         name="torchtitan", attention_kernel="flash2", grad_reduce_overlap=True,
         param_gather_overlap=True, tp_comm_overlap=False, p2p_overlap=False,
-        zero_with_pipeline=True, fp8_scaling="dynamic",
+        zero_with_pipeline=True, fp8_scaling="dynamic", op_recompute=True,
         sources="torchtitan docs: FSDP2 with implicit prefetch, SDPA attention "
                 "(FlashAttention-2 backend), torchao Float8 tensorwise dynamic scaling, FSDP "
-                "combined with PP; async TP only where a run enables it"),
+                "combined with PP; async TP only where a run enables it; activation "
+                "checkpointing 'selective' with selective_ac_option 'op' (torchtitan "
+                "parallelize_llama.py: the output of every second matmul is recomputed)"),
     "llama3-meta": FrameworkProfile(
         name="llama3-meta", attention_kernel="flash2", grad_reduce_overlap=True,
         param_gather_overlap=True, tp_comm_overlap=False, p2p_overlap=False,

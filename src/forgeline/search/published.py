@@ -103,8 +103,9 @@ _TITAN_GPU = {"device_memory_bytes": 96 * 10**9, "hbm_bytes_per_s": 2.4e12,
                                    "fp16": 912.5e12, "fp8": 1824.7e12}}
 _TITAN_ASSUME = ("the source says the 500 W part's peak lies between H100 SXM (989.4 / "
                  "1,978.9 TFLOP/s bf16 / fp8) and NVL (835.5 / 1,670.5) and is unknown: the "
-                 "midpoint is assumed (912.5 / 1,824.7); FSDP2 = ZeRO-3; 'selective op' AC "
-                 "recomputes only cheap ops and is modelled as no recompute; seq_len 8192 "
+                 "midpoint is assumed (912.5 / 1,824.7); FSDP2 = ZeRO-3; 8B: 'selective "
+                 "activation checkpointing' is the 8B toml's selective_ac_option 'op' "
+                 "(recompute='op': every second matmul of a block re-run); seq_len 8192 "
                  "from the run's llama3 toml; 405B: micro-batch picked by the search, "
                  "interleaved = 2 stages per rank (assumed)")
 _LLAMA3 = ("Llama 3 Herd of Models (Dubey et al. 2024) §3.3.2 Table 4, 405B pre-training "
@@ -181,13 +182,13 @@ PUBLISHED_RUNS: tuple[PublishedRun, ...] = (
         assumptions=_TITAN_ASSUME if gpu == "h100" else note)
       for name, src, gpu, model_name, shape, gpus, tp, pp, vp, mbs, gbs, rc, prec, tokens, note in (
           ("titan-8b-8-compile", f"{_TITAN} Table 1", "h100", "llama3.1-8b", LLAMA3_8B,
-           8, 1, 1, 1, 2, 16, "none", "bf16", 6667, ""),
+           8, 1, 1, 1, 2, 16, "op", "bf16", 6667, ""),
           ("titan-8b-8-float8", f"{_TITAN} Table 1", "h100", "llama3.1-8b", LLAMA3_8B,
-           8, 1, 1, 1, 2, 16, "none", "fp8", 8532, ""),
+           8, 1, 1, 1, 2, 16, "op", "fp8", 8532, ""),
           ("titan-8b-128-compile", f"{_TITAN} Table 3", "h100", "llama3.1-8b", LLAMA3_8B,
-           128, 1, 1, 1, 2, 256, "none", "bf16", 6514, ""),
+           128, 1, 1, 1, 2, 256, "op", "bf16", 6514, ""),
           ("titan-8b-128-float8", f"{_TITAN} Table 3", "h100", "llama3.1-8b", LLAMA3_8B,
-           128, 1, 1, 1, 2, 256, "none", "fp8", 8380, ""),
+           128, 1, 1, 1, 2, 256, "op", "fp8", 8380, ""),
           ("titan-70b-256-float8", f"{_TITAN} Table 4 (2D)", "h100", "llama3.1-70b",
            LLAMA3_70B, 256, 8, 1, 1, 16, 512, "full", "fp8", 829, ""),
           ("titan-405b-512-1f1b", f"{_TITAN} Table 5 (1F1B)", "h100", "llama3.1-405b",
@@ -195,12 +196,12 @@ PUBLISHED_RUNS: tuple[PublishedRun, ...] = (
           ("titan-405b-512-interleaved", f"{_TITAN} Table 5 (Interleaved 1F1B)", "h100",
            "llama3.1-405b", LLAMA3_405B, 512, 8, 8, 2, None, 256, "full", "fp8", 128, ""),
           ("titan-8b-h200-32", "torchtitan benchmarks/llama3-8b_h200_202506_trainy-whitefiber"
-           ".md (4 nodes)", "h200", "llama3.1-8b", LLAMA3_8B, 32, 1, 1, 1, 2, 64, "none",
+           ".md (4 nodes)", "h200", "llama3.1-8b", LLAMA3_8B, 32, 1, 1, 1, 2, 64, "op",
            "fp8", 10938, "DGX-class H200 nodes, 400 Gb/s per GPU; torch.compile + Float8 "
-           "(dynamic scaling, FSDP float8 all-gather); selective AC (the 8B toml's default) "
-           "modelled as no recompute; global batch = local 2 x 32 ranks"),
+           "(dynamic scaling, FSDP float8 all-gather); selective AC (the 8B toml's 'op' "
+           "option: recompute='op'); global batch = local 2 x 32 ranks"),
           ("titan-8b-h200-64", "torchtitan benchmarks/llama3-8b_h200_202506_trainy-whitefiber"
-           ".md (8 nodes)", "h200", "llama3.1-8b", LLAMA3_8B, 64, 1, 1, 1, 2, 128, "none",
+           ".md (8 nodes)", "h200", "llama3.1-8b", LLAMA3_8B, 64, 1, 1, 1, 2, 128, "op",
            "fp8", 10753, "as the 4-node run; global batch = local 2 x 64 ranks"),
       )),
     # ---- Meta's Llama 3 405B pre-training stack, H100 80 GB ------------------------------

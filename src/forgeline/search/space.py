@@ -49,7 +49,9 @@ class SearchSpace(BaseModel):
     virtual_stages: list[int] | None = None
     micro_batch_sizes: list[int] | None = None
     zero_stages: list[int] = Field(default_factory=lambda: [0, 1, 2, 3])
-    recompute: list[Recompute] = Field(default_factory=lambda: ["none", "selective", "full"])
+    recompute: list[Recompute] = Field(
+        default_factory=lambda: list(RECOMPUTE_CODES),
+        description="recompute modes to try; 'op' only where the framework has it")
     sequence_parallel: list[bool] = Field(default_factory=lambda: [False, True])
     offload: list[Offload] = Field(default_factory=lambda: ["none", "optimizer", "parameters"])
     max_tensor_parallel: int | None = Field(
@@ -142,6 +144,8 @@ def enumerate_space(model: ModelSpec, cluster: ClusterSpec, training: TrainingSp
     rcs = [RECOMPUTE_CODES[r] for r in space.recompute]
     if training.flash_attention and 0 in rcs:
         rcs = [r for r in rcs if r != 1]  # nothing to recompute selectively with fused attention
+    if not training.profile.op_recompute:
+        rcs = [r for r in rcs if r != RECOMPUTE_CODES["op"]]
     shapes = _shapes(model, cluster, training, space)
     rows, inner_counts, inner_cache = [], [], {}
     for t, p, d, c in shapes:

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from forgeline.errors import ConfigError
 from forgeline.search.calibration import Calibration, Observation, calibrate
 from forgeline.search.flops import spec_model_flops
-from forgeline.search.plan import ParallelConfig, Plan
+from forgeline.search.plan import RECOMPUTE_CODES, ParallelConfig, Plan
 from forgeline.search.published import PUBLISHED_RUNS, PublishedRun
 from forgeline.search.ranking import search
 from forgeline.search.reference import korthikanti_observations
@@ -103,7 +103,7 @@ def plan_for(run: PublishedRun, cluster: ClusterSpec) -> Plan:
         virtual_stages=[run.virtual_stages] if run.virtual_stages else None,
         micro_batch_sizes=[run.micro_batch_size] if run.micro_batch_size else None,
         zero_stages=[run.zero_stage], sequence_parallel=[run.sequence_parallel],
-        recompute=[run.recompute] if run.recompute else ["none", "selective", "full"],
+        recompute=[run.recompute] if run.recompute else list(RECOMPUTE_CODES),
         offload=["none"])
     found = search(run.model, cluster, training_for(run), top_k=1, space=space)
     if found.feasible:
