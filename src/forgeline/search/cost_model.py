@@ -29,8 +29,7 @@ import numpy as np
 
 from forgeline.search import comm
 from forgeline.search.flops import (
-    attention_core_forward_flops,
-    layer_forward_flops,
+    op_recomputed_gemms,
     recompute_flops_per_iteration,
     spec_model_flops,
 )
@@ -235,9 +234,9 @@ def evaluate(c: dict[str, np.ndarray], model: ModelSpec, cluster: ClusterSpec,
     t_bwd = 2 * gemm_f + cast_b + core_b + 2 * elementwise
     # op-level: the re-run GEMMs (with their share of the FP8 casts) and the memory-bound
     # kernels between them (norms, activation), whose outputs are not saved either
-    # (flops.op_recomputed_gemms: wk and w3 column-split, wo and a plain w2 row-split)
-    op_gemms = (k.gemm(tok, h, kvh / t, eg) + k.gemm(tok, h / t, h, eg)
-                + (k.gemm(tok, h, f / t, eg) if model.gated_mlp else k.gemm(tok, f / t, h, eg)))
+    # (a GEMM back to width h is row-parallel: its input is split; the others column-parallel)
+    op_gemms = sum(k.gemm(tok, i / t, o, eg) if o == h else k.gemm(tok, i, o / t, eg)
+                   for i, o in op_recomputed_gemms(h, f, kvh, model.gated_mlp))
     op_rc = op_gemms * (1 + cast_f / gemm_f) + elementwise
     t_rc = np.select([full, selective & (not flash), op], [t_fwd, core_f, op_rc], 0.0)
 
@@ -381,12 +380,10 @@ def evaluate(c: dict[str, np.ndarray], model: ModelSpec, cluster: ClusterSpec,
     step = sum(terms.values())
     devices = t * p * d * cp
     model_flops = spec_model_flops(model, B)
-    layer_f = layer_forward_flops(B, s, h, f, kv=kvh, mlp_matrices=nm)
     recompute_flops = np.select(
         [full, selective & (not flash), op],
-        [L * layer_f, L * attention_core_forward_flops(B, s, h),
-         recompute_flops_per_iteration(B, s, L, h, "op", f, kv=kvh, gated=model.gated_mlp)],
-        0.0)
+        [recompute_flops_per_iteration(B, s, L, h, mode, f, kv=kvh, gated=model.gated_mlp)
+         for mode in ("full", "selective", "op")], 0.0)
     hw_flops = model_flops + recompute_flops
     return {
         **terms,

@@ -12,8 +12,8 @@ from forgeline.search.specs import ClusterSpec, ModelSpec, TrainingSpec
 
 Recompute = Literal["none", "selective", "full", "op"]
 """Activation recomputation: nothing, the attention core, the whole layer, or every second
-GEMM of a layer (torchtitan's op-level selective checkpointing, :data:`~forgeline.search.flops.
-OP_RECOMPUTED_GEMMS`)."""
+GEMM of a layer (torchtitan's op-level selective checkpointing,
+:func:`~forgeline.search.flops.op_recomputed_gemms`)."""
 Offload = Literal["none", "optimizer", "parameters"]
 
 RECOMPUTE_CODES: dict[str, int] = {mode: code for code, mode in enumerate(RECOMPUTE_MODES)}
