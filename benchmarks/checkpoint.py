@@ -19,11 +19,21 @@ throttled filesystem (per-request latency + a bandwidth cap, so the page cache c
 I/O): torch.load reads the bytes through it, forgeline restores from a throttled URL of its
 store.
 
-Training-overhead phase: the same engine trains 4 * STEPS_BETWEEN + 1 steps with a checkpoint
-every STEPS_BETWEEN (5) steps, once per system (none, torch.save, DCP async_save, forgeline
-async with its optimizer guard and its CPU budget ``fl_async``, and without the budget
-``fl_nobudget``), interleaved, 3 reps; then 2 * 50 + 1 steps with a checkpoint every 50 steps
-(none, DCP async_save, fl_async), 2 reps. A checkpoint's blocking time is what the training
+Training-overhead phase: blocks of training on the same engine, each a piece of a long run
+with a checkpoint every STEPS_BETWEEN (5) or 50 steps. A block starts with an untimed
+checkpoint, one interval of steps and the wait for its persist, so the timed part follows a
+save one interval earlier, as in a long run (forgeline's CPU budget sees one interval's
+training) and is never a store's first save or DCP's first async_save. Timed: @5, 4
+checkpoints each followed by 5 steps; @50, 1 checkpoint followed by WINDOW_STEPS (10) steps
+(its persisting is over by then; the rest of the interval is the same for every system);
+then the wait until the last checkpoint is persisted. Systems: none, torch.save, DCP
+async_save, forgeline async with its optimizer guard and its CPU budget ``fl_async``, and
+without the budget ``fl_nobudget``; @50: none, DCP async_save, fl_async. They stay alive for
+the whole phase. 3 rounds (@50: 4; quick: 2 and 3) of one block per system in a rotated
+order; a system's cost is its block minus the "none" block of the same round (identical
+blocks differ by up to ±10 % on this shared machine, and the pairing keeps that drift off the
+difference), median over rounds.
+A checkpoint's blocking time is what the training
 thread lost to it: torch.save's call; DCP async_save's call plus waiting for its previous
 save; forgeline's save() call plus the time the next optimizer step waited for the
 overlapped snapshot (CheckFreq-style: the copy runs during the next forward/backward). The
@@ -50,9 +60,10 @@ Metrics:
                                        (the last step's loss; training is deterministic here,
                                        every step's loss is in the JSON)
   restore_s_ratio_vs_torch_load        forgeline restore time / torch.load time (throttled)
-  training_overhead_fl_vs_dcp_async@5  fl_async's extra training wall time over "none" /
-                                       DCP async_save's, checkpoint every 5 steps (median of
-                                       reps); also @50
+  training_overhead_fl_vs_dcp_async@5  fl_async's extra wall time over "none" / DCP
+                                       async_save's (each the median over rounds of the
+                                       paired block difference), checkpoint every 5 steps;
+                                       also @50
   resume_s_local_tier                  a restarted worker's restore_fastest (TieredStore saved
                                        to a local folder tier + a throttled remote) — it picks
                                        the local tier; median of 3
@@ -90,12 +101,14 @@ from forgeline.checkpoint import (  # noqa: E402
     RetentionPolicy,
     collect_garbage,
 )
+from forgeline.checkpoint.config import TrainCheckpointing  # noqa: E402
 from forgeline.train import skip_unused_deepspeed_ops  # noqa: E402
 
 MICRO_BATCH = 32
 STEPS_BETWEEN = 5
-CPU_SHARE = 0.25  # the training stage's default CheckpointConfig.cpu_share
-OVERHEAD_STEPS = 4 * STEPS_BETWEEN + 1  # the @5 phase: 4 checkpoints, each followed by steps
+CPU_SHARE = TrainCheckpointing.model_fields["cpu_share"].default  # the training stage's
+WINDOW_STEPS = 10  # @50: timed steps after the checkpoint (its persisting is over by then)
+OVERHEAD_SAVES = 4  # the @5 phase's blocks: 4 checkpoints, each followed by STEPS_BETWEEN steps
 
 TARGETS = {
     "stall_ratio_vs_torch_save": "<= 0.05",
@@ -320,60 +333,122 @@ def run_sequence(label: str, engine: Any, task: Callable, systems: Systems, chec
 FL_BUDGETS = {"fl_async": CPU_SHARE, "fl_nobudget": None}
 
 
-def train_with_checkpoints(system: str, engine: Any, task: Callable, root: Path, rep: int, *,
-                           chunk_bytes: int, staging_bytes: int, first_batch: int,
-                           every: int = STEPS_BETWEEN, checkpoints: int = 4) -> dict[str, Any]:
-    """``checkpoints * every + 1`` training steps with a ``system`` checkpoint every ``every``
-    steps (``fl_async``: forgeline with its CPU budget; ``fl_nobudget``: without)."""
-    import torch.distributed.checkpoint as dcp
+class IntervalRunner:
+    """The training-overhead phase's systems, alive for the whole phase (a warm store, DCP's
+    warm writer) so that every measured block is a checkpoint interval of a long run, not a
+    store's first save: ``block`` trains ``saves * every`` steps with a ``system`` checkpoint
+    before every ``every`` steps, then waits for the last persist to finish (counted)."""
 
-    folder = root / f"overhead-{system}-{every}-{rep}"
-    folder.mkdir(parents=True, exist_ok=True)
-    store, pending, infos, stalls = None, None, [], []
-    steps = checkpoints * every + 1
-    if system in FL_BUDGETS:
-        store = CheckpointStore(f"file://{folder}", CheckpointConfig(
-            chunk_bytes=chunk_bytes, max_staging_bytes=staging_bytes,
-            cpu_share=FL_BUDGETS[system]))
-        store.protect(engine)  # the next optimizer step waits for the overlapped snapshot
-    started, cpu_started = time.perf_counter(), time.process_time()
-    step_s = []
-    for i in range(1, steps + 1):
-        t_step = time.perf_counter()
-        train_step(engine, task(first_batch + i))
-        step_s.append(time.perf_counter() - t_step)
-        if i % every or i == steps:
-            continue
-        t0 = time.perf_counter()
+    def __init__(self, root: Path, engine: Any, task: Callable, chunk_bytes: int,
+                 staging_bytes: int, systems: list[str]) -> None:
+        self.root, self.engine, self.task = root, engine, task
+        self.stores = {}
+        for name in systems:
+            if name in FL_BUDGETS:
+                self.stores[name] = CheckpointStore(f"file://{root}/{name}", CheckpointConfig(
+                    chunk_bytes=chunk_bytes, max_staging_bytes=staging_bytes,
+                    cpu_share=FL_BUDGETS[name]))
+                self.stores[name].protect(engine)  # next optimizer step waits for the snapshot
+        self.blocks, self.pending, self.infos = 0, None, []
+
+    def block(self, system: str, every: int, saves: int, first_batch: int,
+              window: int | None = None) -> dict[str, Any]:
+        """Untimed lead-in: a checkpoint, ``every`` steps, its persist finished — so the
+        timed saves follow a save ``every`` steps earlier, as in a long run (a CPU budget
+        sees one interval's training). Timed: ``saves`` checkpoints, each followed by
+        ``every`` steps (the last by ``window``, default ``every``), then the wait for the
+        last persist."""
+        self.blocks += 1
+        step = first_batch
+        self._save(system, 0)
+        for _ in range(every):
+            train_step(self.engine, self.task(step))
+            step += 1
+        self._drain(system)
+        self.infos = []
+        stalls, step_s = [], []
+        started, cpu_started = time.perf_counter(), time.process_time()
+        for s in range(saves):
+            stalls.append(self._save(system, s + 1))
+            for _ in range(every if s < saves - 1 or window is None else window):
+                t_step = time.perf_counter()
+                train_step(self.engine, self.task(step))
+                step_s.append(time.perf_counter() - t_step)
+                step += 1
+        train_s = time.perf_counter() - started
+        self._drain(system)
+        drained_s = time.perf_counter() - started
+        cpu_s = time.process_time() - cpu_started  # every thread of this process: background
+        row = {"kind": "overhead", "system": system, "every": every, "checkpoints": saves,
+               "timed_steps": len(step_s), "train_s": train_s, "train_plus_drain_s": drained_s,
+               "cpu_s": cpu_s, "stall_s": stalls if system != "none" else [],
+               "step_s_median": harness.median(step_s)}
+        store = self.stores.get(system)
+        if store is not None:  # retention outside the timed block, as a run's GC would be
+            row["stall_s"] = [info.stall_s for info in self.infos]  # + the guard's wait
+            row["guard_waited_s"] = [info.waited_s for info in self.infos]
+            row["fast_path"] = [store.manifest(info.step).stats["fast_path"]
+                                for info in self.infos]
+            collect_garbage(store.url, RetentionPolicy(keep_last=1, gc_grace_s=0))
+        shutil.rmtree(self.root / f"{system}-{self.blocks}", ignore_errors=True)
+        return row
+
+    def _save(self, system: str, index: int) -> float:
+        """One checkpoint by ``system``; the seconds the training thread spent in the call."""
+        import torch.distributed.checkpoint as dcp
+
+        folder = self.root / f"{system}-{self.blocks}"
+        started = time.perf_counter()
         if system == "torch_save":
-            torch.save(state_of(engine), folder / "latest.pt")
+            folder.mkdir(parents=True, exist_ok=True)
+            torch.save(state_of(self.engine), folder / "latest.pt")
         elif system == "dcp_async_save":
-            if pending is not None:
-                pending.result()  # DCP allows one async save in flight
-            pending = dcp.async_save(state_of(engine), checkpoint_id=str(folder / f"s{i}"))
-        elif store is not None:
-            infos.append(store.save(state_of(engine), i))
-        stalls.append(time.perf_counter() - t0)
-    train_s = time.perf_counter() - started
-    if store is not None:
-        stalls = [info.stall_s for info in infos]  # save() + the guard's wait at the next step
-        waited = [info.waited_s for info in infos]
-        store.close()
-        fast = [CheckpointStore(f"file://{folder}").manifest(info.step).stats["fast_path"]
-                for info in infos]
-    if pending is not None:
-        pending.result()
-    drained_s = time.perf_counter() - started
-    cpu_s = time.process_time() - cpu_started  # every thread of this process: background too
-    shutil.rmtree(folder, ignore_errors=True)
-    row = {"kind": "overhead", "system": system, "rep": rep, "steps": steps,
-           "every": every, "train_s": train_s, "train_plus_drain_s": drained_s,
-           "cpu_s": cpu_s, "checkpoints": checkpoints,
-           "stall_s": stalls, "step_s_median": harness.median(step_s)}
-    if store is not None:
-        row["guard_waited_s"] = waited
-        row["fast_path"] = fast
-    return row
+            self._drain(system)  # DCP allows one async save in flight
+            self.pending = dcp.async_save(state_of(self.engine),
+                                          checkpoint_id=str(folder / f"s{index}"))
+        elif system in self.stores:
+            info = self.stores[system].save(state_of(self.engine), self.blocks * 100 + index)
+            if index:
+                self.infos.append(info)
+        return time.perf_counter() - started
+
+    def _drain(self, system: str) -> None:
+        if system == "dcp_async_save" and self.pending is not None:
+            self.pending.result()
+            self.pending = None
+        elif system in self.stores:
+            self.stores[system].wait()
+
+    def close(self) -> None:
+        for store in self.stores.values():
+            store.close()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def interval_phase(runner: IntervalRunner, systems: list[str], every: int, saves: int,
+                   rounds: int, runs: list[dict[str, Any]], *, window: int | None = None
+                   ) -> None:
+    """``rounds`` rounds of one block per system in a rotated order (A B C, B C A, ...), so
+    drift of the shared machine lands on every system alike and each round pairs every
+    system with a "none" block run beside it."""
+    batch = 5000
+    for rep in range(rounds):
+        shift = rep % len(systems)
+        for name in systems[shift:] + systems[:shift]:
+            batch += (saves + 1) * every
+            try:
+                row = {"rep": rep, **runner.block(name, every, saves, batch, window)}
+            except Exception as exc:  # noqa: BLE001 - a peer that cannot run is reported
+                traceback.print_exc()
+                row = {"kind": "overhead", "system": name, "rep": rep, "every": every,
+                       "error": f"{type(exc).__name__}: {exc}"}
+            runs.append(row)
+            if "error" not in row:
+                print(f"overhead@{every} {name:>15} round {rep}: "
+                      f"{row['train_plus_drain_s']:7.2f}s stalls "
+                      + " ".join(f"{v:.3f}" for v in row["stall_s"])
+                      + (f" fast_path {row['fast_path']}" if "fast_path" in row else ""),
+                      file=sys.stderr)
 
 
 def resume_from_tiers(engine: Any, task: Callable, workdir: Path, step: int,
@@ -508,27 +583,13 @@ def main() -> int:
     copy_s = time_snapshot_copy(engine)
     FWD_BWD_S.clear()
     overhead_systems = ["none", "torch_save", "dcp_async_save", "fl_async", "fl_nobudget"]
-    phases = [(STEPS_BETWEEN, 4, overhead_systems, 3),
-              (50, 2, ["none", "dcp_async_save", "fl_async"], 2)]
-    for every, n_checkpoints, phase_systems, reps in phases:
-        for rep in range(reps):
-            order = phase_systems if rep % 2 == 0 else phase_systems[::-1]
-            for k, name in enumerate(order):
-                try:
-                    row = train_with_checkpoints(
-                        name, engine, task, workdir, rep, chunk_bytes=chunk_bytes,
-                        staging_bytes=staging, first_batch=5000 + 1000 * rep + 200 * k,
-                        every=every, checkpoints=n_checkpoints)
-                except Exception as exc:  # noqa: BLE001 - a peer that cannot run is reported
-                    traceback.print_exc()
-                    row = {"kind": "overhead", "system": name, "rep": rep, "every": every,
-                           "error": f"{type(exc).__name__}: {exc}"}
-                runs.append(row)
-                if "error" not in row:
-                    print(f"overhead@{every} {name:>15} rep {rep}: train {row['train_s']:7.2f}s "
-                          "stalls " + " ".join(f"{v:.3f}" for v in row["stall_s"])
-                          + (f" fast_path {row['fast_path']}" if "fast_path" in row else ""),
-                          file=sys.stderr)
+    runner = IntervalRunner(workdir / "overhead", engine, task, chunk_bytes, staging,
+                            overhead_systems)
+    rounds = 2 if args.quick else 3
+    interval_phase(runner, overhead_systems, STEPS_BETWEEN, OVERHEAD_SAVES, rounds, runs)
+    interval_phase(runner, ["none", "dcp_async_save", "fl_async"], 50, 1, rounds + 1, runs,
+                   window=WINDOW_STEPS)
+    runner.close()
 
     fwd_bwd_s = harness.median(FWD_BWD_S)
     runs.append({"kind": "timing", "forward_backward_s": fwd_bwd_s, "state_copy_s": copy_s})
@@ -628,9 +689,19 @@ def main() -> int:
     def stalls(system: str) -> list[float]:
         return [v for r in overhead(system) for v in r["stall_s"]]
 
-    def slowdown(system: str, key: str = "train_s", every: int = STEPS_BETWEEN) -> float:
-        return harness.median(r[key] for r in overhead(system, every)) / harness.median(
-            r[key] for r in overhead("none", every)) - 1
+    def paired(system: str, every: int = STEPS_BETWEEN, key: str = "train_plus_drain_s",
+               relative: bool = False) -> list[float]:
+        """Per round: the system's block minus (or over) the "none" block of that round."""
+        none = {r["rep"]: r[key] for r in overhead("none", every)}
+        return [r[key] / none[r["rep"]] - 1 if relative else r[key] - none[r["rep"]]
+                for r in overhead(system, every) if r["rep"] in none]
+
+    def slowdown(system: str, every: int = STEPS_BETWEEN, key: str = "train_plus_drain_s"
+                 ) -> float:
+        return harness.median(paired(system, every, key, relative=True))
+
+    def extra_s(system: str, every: int = STEPS_BETWEEN) -> float:
+        return harness.median(paired(system, every))
 
     def resume_s(system: str) -> float:
         return harness.median(r["s"] for r in resumes if r["system"] == system and "s" in r)
@@ -653,10 +724,10 @@ def main() -> int:
         / harness.median(t_restore),
         "training_overhead_fl_async_vs_none": slowdown("fl_async"),
         "training_overhead_torch_save_vs_none": slowdown("torch_save"),
-        "training_overhead_fl_vs_dcp_async@5": slowdown("fl_async")
-        / slowdown("dcp_async_save"),
-        "training_overhead_fl_vs_dcp_async@50": slowdown("fl_async", every=50)
-        / slowdown("dcp_async_save", every=50),
+        "training_overhead_fl_vs_dcp_async@5": extra_s("fl_async")
+        / extra_s("dcp_async_save"),
+        "training_overhead_fl_vs_dcp_async@50": extra_s("fl_async", 50)
+        / extra_s("dcp_async_save", 50),
         "resume_s_local_tier": local_s,
         "resume_s_remote_tier": remote_s,
         "resume_speedup_local_vs_remote": remote_s / local_s,
@@ -693,26 +764,22 @@ def main() -> int:
                              and r["where"] == "local"]),
         "final_loss_after_resume": final_losses,
         "training_overhead": {
-            system: {"train_s_vs_none": slowdown(system),
-                     "train_plus_drain_s_vs_none": slowdown(system, "train_plus_drain_s"),
-                     "stall_s_median": harness.median(stalls(system)) if stalls(system)
-                     else 0.0}
-            for system in overhead_systems if overhead(system)},
-        "training_overhead@50": {
-            system: {"train_s_vs_none": slowdown(system, every=50),
-                     "train_plus_drain_s_vs_none": slowdown(system, "train_plus_drain_s", 50)}
-            for system in ("dcp_async_save", "fl_async") if overhead(system, 50)},
-        "training_overhead_fl_nobudget_vs_dcp_async@5": slowdown("fl_nobudget")
-        / slowdown("dcp_async_save"),
-        # CPU seconds (all threads) each checkpoint added over "none": far less sensitive to
-        # the shared machine's load than wall time
-        "extra_cpu_s_per_checkpoint": {
-            f"{system}@{every}": (harness.median(r["cpu_s"] for r in overhead(system, every))
-                                  - harness.median(r["cpu_s"] for r in overhead("none", every)))
-            / overhead(system, every)[0]["checkpoints"]
+            f"{system}@{every}": {
+                "train_s_vs_none": slowdown(system, every, "train_s"),
+                "train_plus_drain_s_vs_none": slowdown(system, every),
+                "extra_s_per_round": paired(system, every),
+                "extra_s_per_checkpoint": extra_s(system, every)
+                / overhead(system, every)[0]["checkpoints"],
+                # CPU seconds (all threads) each checkpoint added over "none"
+                "extra_cpu_s_per_checkpoint": harness.median(paired(system, every, "cpu_s"))
+                / overhead(system, every)[0]["checkpoints"],
+                "stall_s_median": harness.median(v for r in overhead(system, every)
+                                                 for v in r["stall_s"])}
             for every, systems_at in ((STEPS_BETWEEN, overhead_systems[1:]),
                                       (50, ["dcp_async_save", "fl_async"]))
             for system in systems_at if overhead(system, every) and overhead("none", every)},
+        "training_overhead_fl_nobudget_vs_dcp_async@5": extra_s("fl_nobudget")
+        / extra_s("dcp_async_save"),
         "time_to_resume_breakdown_s": {  # detection and restart are Ray's: not in this run
             system: {
                 "choose_s": harness.median(r["report"]["choose_s"] for r in ok)
@@ -765,7 +832,7 @@ def main() -> int:
         model={"params": n_params, "state_bytes": state_bytes, "d_model": d,
                "blocks": blocks, "checkpoints": checkpoints, "chunk_bytes": chunk_bytes,
                "micro_batch": MICRO_BATCH, "steps_between_checkpoints": STEPS_BETWEEN,
-               "overhead_phase_steps": OVERHEAD_STEPS},
+               "overhead_block_saves@5": OVERHEAD_SAVES},
         targets=TARGETS, summary=summary, peer_errors={**systems.errors, **frozen.errors},
         notes=notes,
     )

@@ -87,7 +87,7 @@ class CheckpointConfig(BaseModel):
         "measured cost of persisting the next save with "
         "`codec` would exceed it (or the previous save is still being persisted), that save's "
         "chunks are stored raw — still hashed, deduplicated and checksummed, no delta. None "
-        "(the store's default; the training stage uses 0.25): always `codec`.",
+        "(the store's default; the training stage uses 0.05): always `codec`.",
     )
     background_nice: int = Field(
         0, ge=0, le=19,
@@ -187,7 +187,7 @@ class TrainCheckpointing(BaseModel):
                          "shuffle-zstd (byte grouping + zstd).")
     async_save: bool = Field(True, description="Persist in the background.")
     cpu_share: float | None = Field(
-        0.25, gt=0, le=1, description="CPU budget of background persisting (fraction of "
+        0.05, gt=0, le=1, description="CPU budget of background persisting (fraction of "
         "training's CPU time between saves); over it, a save stores raw chunks. None: always "
         "`codec`.")
     resume: bool = Field(True, description="Resume from the newest committed "
