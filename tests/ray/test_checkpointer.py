@@ -23,6 +23,7 @@ from forgeline.ray import (
     read_metrics,
     young_daly_interval_s,
 )
+from forgeline.ray.checkpoint_callbacks import RESUME_TIMESTAMPS
 from forgeline.train import run_training
 
 
@@ -121,6 +122,34 @@ def test_failures_after_a_warning_count_as_predicted_and_the_interval_plans_for_
     assert planning_mtbf_s(written) == written["unpredicted_mtbf_s"]
     assert planning_mtbf_s({"mtbf_s": 800.0}) == 800.0  # a file from before the split
     assert planning_mtbf_s({"mtbf_s": 800.0, "unpredicted_mtbf_s": None}) == math.inf
+
+
+def test_time_to_resume_is_broken_down_from_the_resumed_workers_timestamps(tmp_path):
+    url = f"file://{tmp_path}/ck"
+    stats = FailureStatistics(url)
+    stats.after_report(None, [{"step": 10, "loss": 3.0}, {"step": 10, "loss": 3.0}], None)
+    last_report = stats.last_report_unix_s
+    stats.after_exception(None, {1: RuntimeError("node lost")})
+    detected = stats.records[-1]["time_unix_s"]
+    stats.after_report(None, [{"step": 0, "val_loss": 3.1}] * 2, None)  # before the restore
+    assert stats.records[-1]["time_to_resume"] is None
+
+    def ranks(*offsets: tuple[float, float, float, float]) -> list[dict[str, float]]:
+        return [{"step": 12, "loss": 2.9, **{key: detected + t for key, t in
+                                              zip(RESUME_TIMESTAMPS, offset, strict=True)}}
+                for offset in offsets]
+
+    # rank 1 is the slowest at every stage but the restore's start: each stage ends with it
+    stats.after_report(None, ranks((1.0, 2.0, 3.0, 3.2), (1.5, 1.8, 3.5, 4.0)), None)
+    stats.after_report(None, ranks((9.0, 9.0, 9.0, 9.0)), None)  # a later one changes nothing
+    resumed = storage.read_json(f"{url}/failure_stats.json")["failure_records"][0][
+        "time_to_resume"]
+    assert resumed["detection_s"] == pytest.approx(detected - last_report)
+    assert resumed["restart_s"] == pytest.approx(1.5)
+    assert resumed["setup_s"] == pytest.approx(0.5)  # 2.0 - 1.5
+    assert resumed["restore_s"] == pytest.approx(1.5)  # 3.5 - 2.0
+    assert resumed["first_step_s"] == pytest.approx(0.5)
+    assert resumed["total_s"] == pytest.approx(detected + 4.0 - last_report)
 
 
 def test_without_health_no_failure_is_predicted(tmp_path):

@@ -26,8 +26,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from forgeline import storage
 from forgeline.checkpoint import committed_steps
 from forgeline.ray import read_metrics
+from forgeline.ray.checkpointer import FAILURE_STATS_FILE
 from forgeline.throttled import throttled_url
 from forgeline.train import TrainOptions, run_training
 from forgeline.train.config import TrainConfig
@@ -290,6 +292,17 @@ def _train_losing_a_node(ray_cluster, config: TrainConfig, tmp_path: Path, at_ki
     assert facts["resumed_from_step"] >= killed["first_commit"]  # not step 0
     # from that committed checkpoint on, every step once more, to the end
     assert facts["steps_after"] == list(range(facts["resumed_from_step"] + 1, STEPS + 1))
+    # the controller's time to resume, part by part, against this test's own clock
+    record = storage.read_json(f"file://{folder}/checkpoints/{FAILURE_STATS_FILE}")[
+        "failure_records"][-1]
+    resumed = record["time_to_resume"]
+    print(f"time to resume, controller's breakdown: {resumed}")
+    assert record["time_unix_s"] >= killed["at"]  # Ray Train noticed after the kill
+    assert all(seconds >= 0 for seconds in resumed.values()), resumed
+    first_step_done = record["last_report_unix_s"] + resumed["total_s"]
+    # the first step after the restore ended after the kill, before its report was logged
+    assert killed["at"] < first_step_done <= killed["at"] + facts["time_to_resume_s"] + 0.01
+    assert resumed["restore_s"] > 0 and result.restore_s is not None
     return result, killed, facts
 
 

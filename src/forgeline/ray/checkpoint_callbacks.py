@@ -14,6 +14,11 @@ from forgeline import storage
 from forgeline.checkpoint import GCResult, RetentionPolicy, collect_garbage
 from forgeline.ray.checkpointer import FAILURE_STATS_FILE, young_daly_interval_s
 
+# what a resumed worker reports with its first step (time.time() of each): its training
+# function started, its restore started, ended, and its first step after it ended
+RESUME_TIMESTAMPS = ("resume_attempt_started_unix_s", "resume_restore_started_unix_s",
+                     "resume_restored_unix_s", "resume_first_step_unix_s")
+
 
 class CheckpointRetention(UserCallback):
     """After each reported forgeline checkpoint, apply ``policy`` and collect garbage."""
@@ -40,7 +45,17 @@ class FailureStatistics(UserCallback):
     controller sees the workers' reports, not their failing step); pass the run's
     ``HealthOptions`` numbers. Without worker health no report carries either: none is.
     Predicted failures are covered by proactive saves, so the interval plans for the others:
-    ``unpredicted_mtbf_s`` (:func:`~forgeline.ray.checkpointer.planning_mtbf_s`)."""
+    ``unpredicted_mtbf_s`` (:func:`~forgeline.ray.checkpointer.planning_mtbf_s`).
+
+    Time to resume, per failure (``failure_records[i]["time_to_resume"]``), from the
+    timestamps the resumed workers report with their first step (``RESUME_TIMESTAMPS``; the
+    slowest rank's of each) and this controller's own: ``detection_s`` from the last report
+    before the failure to Ray Train's exception (the failure itself lies in between, so this
+    is an upper bound), ``restart_s`` to the new workers' training function starting,
+    ``setup_s`` to the start of the restore (engine, data, validation), ``restore_s``,
+    ``first_step_s`` to the end of the first step after it, and ``total_s`` from that last
+    report to the end of the first step. Seconds of wall-clock time (``time.time``) on the
+    workers' and the controller's hosts."""
 
     def __init__(self, url: str, horizon_steps: int = 20, hazard_threshold: float = 0.5
                  ) -> None:
@@ -50,6 +65,7 @@ class FailureStatistics(UserCallback):
         self.failures: list[float] = []
         self.records: list[dict[str, Any]] = []
         self.save_costs_s: list[float] = []
+        self.last_report_unix_s: float | None = None
         self._since_failure()
 
     def _since_failure(self) -> None:
@@ -64,17 +80,42 @@ class FailureStatistics(UserCallback):
         predicted = self.warned_step is not None and self.last_step is not None \
             and self.last_step - self.warned_step <= self.horizon_steps
         self.records.append({"time_unix_s": now, "step": self.last_step,
-                             "predicted": predicted, "last_hazard": self.last_hazard})
+                             "predicted": predicted, "last_hazard": self.last_hazard,
+                             "last_report_unix_s": self.last_report_unix_s,
+                             "time_to_resume": None})
         self._since_failure()
         self._write()
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]],
                      checkpoint: Any) -> None:
+        self.last_report_unix_s = time.time()
         self._watch(metrics)
+        resumed = self._time_to_resume(metrics)
         costs = [m["checkpoint_blocked_s"] for m in metrics if "checkpoint_blocked_s" in m]
         if costs:
             self.save_costs_s.append(max(costs))
+        if costs or resumed:
             self._write()
+
+    def _time_to_resume(self, metrics: list[dict[str, Any]]) -> bool:
+        """Fill the last failure's ``time_to_resume`` from the first report of the resumed
+        workers that carries their timestamps; whether it did."""
+        if not self.records or self.records[-1]["time_to_resume"] is not None:
+            return False
+        stamps = [m for m in metrics if all(isinstance(m.get(k), int | float)
+                                            for k in RESUME_TIMESTAMPS)]
+        if not stamps:
+            return False
+        started, restore, restored, first = (max(m[k] for m in stamps)
+                                             for k in RESUME_TIMESTAMPS)
+        record = self.records[-1]
+        before = record["last_report_unix_s"]
+        record["time_to_resume"] = {
+            "detection_s": None if before is None else record["time_unix_s"] - before,
+            "restart_s": started - record["time_unix_s"], "setup_s": restore - started,
+            "restore_s": restored - restore, "first_step_s": first - restored,
+            "total_s": None if before is None else first - before}
+        return True
 
     def _watch(self, metrics: list[dict[str, Any]]) -> None:
         """The newest step, job hazard and warning (proactive save, hazard ≥ threshold)

@@ -163,10 +163,13 @@ def _grad_norm(engine: Any) -> float | None:
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Entry point of each Ray Train worker. ``loop_config`` = {"train": ..., "output_url": ...}."""
+    attempt_started = time.time()
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
     quiet_worker()
     import deepspeed
     import ray.train
+
+    from forgeline.ray.checkpoint_callbacks import RESUME_TIMESTAMPS
 
     skip_unused_deepspeed_ops()
     config = TrainConfig.model_validate(loop_config["train"])
@@ -189,8 +192,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     checkpointer = make_checkpointer(config, output_url, rank, world)
     if checkpointer is not None:
         checkpointer.protect(engine)
-    start_step, extra, restore_s, resume_tiers = 0, {}, None, None
-    restore_started = time.perf_counter()
+    start_step, extra, restore_s, resume_tiers, resume_stamps = 0, {}, None, None, None
+    restore_started, restore_started_unix = time.perf_counter(), time.time()
     resume = checkpointer.resume_step() if checkpointer and config.checkpoint.resume else None
     if resume is not None:  # saved by any worker count: ZeRO optimizer partitions resharded
         optimizer = config.checkpoint.resume_optimizer
@@ -200,6 +203,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                                             load_optimizer=optimizer)
         extra = state.get("extra") or {}
         restore_s = time.perf_counter() - restore_started
+        resume_stamps = [attempt_started, restore_started_unix, time.time()]  # + first step
         resume_tiers = _resume_tiers(checkpointer, world)
         log.info("rank %d resumed from forgeline checkpoint step %d in %.2f s", rank,
                  start_step, restore_s)
@@ -223,6 +227,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             source.feedback(indices, sample_losses.detach())
             engine.step()
             window_losses.append(loss.item())
+        if resume_stamps is not None and len(resume_stamps) < len(RESUME_TIMESTAMPS):
+            resume_stamps.append(time.time())  # the first step after the restore is done
         decision = None if guard is None else guard.step(
             step, time.perf_counter() - step_started, data_wait_s, window_losses[-1],
             _grad_norm(engine))
@@ -241,6 +247,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 **source.stats(),
                 **(guard.metrics() if guard is not None else {}),
             }
+            if resume_stamps is not None:  # the first report after a resume: its timing
+                metrics.update(zip(RESUME_TIMESTAMPS, resume_stamps, strict=True))
+                resume_stamps = None
             if rank == 0:
                 log.info("%s", progress_line(step, config.steps, mean_loss,
                                              metrics["tokens_per_s"],
