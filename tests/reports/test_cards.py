@@ -140,3 +140,21 @@ def test_the_checkpoint_card_counts_the_bytes_on_the_root_when_known() -> None:
                          checkpoint_stored_bytes=stored)
         rows = dict(checkpoint_card(train, facts).rows)
         assert shown in rows["Bytes stored vs raw"]
+
+
+def test_the_checkpoint_card_breaks_the_last_time_to_resume_down() -> None:
+    from forgeline.reports.cards import RunFacts, checkpoint_card
+
+    resumed = {"detection_s": 0.82, "restart_s": 7.95, "setup_s": 2.71, "restore_s": 0.021,
+               "first_step_s": 0.13, "total_s": 11.63}
+    stats = {"failures": 2, "failure_records": [
+        {"step": 4, "time_to_resume": {**resumed, "total_s": 99.0}},
+        {"step": 9, "time_to_resume": resumed}, {"step": 12, "time_to_resume": None}]}
+    train = {"checkpoint_url": "file:///ckpt"}
+    facts = RunFacts(stages={}, records=[], failure_stats=stats)
+    assert dict(checkpoint_card(train, facts).rows)["Time to resume"] == (
+        "11.63 s from the last report before the failure to the first step after it: "
+        "detection ≤ 820 ms, Ray Train restart 7.95 s, setup 2.71 s, restore 21 ms, "
+        "first step 130 ms")
+    no_resume = RunFacts(stages={}, records=[], failure_stats={"failures": 0})
+    assert "Time to resume" not in dict(checkpoint_card(train, no_resume).rows)

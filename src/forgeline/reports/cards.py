@@ -216,9 +216,32 @@ def checkpoint_card(train: dict[str, Any], facts: RunFacts) -> Card | None:
                                         f"step {train.get('resumed_from_step')})"))
     else:
         rows.append(("Time to restore", "no resume in this run"))
+    resumed = _last_time_to_resume(facts.failure_stats)
+    if resumed is not None:
+        rows.append(("Time to resume", resumed))
     store = train.get("checkpoint_url")
     return Card("checkpoint", "Checkpoints", headline, rows,
                 notes=[f"Store: {store}"] if store else [])
+
+
+_RESUME_PARTS = (("detection_s", "detection ≤ "), ("restart_s", "Ray Train restart "),
+                 ("setup_s", "setup "), ("restore_s", "restore "), ("first_step_s", "first step "))
+
+
+def _last_time_to_resume(stats: dict[str, Any] | None) -> str | None:
+    """The last failure's time to resume, part by part (``FailureStatistics``); None if
+    no failure was followed by a resumed step."""
+    records = [r for r in (stats or {}).get("failure_records") or []
+               if isinstance(r.get("time_to_resume"), dict)]
+    if not records:
+        return None
+    parts = records[-1]["time_to_resume"]
+    shown = [f"{label}{duration(float(parts[key]))}" for key, label in _RESUME_PARTS
+             if _num(parts.get(key)) is not None]
+    total = _num(parts.get("total_s"))
+    lead = (f"{duration(total)} from the last report before the failure to the first step "
+            "after it" if total is not None else "after the last failure")
+    return f"{lead}: " + ", ".join(shown)
 
 
 def _tier_counts(saves: list[dict[str, Any]]) -> str:
