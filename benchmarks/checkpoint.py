@@ -32,13 +32,12 @@ without the budget ``fl_nobudget``; @50: none, DCP async_save, fl_async. They st
 the whole phase. 3 rounds (@50: 4; quick: 2 and 3) of one block per system in a rotated
 order; a system's cost is its block minus the "none" block of the same round (identical
 blocks differ by up to ±10 % on this shared machine, and the pairing keeps that drift off the
-difference), median over rounds.
-A checkpoint's blocking time is what the training
-thread lost to it: torch.save's call; DCP async_save's call plus waiting for its previous
-save; forgeline's save() call plus the time the next optimizer step waited for the
-overlapped snapshot (CheckFreq-style: the copy runs during the next forward/backward). The
-wall time of the training loop against "none" shows the cost did not just move elsewhere
-(background persisting competes for the same 2 cores).
+difference), median over rounds. A checkpoint's blocking time is what the training thread
+lost to it: torch.save's call; DCP async_save's call plus waiting for its previous save;
+forgeline's save() call plus the time the next optimizer step waited for the overlapped
+snapshot (CheckFreq-style: the copy runs during the next forward/backward). The wall time of
+the training loop against "none" shows the cost did not just move elsewhere (background
+persisting competes for the same 2 cores).
 
 forgeline variants: ``fl_async`` (lossless, byte-grouping + zstd, content dedup, async),
 ``fl_delta`` (+ XOR delta against the parent checkpoint's chunks, keyframe every 8 saves —
@@ -335,9 +334,8 @@ FL_BUDGETS = {"fl_async": CPU_SHARE, "fl_nobudget": None}
 
 class IntervalRunner:
     """The training-overhead phase's systems, alive for the whole phase (a warm store, DCP's
-    warm writer) so that every measured block is a checkpoint interval of a long run, not a
-    store's first save: ``block`` trains ``saves * every`` steps with a ``system`` checkpoint
-    before every ``every`` steps, then waits for the last persist to finish (counted)."""
+    warm writer), so that every measured block is a piece of a long run, not a store's first
+    save (``block`` says what is timed)."""
 
     def __init__(self, root: Path, engine: Any, task: Callable, chunk_bytes: int,
                  staging_bytes: int, systems: list[str]) -> None:
@@ -583,11 +581,12 @@ def main() -> int:
     copy_s = time_snapshot_copy(engine)
     FWD_BWD_S.clear()
     overhead_systems = ["none", "torch_save", "dcp_async_save", "fl_async", "fl_nobudget"]
+    systems_at_50 = ["none", "dcp_async_save", "fl_async"]
     runner = IntervalRunner(workdir / "overhead", engine, task, chunk_bytes, staging,
                             overhead_systems)
     rounds = 2 if args.quick else 3
     interval_phase(runner, overhead_systems, STEPS_BETWEEN, OVERHEAD_SAVES, rounds, runs)
-    interval_phase(runner, ["none", "dcp_async_save", "fl_async"], 50, 1, rounds + 1, runs,
+    interval_phase(runner, systems_at_50, 50, 1, rounds + 1, runs,
                    window=WINDOW_STEPS)
     runner.close()
 
@@ -776,7 +775,7 @@ def main() -> int:
                 "stall_s_median": harness.median(v for r in overhead(system, every)
                                                  for v in r["stall_s"])}
             for every, systems_at in ((STEPS_BETWEEN, overhead_systems[1:]),
-                                      (50, ["dcp_async_save", "fl_async"]))
+                                      (50, systems_at_50[1:]))
             for system in systems_at if overhead(system, every) and overhead("none", every)},
         "training_overhead_fl_nobudget_vs_dcp_async@5": extra_s("fl_nobudget")
         / extra_s("dcp_async_save"),
