@@ -1,33 +1,38 @@
 """Resilience benchmark: predictive checkpoints (forgeline.health) against a fixed interval
 and Young/Daly, on injected faults in a real training loop, and at scale by simulation.
 
-    python benchmarks/resilience.py [--quick] [--out benchmarks/results/resilience.json]
+    python benchmarks/resilience.py [--quick] [--calm-interval base|young_daly]
+                                    [--out benchmarks/results/resilience.json]
 
 **Injected faults.** A real small training loop (forgeline's DecoderLM ``tiny`` preset,
 seq 32, batch 8, torch AdamW, one CPU thread, byte tokens of the Python standard library's
-source) runs in a forked worker process per episode; forgeline's ``CheckpointStore`` saves
-real checkpoints (synchronous, shuffle-zstd, local disk) and ``FaultInjector`` makes the
-worker fail: memory leak to the worker's memory limit, slow-down before a crash, NaN
-gradients after growing spikes, a quota'd folder filling up, SIGKILL with no warning
+source) runs data-parallel on WORLD (2) forked ranks per episode, gradients averaged over a
+gloo all-reduce; each rank's forgeline ``CheckpointStore`` saves real checkpoints
+(synchronous, shuffle-zstd, local disk) and ``FaultInjector`` makes rank FAULT_RANK fail
+(the other one sees its peer vanish in the next collective): memory leak to the worker's
+memory limit, slow-down before a crash, NaN gradients after growing spikes, a quota'd
+folder filling up, SIGKILL with no warning
 (FAULT_KINDS, cycled; failure step and lead time drawn per fault, the same for every
 policy). For each fault the three policies run back to back (A B C):
   fixed        a checkpoint every FIXED_EVERY steps
   young_daly   Young/Daly sqrt(2·C·MTBF) with C = the measured save cost and MTBF = the
                episodes' true mean time to failure (what a fleet's failure statistics give)
-  predictive   forgeline's HealthGuard: psutil signals, the default hazard model, proactive
-               saves at the hazard threshold, the adaptive interval (base = FIXED_EVERY,
+  predictive   forgeline's HealthGuard on every rank (hazards, step times and forecasts
+               exchanged over gloo each evaluation): psutil signals, the default hazard
+               model, proactive saves at the hazard threshold or just before a forecast
+               exhaustion, the adaptive interval (base = FIXED_EVERY,
                MTBF = that of the failures it did not predict so far, estimated online over
-               the episodes before, starting at the all-failures MTBF)
-Lost steps: failure step − last checkpointed step. Overhead: seconds training waited for
-checkpoints plus the health monitor's own time (sampling + features + hazard), per step.
+               the episodes before, starting at the all-failures MTBF; the longest interval
+               is the base, or with --calm-interval young_daly, young_daly's)
+Lost steps: failure step − the newest step every rank checkpointed before it. Overhead:
+seconds training waited for checkpoints plus the health monitor's own time (sampling +
+features + hazard + the exchange), per step, the ranks' mean.
 The SIGKILL-only scenario (a fleet whose failures all come unannounced): predictive
 (its MTBF then is the all-failures one: nothing was predicted) against Young/Daly.
-One worker per episode: two ranks per episode (gloo, a SIGKILLed peer) would double the
-time on this 2-core machine; the job hazard over ranks is covered by the tests.
 
 **hazard_auc**: ROC AUC of the predictive runs' per-step job hazard against "a failure within
 horizon_steps" (all kinds; also without SIGKILL, which no signal announces).
-**False alarms per hour of healthy training**: proactive saves (hazard ≥ threshold) in a
+**False alarms per hour of healthy training**: proactive saves (hazard or imminent) in a
 fault-free run plus the episodes' steps before their precursor, per hour of training time.
 
 **Simulation at scale** (first-order expected values, no Monte Carlo): the Llama 3 paper
@@ -59,14 +64,22 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
 
+from forgeline.health.policy import PROACTIVE_REASONS  # noqa: E402
+
 FIXED_EVERY = 25
-SAMPLE_EVERY = 2  # the hazard every 2 steps: a ~5 ms step makes the monitor's ~1 ms visible
+# the hazard every 4 steps (~45 ms): each evaluation exchanges the ranks' numbers over gloo,
+# ~1 ms on this 2-core machine with both ranks busy, a visible share of a ~11 ms step
+SAMPLE_EVERY = 4
 FAULT_KINDS = ("memory_leak", "slowdown", "nan_grad", "disk_fill", "sigkill")
 LEAD = {"memory_leak": (25, 50), "slowdown": (15, 40), "nan_grad": (4, 10),
         "disk_fill": (25, 50), "sigkill": (0, 0)}
 LEAK_BYTES = 384 * 2**20
 DISK_BYTES = 24 * 2**20
 FAILED = 3
+PEER_FAILED = 4  # a healthy rank whose collective failed with its peer
+WORLD = 2
+FAULT_RANK = 1  # the rank a fault is injected into; the other stays healthy
+PEER_TIMEOUT_S = 20  # gloo's timeout: a dead peer is normally seen at once (socket closed)
 
 
 def _tokens() -> np.ndarray:
@@ -76,67 +89,87 @@ def _tokens() -> np.ndarray:
     return np.frombuffer(inspect.getsource(email).encode() * 20, dtype=np.uint8).copy()
 
 
-def _worker(episode: dict[str, Any], trace_path: str) -> None:
-    """One episode in a forked process: train until the fault (or ``steps``)."""
+def _worker(episode: dict[str, Any], rank: int, trace_path: str) -> None:
+    """Rank ``rank`` of an episode in a forked process: data-parallel training over gloo
+    (gradients averaged by all-reduce) until the fault (on rank FAULT_RANK) or ``steps``."""
+    import datetime
+
     import torch
+    import torch.distributed as dist
 
     from forgeline.checkpoint import CheckpointConfig, CheckpointStore
     from forgeline.health import FaultInjector, FaultSpec, HealthGuard, HealthOptions
+    from forgeline.health.guard import torch_gather
     from forgeline.health.signals import DiskSource, MemorySource, ThreadSource
     from forgeline.train.config import ModelConfig
     from forgeline.train.model import DecoderLM, lm_loss
 
     torch.set_num_threads(1)
-    torch.manual_seed(episode["seed"])
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{episode['port']}",
+                            rank=rank, world_size=WORLD,
+                            timeout=datetime.timedelta(seconds=PEER_TIMEOUT_S))
+    torch.manual_seed(episode["seed"])  # the same initial model on every rank
     model = DecoderLM(ModelConfig.preset("tiny", seq_len=32, vocab_size=256))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     data = torch.from_numpy(_tokens()).long()
-    rng = np.random.default_rng(episode["seed"])
-    work = Path(episode["work"])
+    rng = np.random.default_rng([episode["seed"], rank])
+    work = Path(episode["work"]) / f"rank-{rank}"
     store = CheckpointStore("file://" + str(work / "ckpt"), CheckpointConfig(async_save=False))
     fill = work / "fill"
     fill.mkdir(parents=True, exist_ok=True)
     import psutil
 
-    for _ in range(3):  # warm-up (not counted): autograd buffers and AdamW state allocated
+    def train_step() -> tuple[torch.Tensor, list[torch.Tensor]]:
         batch = torch.stack([data[s:s + 33] for s in rng.integers(0, len(data) - 33, 8)])
-        lm_loss(model(batch[:, :-1]), batch[:, 1:]).backward()
-        opt.step()
+        loss = lm_loss(model(batch[:, :-1]), batch[:, 1:])
         opt.zero_grad()
-    warm = CheckpointStore("file://" + str(work / "warm"), CheckpointConfig(async_save=False))
-    for i in (1, 2):  # a store's first saves start its threads and buffers
-        warm.save({"model": model.state_dict(), "optim": opt.state_dict()}, i)
-    warm.close()
+        loss.backward()
+        return loss, [p.grad for p in model.parameters() if p.grad is not None]
+
+    def average(grads: list[torch.Tensor]) -> None:
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= WORLD
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    for _ in range(3):  # warm-up (not counted): autograd buffers and AdamW state allocated
+        average(train_step()[1])
+        opt.step()
+    # the initial checkpoint (step 0): the store's first save starts its threads and
+    # buffers, before the monitor's baseline (RSS, threads) is taken
+    store.save({"model": model.state_dict(), "optim": opt.state_dict()}, 0)
     rss0 = psutil.Process().memory_info().rss
-    fault = episode.get("fault")
+    fault = episode.get("fault") if rank == FAULT_RANK else None
     injector = FaultInjector(FaultSpec(**fault, disk_path=str(fill), leak_bytes=LEAK_BYTES,
                                        disk_bytes=DISK_BYTES)) if fault else None
     guard = None
     if episode["policy"] == "predictive":
         options = HealthOptions(enabled=True, mtbf_s=episode["mtbf_s"],
-                                sample_every_steps=SAMPLE_EVERY)
+                                sample_every_steps=SAMPLE_EVERY,
+                                max_interval_steps=episode.get("max_interval_steps"))
         sources = [MemorySource(rss0 + int(LEAK_BYTES * 1.05)), ThreadSource(),
                    DiskSource(str(fill), int(DISK_BYTES * 1.05))]
-        guard = HealthGuard(options, FIXED_EVERY, sources=sources)
+        guard = HealthGuard(options, FIXED_EVERY, rank=rank, world_size=WORLD,
+                            gather=torch_gather, sources=sources)
     every = episode["every"]
     fd = os.open(trace_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
 
     def line(record: dict[str, Any]) -> None:
         os.write(fd, (json.dumps(record) + "\n").encode())
 
-    last_save, step_s = 0, None
+    last_save, step_s, step = 0, None, 0
     try:
         for step in range(1, episode["steps"] + 1):
             started = time.perf_counter()
             if injector:
                 injector.before_step(step, step_s)
-            starts = rng.integers(0, len(data) - 33, 8)
-            batch = torch.stack([data[s:s + 33] for s in starts])
-            loss = lm_loss(model(batch[:, :-1]), batch[:, 1:])
-            opt.zero_grad()
-            loss.backward()
+            loss, grads = train_step()
             if injector:
                 injector.after_backward(step, model.parameters())
+            average(grads)
             grad = float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1e9))
             opt.step()
             step_s = time.perf_counter() - started
@@ -148,6 +181,7 @@ def _worker(episode: dict[str, Any], trace_path: str) -> None:
                               interval=decision.interval_steps)
                 if episode.get("debug"):
                     record["features"] = {k: round(v, 3) for k, v in guard.features.items() if v}
+                    record["eta_steps"] = guard.eta_steps
                 save, reason = decision.save, decision.reason
             else:
                 save, reason = step - last_save >= every, "interval"
@@ -158,48 +192,86 @@ def _worker(episode: dict[str, Any], trace_path: str) -> None:
                 last_save = step
                 if guard is not None:
                     guard.saved(step, info.blocked_s)
+            if episode.get("debug"):
+                record["rss_mb"] = psutil.Process().memory_info().rss / 2**20
+                record["threads"] = psutil.Process().num_threads()
             line(record)
             if injector:
                 injector.after_step(step)
     except (MemoryError, OSError, RuntimeError) as exc:
+        if injector is None:  # a healthy rank: its peer is gone (the collective failed)
+            line({"peer_failed": step, "error": f"{type(exc).__name__}: {exc}"[:200]})
+            os._exit(PEER_FAILED)
         line({"failed": step, "error": f"{type(exc).__name__}: {exc}"[:200]})
         os._exit(FAILED)
     finally:
         if injector:
             injector.cleanup()
+    dist.destroy_process_group()
     os._exit(0)
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _trace(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
 def run_episode(episode: dict[str, Any]) -> dict[str, Any]:
-    """Fork a worker for ``episode``; read its trace back (it survives a SIGKILL)."""
+    """Fork the episode's WORLD ranks; read their traces back (they survive a SIGKILL).
+    The job fails at the fault rank's failure; it resumes from the newest step every rank
+    saved before it. Saves and hazards are the same on every rank (the same decisions);
+    the overhead is the ranks' mean."""
     work = Path(tempfile.mkdtemp(prefix="forgeline-resilience-"))
-    episode = {**episode, "work": str(work)}
-    trace = work / "trace.jsonl"
-    proc = multiprocessing.get_context("fork").Process(target=_worker,
-                                                       args=(episode, str(trace)))
+    episode = {**episode, "work": str(work), "port": _free_port()}
+    context = multiprocessing.get_context("fork")
+    procs = [context.Process(target=_worker, args=(episode, r, str(work / f"trace-{r}.jsonl")))
+             for r in range(WORLD)]
     started = time.perf_counter()
-    proc.start()
-    proc.join()
-    records = [json.loads(x) for x in trace.read_text().splitlines()] if trace.exists() else []
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(PEER_TIMEOUT_S * 3)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    traces = [_trace(work / f"trace-{r}.jsonl") for r in range(WORLD)]
     shutil.rmtree(work, ignore_errors=True)
-    steps = [r for r in records if "step" in r]
+    ranks = [[r for r in t if "step" in r] for t in traces]
+    faulty, steps = traces[FAULT_RANK], ranks[FAULT_RANK]
     last = steps[-1]["step"] if steps else 0
-    failed = next((r["failed"] for r in records if "failed" in r), None)
-    if proc.exitcode == -9:  # SIGKILL: the step that was running is lost
+    failed = next((r["failed"] for r in faulty if "failed" in r), None)
+    exitcode = procs[FAULT_RANK].exitcode
+    if exitcode == -9:  # SIGKILL: the step that was running is lost
         failed = last + 1
-    saves = [r["step"] for r in steps if "save" in r and r["step"] <= (failed or 10**9)]
     fail_step = failed or last
-    last_good = max([s for s in saves if s < fail_step] or [0])
+    saved = [{r["step"] for r in rs if "save" in r and r["step"] < fail_step} for rs in ranks]
+    last_good = max(set.intersection(*saved) or {0})
+    lead = ranks[0]
+    per_rank = [sum(r.get("save_s", 0.0) + r.get("monitor_s", 0.0) for r in rs)
+                for rs in ranks]
     return {
-        "policy": episode["policy"], "fault": episode.get("fault"), "exitcode": proc.exitcode,
+        "policy": episode["policy"], "fault": episode.get("fault"), "exitcode": exitcode,
+        "exitcodes": [p.exitcode for p in procs],
         "failed_step": failed, "steps_run": last, "lost_steps": fail_step - last_good,
-        "saves": len(saves), "proactive_saves": sum(r.get("save") == "hazard" for r in steps),
-        "save_s": sum(r.get("save_s", 0.0) for r in steps),
-        "monitor_s": sum(r.get("monitor_s", 0.0) for r in steps),
+        "saves": sum(1 for r in lead if "save" in r and r["step"] <= fail_step),
+        "proactive": [r["step"] for r in lead if r.get("save") in PROACTIVE_REASONS],
+        "save_s": float(np.mean([sum(r.get("save_s", 0.0) for r in rs) for rs in ranks])),
+        "save_blocked_s": [float(np.mean(c)) for c in zip(
+            *([r["save_s"] for r in rs if "save" in r] for rs in ranks), strict=False)],
+        "monitor_s": float(np.mean([sum(r.get("monitor_s", 0.0) for r in rs)
+                                    for rs in ranks])),
+        "overhead_s_per_rank": per_rank,
         "train_s": sum(r["step_s"] for r in steps),
-        "hazard": [r.get("hazard") for r in steps], "interval": [r.get("interval")
-                                                                for r in steps][-1:],
-        "error": next((r["error"] for r in records if "error" in r), None),
+        "hazard": [r.get("hazard") for r in lead][:last],
+        "interval": [r.get("interval") for r in lead][-1:],
+        "error": next((r["error"] for r in faulty if "error" in r), None),
         "wall_s": time.perf_counter() - started,
     }
 
@@ -216,27 +288,29 @@ def faults(count: int, seed: int) -> list[dict[str, Any]]:
 
 
 def calibrate() -> dict[str, float]:
-    """Median step time and save cost of the loop (a fault-free fixed-interval episode)."""
+    """Mean step time and median save cost of the loop (a fault-free episode saving every
+    10 steps: the median of 12 saves, as one slow save moves a mean of a few by tens of %)."""
     from forgeline.health import FaultSpec  # noqa: F401  (imported before forking)
 
-    run = run_episode({"policy": "fixed", "every": 10, "steps": 60, "seed": 99,
+    run = run_episode({"policy": "fixed", "every": 10, "steps": 120, "seed": 99,
                        "mtbf_s": None})
     return {"step_s": run["train_s"] / max(1, run["steps_run"]),
-            "save_s": run["save_s"] / max(1, run["saves"])}
+            "save_s": float(np.median(run["save_blocked_s"]))}
 
 
 def _predicted(run: dict[str, Any], horizon: int) -> bool:
-    """Whether the hazard crossed the threshold within the horizon before the failure."""
+    """Whether a proactive save or a hazard ≥ threshold came within the horizon before the
+    failure (the controller callback's rule, ``forgeline.ray.checkpoint_callbacks``)."""
     if run["failed_step"] is None:
         return False
-    h = run["hazard"]
     start = max(0, run["failed_step"] - 1 - horizon)
-    return any(x is not None and x >= 0.5 for x in h[start:run["failed_step"]])
+    return any(start < s < run["failed_step"] for s in run["proactive"]) or any(
+        x is not None and x >= 0.5 for x in run["hazard"][start:run["failed_step"]])
 
 
 def injected(args: Any) -> tuple[dict[str, float], list[dict[str, Any]], dict[str, Any]]:
+    from forgeline.checkpoint import young_daly_interval_s
     from forgeline.health import HealthOptions
-    from forgeline.ray.checkpointer import young_daly_interval_s
 
     n = 20 if args.quick else 40
     plan = faults(n, seed=1)
@@ -245,36 +319,41 @@ def injected(args: Any) -> tuple[dict[str, float], list[dict[str, Any]], dict[st
     mtbf_s = mean_ttf_steps * cal["step_s"]
     yd_steps = max(1, round(young_daly_interval_s(cal["save_s"], mtbf_s) / cal["step_s"]))
     horizon = HealthOptions().horizon_steps
+    longest = yd_steps if args.calm_interval == "young_daly" else None
     runs, unpredicted = [], 0
     for i, fault in enumerate(plan):
         unpred_mtbf_s = mtbf_s * (i + 1) / (unpredicted + 1)  # Laplace: i failures seen
         for policy, every in (("fixed", FIXED_EVERY), ("young_daly", yd_steps),
                               ("predictive", FIXED_EVERY)):
             run = run_episode({"policy": policy, "every": every, "steps": 400, "seed": i,
-                               "fault": fault, "mtbf_s": unpred_mtbf_s})
+                               "fault": fault, "mtbf_s": unpred_mtbf_s,
+                               "max_interval_steps": longest})
             run["scenario"] = "mixed"
             runs.append(run)
             print(f"{fault['kind']:12s} at {fault['at_step']:3d} lead {fault['lead_steps']:2d}"
                   f" {policy:11s} lost {run['lost_steps']:3d} saves {run['saves']:2d}"
-                  f" ({run['proactive_saves']} proactive) exit {run['exitcode']}", flush=True)
+                  f" ({len(run['proactive'])} proactive) exit {run['exitcode']}", flush=True)
         unpredicted += not _predicted(runs[-1], horizon)
     kills = [{"kind": "sigkill", "at_step": f["at_step"], "lead_steps": 0}
              for f in faults(6 if args.quick else 12, seed=2)]
     for i, fault in enumerate(kills):
         for policy, every in (("young_daly", yd_steps), ("predictive", FIXED_EVERY)):
             run = run_episode({"policy": policy, "every": every, "steps": 400, "seed": 100 + i,
-                               "fault": fault, "mtbf_s": mtbf_s})
+                               "fault": fault, "mtbf_s": mtbf_s, "max_interval_steps": longest})
             run["scenario"] = "sigkill_only"
             runs.append(run)
     healthy_steps = 400 if args.quick else 2000
     healthy = run_episode({"policy": "predictive", "every": FIXED_EVERY,
-                           "steps": healthy_steps, "seed": 7, "mtbf_s": mtbf_s})
+                           "steps": healthy_steps, "seed": 7, "mtbf_s": mtbf_s,
+                           "max_interval_steps": longest})
     healthy["scenario"] = "healthy"
     runs.append(healthy)
     return _injected_metrics(runs, horizon), runs, {
         "calibration": cal, "mtbf_steps": mean_ttf_steps, "mtbf_s": mtbf_s,
         "fixed_every_steps": FIXED_EVERY, "young_daly_every_steps": yd_steps,
-        "faults": len(plan), "sigkill_only_faults": len(kills), "workers_per_episode": 1,
+        "predictive_calm_interval": args.calm_interval,
+        "predictive_max_interval_steps": longest or FIXED_EVERY,
+        "faults": len(plan), "sigkill_only_faults": len(kills), "workers_per_episode": WORLD,
         "horizon_steps": horizon}
 
 
@@ -335,9 +414,7 @@ def _injected_metrics(runs: list[dict[str, Any]], horizon: int) -> dict[str, flo
         step_s = r["train_s"] / max(1, r["steps_run"])
         healthy_s += end * step_s
         healthy_steps += end
-        hazard = r["hazard"][:end]
-        alarms += sum(1 for a, b in zip([0.0, *hazard], hazard, strict=False)
-                      if b is not None and b >= 0.5 and (a or 0.0) < 0.5)
+        alarms += sum(1 for s in r["proactive"] if s <= end)
     metrics["false_alarms_per_hour_healthy"] = alarms / (healthy_s / 3600.0)
     metrics["false_alarms_per_1000_healthy_steps"] = 1000 * alarms / max(1, healthy_steps)
     metrics["false_alarms_healthy"] = alarms
@@ -398,7 +475,11 @@ def simulate(out_png: Path) -> tuple[dict[str, float], dict[str, Any]]:
 
 
 def main() -> None:
-    args = harness.parser("resilience", __doc__).parse_args()
+    ap = harness.parser("resilience", __doc__)
+    ap.add_argument("--calm-interval", choices=("base", "young_daly"), default="base",
+                    help="predictive's longest interval when the hazard is low: the fixed "
+                    "base (forgeline's default) or Young/Daly's (max_interval_steps)")
+    args = ap.parse_args()
     rec = harness.Recorder("resilience", args, "torch", "psutil", "numpy")
     import torch  # noqa: F401  (imported once, before the workers fork)
 

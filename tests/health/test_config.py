@@ -27,6 +27,9 @@ def test_off_by_default_and_flat_names_reach_every_edge():
     ({"model": "no_colon"}, "health.model", "no_colon"),
     ({"window_steps": 2}, "window_steps", "2"),
     ({"sample_interval_s": -1}, "sample_interval_s", "-1"),
+    ({"max_interval_steps": 4, "min_interval_steps": 10}, "health.max_interval_steps", "4"),
+    ({"max_interval_steps": 0}, "max_interval_steps", "0"),
+    ({"imminent_steps": -1}, "imminent_steps", "-1"),
 ])
 def test_bad_health_options_name_field_and_value(values, field, shown):
     with pytest.raises(ValidationError) as caught:

@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pytest
 
 from forgeline.health import FEATURES, Sample, extract
 
@@ -78,3 +79,23 @@ def test_sparse_host_readings_give_the_per_step_memory_trend():
         s.mem_used_bytes = 4 * GIB + s.host_step * 0.02 * GIB
     dense, stair = extract(every, 20)["mem_exhaustion"], extract(sparse, 20)["mem_exhaustion"]
     assert dense > 0.1 and abs(stair - dense) / dense < 0.1
+
+
+def test_the_forecast_is_the_steps_to_the_limit_projected_to_the_newest_step():
+    """4 GiB growing 0.1 GiB a step towards 8 GiB: at step 31, 7.1 GiB, 9 steps left. Read
+    every 5th step (last at step 30: 7.0 GiB, 10 steps left then), it is projected to 9."""
+    from forgeline.health import extract_forecast
+
+    def leak(i, _):
+        return 4 * GIB + i * 0.1 * GIB
+
+    features, eta = extract_forecast(_steady(mem_used_bytes=leak), 20)
+    assert eta == pytest.approx(9.0) and features["mem_exhaustion"] == pytest.approx(20 / 9)
+    sparse = _steady(mem_used_bytes=leak)
+    for s in sparse:
+        s.host_step = s.step - s.step % 5
+        s.mem_used_bytes = leak(s.host_step, None)
+    assert extract_forecast(sparse, 20)[1] == pytest.approx(9.0)
+    assert extract_forecast(_steady(), 20)[1] == math.inf
+    jump = _steady(mem_used_bytes=lambda i, v: v + (GIB if i >= 25 else 0))
+    assert extract_forecast(jump, 20)[1] == math.inf

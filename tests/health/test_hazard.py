@@ -44,7 +44,9 @@ def test_logistic_fit_recovers_a_separable_rule():
 
 
 def test_job_hazard_and_auc():
-    assert job_hazard([0.5, 0.5]) == pytest.approx(0.75)
+    assert job_hazard([0.5, 0.5]) == 0.5  # the most suspect worker's, not 1 − 0.5²
+    assert job_hazard([0.03] * 1000) == 0.03  # no drift to 1 with the rank count
+    assert job_hazard([0.1, 0.7, 0.2]) == 0.7
     assert job_hazard([]) == 0.0 and job_hazard([math.nan]) == 1.0
     assert roc_auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == 0.75
     assert math.isnan(roc_auc(np.array([0.1]), np.array([1])))

@@ -21,7 +21,6 @@ from forgeline.ray import (
     FailureStatistics,
     planning_mtbf_s,
     read_metrics,
-    young_daly_interval_s,
 )
 from forgeline.ray.checkpoint_callbacks import RESUME_TIMESTAMPS
 from forgeline.train import run_training
@@ -78,11 +77,6 @@ def test_killed_worker_resumes_from_forgeline_checkpoint(two_worker_run, tiny_da
     assert store.steps() == [16, 24]
     exported = consolidated_fp32(store, 24)
     assert all(torch.equal(exported[k], a[k]) for k in a)
-
-
-def test_young_daly_interval():
-    assert young_daly_interval_s(2.0, 3600.0) == pytest.approx(math.sqrt(2 * 2 * 3600))
-    assert young_daly_interval_s(2.0, math.inf) == math.inf
 
 
 def test_failure_statistics_writes_mtbf(tmp_path):

@@ -15,6 +15,7 @@ _EXPORTS = {
     "CheckpointWriteError": "errors",
     "consolidate_zero_fp32": "export", "consolidated_fp32": "export",
     "export_safetensors": "export",
+    "planning_mtbf_s": "interval", "young_daly_interval_s": "interval",
     "ChunkRef": "format", "Manifest": "format", "TensorEntry": "format",
     "CheckpointReader": "reader", "Restored": "reader", "committed_steps": "reader",
     "TierRestore": "resume", "restore_fastest": "resume", "tier_urls": "resume",

@@ -10,7 +10,8 @@ from forgeline._lazy import lazy_exports
 
 _EXPORTS = {
     "HealthOptions": "config",
-    "FEATURES": "features", "extract": "features",
+    "FEATURES": "features", "FORECAST_FEATURES": "features", "extract": "features",
+    "extract_forecast": "features",
     "HazardModel": "hazard", "LogisticHazard": "hazard", "default_hazard_model": "hazard",
     "job_hazard": "hazard", "load_hazard_model": "hazard", "roc_auc": "hazard",
     "HealthGuard": "guard", "torch_gather": "guard",

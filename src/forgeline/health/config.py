@@ -12,9 +12,10 @@ class HealthOptions(BaseModel):
 
     Off by default. When on, every worker samples its signals, the hazard model turns them
     into the probability of a failure within ``horizon_steps``, and the policy saves a
-    proactive checkpoint above ``threshold``, shortens the interval as the hazard grows (down
-    to ``min_interval_steps``; never longer than the checkpoint interval nor than Young/Daly
-    on the observed MTBF) and reports a suspect node for draining.
+    proactive checkpoint above ``threshold`` (or just before memory or disk is forecast to run
+    out), shortens the interval as the hazard grows (down to ``min_interval_steps``; never
+    longer than Young/Daly on the observed MTBF, nor than the checkpoint interval unless
+    ``max_interval_steps`` allows it) and reports a suspect node for draining.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, title="Health")
@@ -38,6 +39,15 @@ class HealthOptions(BaseModel):
                                 "to a (further) proactive one.")
     min_interval_steps: int = Field(10, ge=1, description="Shortest checkpoint interval the "
                                     "adaptive policy uses.")
+    max_interval_steps: int | None = Field(
+        None, ge=1, description="Longest interval the adaptive policy uses, when the hazard "
+        "is low; None: the checkpoint interval. Set it above to let a calm run checkpoint at "
+        "Young/Daly's interval on the observed MTBF when that is longer.")
+    imminent_steps: int = Field(4, ge=0, description="Save when memory or disk is forecast "
+                                "to run out (at its recent growth) within this many steps "
+                                "after the next evaluation (sample_every_steps on), inside "
+                                "the cooldown too: the margin for the forecast's error. A "
+                                "hazard that such a forecast explains waits for that save.")
     drain_threshold: float = Field(0.8, gt=0.0, lt=1.0, description="Worker hazard above "
                                    "which its node is reported for draining.")
     drain_after_samples: int = Field(3, ge=1, description="Consecutive evaluations above "
@@ -64,6 +74,10 @@ class HealthOptions(BaseModel):
         if self.horizon_steps >= self.window_steps * 4:
             raise ConfigError("health.horizon_steps", self.horizon_steps,
                               f"must be < 4 × health.window_steps ({self.window_steps})")
+        if self.max_interval_steps is not None \
+                and self.max_interval_steps < self.min_interval_steps:
+            raise ConfigError("health.max_interval_steps", self.max_interval_steps,
+                              f"must be ≥ health.min_interval_steps ({self.min_interval_steps})")
         if self.model is not None and ":" not in self.model:
             raise ConfigError("health.model", self.model, "use 'package.module:factory'")
         return self

@@ -6,7 +6,7 @@ features do not depend on the machine's speed. The window's first half is the ba
 
 | feature | rule |
 |---|---|
-| ``step_drift`` | log of recent (last 4) over baseline median step time, ≥ 0 |
+| ``step_drift`` | log of recent (last 4) over baseline (or fastest 8-step) median step, ≥ 0 |
 | ``step_cusum`` | one-sided CUSUM (Page; slack 0.5, robust z clipped to ±3) of log step time, / 8 |
 | ``data_wait`` | rise of the data-wait share of the step time over the baseline |
 | ``loss_spike`` | robust z-score (median/MAD) of the newest loss, / 10 |
@@ -38,7 +38,11 @@ FEATURES: tuple[str, ...] = (
     "mem_used", "mem_exhaustion", "swap_growth", "disk_used", "disk_exhaustion",
     "thread_growth", "gpu_hot", "gpu_errors",
 )
+FORECAST_FEATURES: tuple[str, ...] = (  # what a memory/disk exhaustion forecast comes from
+    "mem_used", "mem_exhaustion", "swap_growth", "disk_used", "disk_exhaustion",
+)
 RECENT = 4
+MIN_DIFFS = 3  # growth differences a trend needs: one jump among them is no trend
 CLIP = 3.0
 
 
@@ -62,28 +66,33 @@ def _col(samples: Sequence[Sample], name: str) -> np.ndarray:
     return np.array([math.nan if v is None else v for v in values], dtype=np.float64)
 
 
-def _exhaustion(used: np.ndarray, steps: np.ndarray, limit: float, horizon: int) -> float:
-    """``horizon / steps-to-limit`` at the growth slope of the recent half: the median of
-    its ~4-step differences per step, so that one jump (a buffer allocated once) is no
-    trend. ``used``: the fresh readings only (taken at ``steps``); when host reads are sparser
-    than every step, the differences span the readings nearest 4 steps apart and at least
-    the newest ``k + 2`` readings are used."""
+def _steps_to_limit(used: np.ndarray, steps: np.ndarray, limit: float) -> float:
+    """Steps from the newest reading until ``used`` reaches ``limit`` at the growth slope of
+    the recent half (inf: no growth; 0: at the limit). The slope is the median of ~4-step
+    differences per step over at least ``MIN_DIFFS`` of them, so that one jump (a buffer
+    allocated once) is no trend. ``used``: the fresh readings only (taken at ``steps``); when
+    host reads are sparser than every step, the differences span the readings nearest 4 steps
+    apart."""
     keep = np.isfinite(used)
     used, steps = used[keep], steps[keep]
     if len(used) < 2 or not math.isfinite(limit) or limit <= 0:
+        return math.inf
+    if limit - used[-1] <= 0:
         return 0.0
     gap = max(1.0, float(steps[-1] - steps[0]) / (len(steps) - 1))
     k = max(1, round(RECENT / gap))
     span = max(RECENT * 2, int(steps[-1] - steps[0] + 1) // 2)
-    recent = max(k + 2, int(np.sum(steps > steps[-1] - span)))
+    recent = max(k + MIN_DIFFS, int(np.sum(steps > steps[-1] - span)))
     used, steps = used[-recent:], steps[-recent:]
-    if len(used) < k + 2:
-        return 0.0
+    if len(used) < k + MIN_DIFFS:
+        return math.inf
     slope = _median((used[k:] - used[:-k]) / (steps[k:] - steps[:-k]))
-    left = limit - used[-1]
-    if left <= 0:
-        return CLIP
-    return _clip(horizon * slope / left) if slope > 0 else 0.0
+    return float((limit - used[-1]) / slope) if slope > 0 else math.inf
+
+
+def _exhaustion(eta_steps: float, horizon: int) -> float:
+    """``horizon / steps-to-limit``, clipped (0 when nothing grows)."""
+    return CLIP if eta_steps <= 0 else _clip(horizon / eta_steps)
 
 
 def _robust_z(values: np.ndarray, newest: float) -> float:
@@ -97,10 +106,18 @@ def _robust_z(values: np.ndarray, newest: float) -> float:
 
 def extract(samples: Sequence[Sample], horizon_steps: int) -> dict[str, float]:
     """The feature vector of the newest sample given the window before it."""
+    return extract_forecast(samples, horizon_steps)[0]
+
+
+def extract_forecast(samples: Sequence[Sample], horizon_steps: int
+                     ) -> tuple[dict[str, float], float]:
+    """``(features, eta_steps)``: the feature vector of the newest sample, and the steps from
+    it until memory or disk runs out at their recent growth (the nearer; inf when neither
+    grows), projected from the last host reading to the newest step."""
     out = dict.fromkeys(FEATURES, 0.0)
     samples = list(samples)
     if not samples:
-        return out
+        return out, math.inf
     last = samples[-1]
     out["nonfinite"] = float(any(v is not None and not math.isfinite(v)
                                  for v in (last.loss, last.grad_norm)))
@@ -110,7 +127,11 @@ def extract(samples: Sequence[Sample], horizon_steps: int) -> dict[str, float]:
         logs = np.log(step)
         mu = _median(logs[: len(base)])
         sigma = max(1.4826 * _median(np.abs(logs[: len(base)] - mu)), 0.05)
-        out["step_drift"] = _clip(_median(logs[-RECENT:]) - mu)
+        # against the fastest sustained pace in the window: a slow-down that outlasts half
+        # the window would otherwise become its own baseline and fade from the feature
+        fastest = min((_median(logs[i:i + 2 * RECENT])
+                       for i in range(0, len(logs) - 3 * RECENT + 1, RECENT)), default=mu)
+        out["step_drift"] = _clip(_median(logs[-RECENT:]) - min(mu, fastest))
         cusum = 0.0  # each step's z clipped to ±3: one stall is not a change point
         for z in np.clip((logs[len(base):] - mu) / sigma, -3.0, 3.0).tolist():
             cusum = max(0.0, cusum + z - 0.5)
@@ -128,11 +149,13 @@ def extract(samples: Sequence[Sample], horizon_steps: int) -> dict[str, float]:
         out["grad_spike"] = _clip(math.log10(newest / _median(base_grad)))
     fresh = np.array([s.fresh for s in samples])
     steps = np.array([s.step for s in samples], dtype=np.float64)[fresh]
+    eta = math.inf
     limit = last.mem_limit_bytes
     if math.isfinite(last.mem_used_bytes) and math.isfinite(limit) and limit > 0:
         out["mem_used"] = _clip(last.mem_used_bytes / limit)
-        out["mem_exhaustion"] = _exhaustion(_col(samples, "mem_used_bytes")[fresh], steps,
-                                            limit, horizon_steps)
+        mem_eta = _steps_to_limit(_col(samples, "mem_used_bytes")[fresh], steps, limit)
+        out["mem_exhaustion"] = _exhaustion(mem_eta, horizon_steps)
+        eta = min(eta, mem_eta)
         swap = _col(samples, "swap_used_bytes")
         if np.isfinite(swap).sum() >= 2:
             grown = float(swap[np.isfinite(swap)][-1] - swap[np.isfinite(swap)][0])
@@ -141,7 +164,9 @@ def extract(samples: Sequence[Sample], horizon_steps: int) -> dict[str, float]:
     if math.isfinite(last.disk_free_bytes) and math.isfinite(total) and total > 0:
         out["disk_used"] = _clip(1.0 - last.disk_free_bytes / total)
         used = total - _col(samples, "disk_free_bytes")[fresh]
-        out["disk_exhaustion"] = _exhaustion(used, steps, total, horizon_steps)
+        disk_eta = _steps_to_limit(used, steps, total)
+        out["disk_exhaustion"] = _exhaustion(disk_eta, horizon_steps)
+        eta = min(eta, disk_eta)
     threads = _col(samples, "threads")
     if np.isfinite(threads).sum() >= 2 and np.isfinite(threads[0]) and threads[0] > 0:
         out["thread_growth"] = _clip(float(threads[-1] - threads[0]) / threads[0])
@@ -150,4 +175,6 @@ def extract(samples: Sequence[Sample], horizon_steps: int) -> dict[str, float]:
     first_ecc = next((s.gpu["ecc_errors"] for s in samples if "ecc_errors" in s.gpu), None)
     if first_ecc is not None and last.gpu.get("ecc_errors", first_ecc) > first_ecc:
         out["gpu_errors"] = 1.0
-    return out
+    if math.isfinite(eta) and len(steps):
+        eta = max(0.0, eta - (last.step - float(steps[-1])))
+    return out, eta

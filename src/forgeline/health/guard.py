@@ -13,19 +13,21 @@ Usable from any training loop (forgeline's Ray Train loop switches it on with
         metrics.update(guard.metrics())
 
 ``gather(values) -> list[list[float]]`` exchanges a few floats per rank each evaluation (the
-loop passes one over ``torch.distributed``), so every rank decides on the same numbers.
+loop passes one over ``torch.distributed``), so every rank decides on the same numbers: one
+collective per evaluation, none per save.
 """
 
 from __future__ import annotations
 
 import math
 import socket
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from forgeline import storage
 from forgeline.health.config import HealthOptions
-from forgeline.health.features import FEATURES, extract
+from forgeline.health.features import FEATURES, FORECAST_FEATURES, extract_forecast
 from forgeline.health.hazard import HazardModel, load_hazard_model
 from forgeline.health.monitor import HealthMonitor
 from forgeline.health.policy import Decision, DrainReport, PredictivePolicy
@@ -57,6 +59,8 @@ class HealthGuard:
         self.host = socket.gethostname()
         self.hazard = 0.0
         self.features: dict[str, float] = {}
+        self.eta_steps = math.inf  # steps to the nearest forecast memory/disk exhaustion
+        self._unplanned_cost_s = 0.0  # blocking cost of saves since the last evaluation
         self.last: Decision | None = None
         self.drains: list[DrainReport] = []
 
@@ -70,16 +74,26 @@ class HealthGuard:
         self.monitor.record(step, step_s, data_wait_s, loss, grad_norm)
         if step % self.options.sample_every_steps and self.last is not None:
             return self.policy.carry(step, self.last)
-        self.features = extract(self.monitor.samples, self.options.horizon_steps)
+        self.features, self.eta_steps = extract_forecast(self.monitor.samples,
+                                                         self.options.horizon_steps)
         self.hazard = float(self.model.predict(self.features))
+        residual = self.hazard if not math.isfinite(self.eta_steps) else float(
+            self.model.predict({**self.features, **dict.fromkeys(FORECAST_FEATURES, 0.0)}))
         finite = self.features["nonfinite"] == 0
-        mine = [self.hazard, step_s, float(finite)]
+        mine = [self.hazard, step_s, float(finite), self.eta_steps, residual,
+                self._unplanned_cost_s]
         rows = self.gather(mine) if self.gather and self.world_size > 1 else [mine]
+        cost_s = max(r[5] for r in rows)
+        if cost_s > 0:  # the saves since the last evaluation, at the slowest rank's cost
+            self.policy.saved(self.policy.last_save_step, cost_s)
+            self._unplanned_cost_s = 0.0
         hazards = [r[0] for r in rows]
         job_step_s = max(r[1] for r in rows)
         all_finite = all(r[2] > 0 for r in rows)
         reasons = {self.rank: self._reasons()}
-        decision = self.policy.decide(step, hazards, job_step_s, all_finite, reasons)
+        decision = self.policy.decide(step, hazards, job_step_s, all_finite, reasons,
+                                      eta_steps=min(r[3] for r in rows),
+                                      residual_hazards=[r[4] for r in rows])
         for report in decision.drain:
             report.host = self.host if report.rank == self.rank else report.host
             report.node_id = _node_id() if report.rank == self.rank else None
@@ -91,10 +105,10 @@ class HealthGuard:
 
     def saved(self, step: int, blocked_s: float) -> None:
         """A checkpoint of ``step`` was taken; ``blocked_s``: how long training waited.
-        The cost is exchanged too, so that every rank plans the same interval."""
-        if self.gather and self.world_size > 1:
-            blocked_s = max(r[0] for r in self.gather([blocked_s]))
-        self.policy.saved(step, blocked_s)
+        The cost travels with the next evaluation's exchange (no collective of its own), and
+        the slowest rank's is what the interval plans with, the same on every rank."""
+        self.policy.last_save_step = max(self.policy.last_save_step, step)
+        self._unplanned_cost_s = max(self._unplanned_cost_s, blocked_s)
 
     def _reasons(self) -> list[str]:
         reasons = getattr(self.model, "reasons", None)
@@ -121,6 +135,8 @@ class HealthGuard:
             "health_hazard": self.hazard,
             "health_job_hazard": d.job_hazard if d else math.nan,
             "health_interval_steps": d.interval_steps if d else self.policy.base,
+            "health_forecast_steps": self.eta_steps if math.isfinite(self.eta_steps)
+            else math.nan,
             "health_proactive_saves": self.policy.proactive_saves,
             "health_drained": len(self.policy.drained),
             "health_sources": ",".join(self.monitor.source_names),
@@ -129,10 +145,10 @@ class HealthGuard:
 
 
 def _node_id() -> str | None:
+    """This worker's Ray node, when it runs in Ray (never imports Ray: ~0.8 s outside it)."""
+    ray = sys.modules.get("ray")
     try:
-        import ray
-
-        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+        return ray.get_runtime_context().get_node_id() if ray and ray.is_initialized() else None
     except Exception:  # noqa: BLE001 - outside Ray there is no node id
         return None
 

@@ -6,7 +6,7 @@ numpy (Newton/IRLS, L2) on the synthetic labelled traces of ``forgeline.health.t
 non-finite loss or gradient is a hard rule: hazard 1. Users plug in their own model through
 the :class:`HazardModel` protocol (``HealthOptions.model = "package.module:factory"``).
 
-The job's hazard is the probability that any worker fails: ``1 − Π (1 − p_i)``.
+The job's hazard is its most suspect worker's: ``max p_i`` (see :func:`job_hazard`).
 """
 
 from __future__ import annotations
@@ -94,9 +94,14 @@ class LogisticHazard:
         return [n for push, n in pushes[:top] if push > 0.05]
 
 
-@functools.cache
 def default_hazard_model(window_steps: int = 32, horizon_steps: int = 20) -> LogisticHazard:
-    """forgeline's model, fitted on the synthetic traces for this window and horizon."""
+    """forgeline's model, fitted on the synthetic traces for this window and horizon (once
+    per process and pair, however the arguments are passed)."""
+    return _fitted(int(window_steps), int(horizon_steps))
+
+
+@functools.cache
+def _fitted(window_steps: int, horizon_steps: int) -> LogisticHazard:
     from forgeline.health.traces import training_set
 
     X, y = training_set(window_steps, horizon_steps)
@@ -119,11 +124,13 @@ def load_hazard_model(spec: str | None, window_steps: int = 32,
 
 
 def job_hazard(worker_hazards: Sequence[float]) -> float:
-    """P(any worker fails) for independent workers."""
-    survive = 1.0
-    for p in worker_hazards:
-        survive *= 1.0 - min(1.0, max(0.0, p if math.isfinite(p) else 1.0))
-    return 1.0 - survive
+    """The most suspect worker's hazard (a non-finite one counts as 1). Not the
+    independent-workers ``1 − Π(1 − p_i)``: the step-time evidence of a synchronous job is
+    common to every rank (each waits for the slowest in the collectives), so that product
+    would count one slow step once per rank; and over many ranks it drifts to 1 on noise
+    alone (at 1,000 ranks a 0.03 healthy baseline gives 1 − 0.97¹⁰⁰⁰ ≈ 1)."""
+    return max((min(1.0, max(0.0, p)) if math.isfinite(p) else 1.0 for p in worker_hazards),
+               default=0.0)
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:

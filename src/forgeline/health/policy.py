@@ -6,13 +6,25 @@ times), so every rank takes the same decision at the same step.
 - **Proactive checkpoint**: the job hazard reaches ``threshold``, the state is finite (a
   NaN/Inf state is never saved) and, after the first one, ``cooldown_steps`` have passed
   since the last checkpoint of any kind.
+- **Imminent checkpoint**: memory or disk is forecast to run out (``eta_steps``: the
+  nearest over ranks, at the growth the features measure) within ``imminent_steps`` after
+  the next evaluation (``sample_every_steps`` on: the last one that can still save),
+  cooldown or not. A hazard that such a forecast explains (without the memory and disk
+  features, ``FORECAST_FEATURES``, the job hazard — ``residual_hazards`` — is below
+  ``threshold``) waits for it: a failure with a forecast is saved for once, just before it,
+  not at every cooldown. The next imminent save needs the forecast to clear (beyond
+  ``horizon_steps``) or to move later than the step the last one covered by more than
+  that window (the growth slowed); a worker at its limit that does not fail
+  (forecast 0: the limit is wrong) is not saved again and again.
 - **Adaptive interval**: Young/Daly ``sqrt(2 · C · M)`` with the measured save cost ``C``
-  and ``M`` = the smaller of the observed MTBF and the MTBF the hazard implies
+  and ``M`` = the smaller of the observed MTBF and the MTBF the residual hazard implies
   (``horizon / −ln(1 − h')``, ``h'`` the hazard above the model's healthy baseline
-  ``h0``, its output on all-zero features), clamped to ``[min_interval_steps, base]``. So
-  it is never longer than the fixed base nor than Young/Daly on the observed MTBF, and it
-  shrinks as the hazard grows. ``M`` is the MTBF of the failures the hazard does not
-  predict: the observed one of all failures when that split is unknown.
+  ``h0``, its output on all-zero features), clamped to ``[min_interval_steps, longest]``
+  (``longest``: ``max_interval_steps``, else the fixed base). So it is never longer than
+  that nor than Young/Daly on the observed MTBF, and it shrinks as the hazard grows (not
+  for what a forecast explains: its imminent save covers that failure). ``M`` is the MTBF
+  of the failures the hazard does not predict: the observed one of all failures when that
+  split is unknown.
 - **Drain**: a worker whose hazard stays ≥ ``drain_threshold`` for ``drain_after_samples``
   evaluations is reported (rank, host, node, hazard, reasons) once.
 """
@@ -24,14 +36,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from forgeline.checkpoint.interval import young_daly_interval_s
 from forgeline.health.config import HealthOptions
-
-
-def young_daly_interval_s(save_cost_s: float, mtbf_s: float) -> float:
-    """forgeline's Young/Daly interval (``forgeline.ray.checkpointer``), imported on use."""
-    from forgeline.ray.checkpointer import young_daly_interval_s as interval
-
-    return interval(save_cost_s, mtbf_s)
 
 
 def implied_mtbf_steps(hazard: float, horizon_steps: int) -> float:
@@ -41,6 +47,9 @@ def implied_mtbf_steps(hazard: float, horizon_steps: int) -> float:
     if hazard >= 1:
         return horizon_steps / 50.0
     return horizon_steps / -math.log1p(-hazard)
+
+
+PROACTIVE_REASONS = ("hazard", "imminent")
 
 
 @dataclass
@@ -65,10 +74,15 @@ class Decision:
 
     step: int
     save: bool
-    reason: str  # "interval", "hazard", "skip-nonfinite" or ""
+    reason: str  # "interval", "hazard", "imminent", "skip-nonfinite" or ""
     interval_steps: int
     job_hazard: float
     drain: list[DrainReport] = field(default_factory=list)
+
+    @property
+    def proactive(self) -> bool:
+        """A save ahead of a predicted failure (not one of the interval)."""
+        return self.save and self.reason in PROACTIVE_REASONS
 
 
 class PredictivePolicy:
@@ -81,6 +95,8 @@ class PredictivePolicy:
         self.mtbf_s = options.mtbf_s if options.mtbf_s is not None else mtbf_s
         self.last_save_step = 0
         self.last_proactive_step: int | None = None
+        self.imminent_until: float | None = None  # the failure step the last imminent save
+        self.longest = options.max_interval_steps or base_every_steps
         self.save_cost_s = 0.0
         self.proactive_saves = 0
         self.interval_steps = base_every_steps
@@ -96,36 +112,59 @@ class PredictivePolicy:
     def interval(self, job_hazard: float, step_s: float) -> int:
         """The adaptive interval in steps (see the module docstring)."""
         if step_s <= 0 or self.save_cost_s <= 0:
-            return self.base
+            return min(self.base, self.longest)
         excess = max(0.0, job_hazard - self.baseline_hazard) / (1.0 - self.baseline_hazard)
         mtbf_s = min(self.mtbf_s or math.inf,
                      implied_mtbf_steps(excess, self.options.horizon_steps) * step_s)
         interval_s = young_daly_interval_s(self.save_cost_s, mtbf_s)
         if not math.isfinite(interval_s):
-            return self.base
+            return min(self.base, self.longest)
         steps = round(interval_s / step_s)
-        return int(min(self.base, max(self.options.min_interval_steps, steps)))
+        return int(min(self.longest, max(self.options.min_interval_steps, steps)))
 
     def decide(self, step: int, hazards: list[float], step_s: float, finite: bool = True,
-               reasons: dict[int, list[str]] | None = None) -> Decision:
-        """The decision at ``step`` from every rank's hazard and the job's step time."""
+               reasons: dict[int, list[str]] | None = None, *,
+               eta_steps: float = math.inf,
+               residual_hazards: list[float] | None = None) -> Decision:
+        """The decision at ``step`` from every rank's hazard, the job's step time, the
+        nearest forecast resource exhaustion (``eta_steps``; inf: none) and every rank's
+        hazard without the features that forecast comes from (None: ``hazards``)."""
         from forgeline.health.hazard import job_hazard
 
         h = job_hazard(hazards)
-        self.interval_steps = self.interval(h, step_s)
+        opts = self.options
+        residual = h if residual_hazards is None or not math.isfinite(eta_steps) \
+            else job_hazard(residual_hazards)
+        forecast = residual < opts.threshold <= h  # the imminent save will cover it
+        window = opts.imminent_steps + opts.sample_every_steps
+        if eta_steps > opts.horizon_steps:
+            self.imminent_until = None
+        elif self.imminent_until is not None and eta_steps > 0 \
+                and step + eta_steps > self.imminent_until + window:
+            self.imminent_until = None  # the growth slowed: the failure comes later
+        # a forecast failure is covered by its imminent save: the interval plans for the rest
+        self.interval_steps = self.interval(residual, step_s)
         drain = self._drain(step, hazards, reasons or {})
         if not finite:
             return Decision(step, False, "skip-nonfinite", self.interval_steps, h, drain)
+        if eta_steps <= window and step > self.last_save_step \
+                and self.imminent_until is None:
+            self.imminent_until = step + eta_steps
+            return self._proactive(step, "imminent", h, drain)
         if step - self.last_save_step >= self.interval_steps:
             self.last_save_step = step  # the caller saves (and reports the cost to saved())
             return Decision(step, True, "interval", self.interval_steps, h, drain)
-        cooled = step - self.last_save_step >= self.options.cooldown_steps \
+        cooled = step - self.last_save_step >= opts.cooldown_steps \
             or self.last_proactive_step is None
-        if h >= self.options.threshold and cooled and step > self.last_save_step:
-            self.last_proactive_step = self.last_save_step = step
-            self.proactive_saves += 1
-            return Decision(step, True, "hazard", self.interval_steps, h, drain)
+        if h >= opts.threshold and cooled and step > self.last_save_step and not forecast:
+            return self._proactive(step, "hazard", h, drain)
         return Decision(step, False, "", self.interval_steps, h, drain)
+
+    def _proactive(self, step: int, reason: str, h: float,
+                   drain: list[DrainReport]) -> Decision:
+        self.last_proactive_step = self.last_save_step = step
+        self.proactive_saves += 1
+        return Decision(step, True, reason, self.interval_steps, h, drain)
 
     def carry(self, step: int, last: Decision) -> Decision:
         """A step between hazard evaluations: the interval only, on ``last``'s numbers."""

@@ -45,7 +45,7 @@ class FailureStatistics(UserCallback):
     controller sees the workers' reports, not their failing step); pass the run's
     ``HealthOptions`` numbers. Without worker health no report carries either: none is.
     Predicted failures are covered by proactive saves, so the interval plans for the others:
-    ``unpredicted_mtbf_s`` (:func:`~forgeline.ray.checkpointer.planning_mtbf_s`).
+    ``unpredicted_mtbf_s`` (:func:`~forgeline.checkpoint.interval.planning_mtbf_s`).
 
     Time to resume, per failure (``failure_records[i]["time_to_resume"]``), from the
     timestamps the resumed workers report with their first step (``RESUME_TIMESTAMPS``; the

@@ -37,6 +37,7 @@ from forgeline.checkpoint import (
     TieredStore,
 )
 from forgeline.checkpoint.format import FAILURE_STATS_FILE
+from forgeline.checkpoint.interval import planning_mtbf_s, young_daly_interval_s
 from forgeline.checkpoint.retention import abandon_steps_after
 from forgeline.errors import ConfigError
 
@@ -45,21 +46,6 @@ log = logging.getLogger(__name__)
 POINTER_FILE = "forgeline_checkpoint.json"
 NODE_ID_FIELD = "{node_id}"
 """In ``TierConfig.local_url``: replaced by the worker's Ray node id (one folder per node)."""
-
-
-def young_daly_interval_s(save_cost_s: float, mtbf_s: float) -> float:
-    """Young/Daly optimal checkpoint interval ``sqrt(2 · C · MTBF)`` (first-order)."""
-    if save_cost_s <= 0 or mtbf_s <= 0 or not math.isfinite(mtbf_s):
-        return math.inf
-    return math.sqrt(2.0 * save_cost_s * mtbf_s)
-
-
-def planning_mtbf_s(stats: dict[str, Any]) -> float:
-    """The MTBF a checkpoint interval plans for, from ``failure_stats.json``: that of the
-    failures no proactive save covered (``unpredicted_mtbf_s``; a file written before the
-    split: all failures' ``mtbf_s``); inf when there is none."""
-    value = stats["unpredicted_mtbf_s"] if "unpredicted_mtbf_s" in stats else stats.get("mtbf_s")
-    return float(value) if value else math.inf
 
 
 def read_pointer(checkpoint: Any) -> dict[str, Any]:

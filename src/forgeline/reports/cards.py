@@ -19,6 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from forgeline.health.policy import PROACTIVE_REASONS
 from forgeline.reports.formatting import MISSING, human_bytes, number, seconds
 
 
@@ -267,7 +268,7 @@ def health_card(train: dict[str, Any], facts: RunFacts) -> Card | None:
         return None
     saves = [r for r in facts.records if _num(r.get("checkpoint_step")) is not None]
     proactive = [r for r in saves if r.get("checkpoint_proactive") is True
-                 or r.get("health_save_reason") == "hazard"]
+                 or r.get("health_save_reason") in PROACTIVE_REASONS]
     count = len(proactive) if saves else int((health or {}).get("health_proactive_saves", 0))
     drained = int(_num((health or {}).get("health_drained")) or 0)
     stats = facts.failure_stats

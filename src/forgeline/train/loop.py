@@ -123,8 +123,9 @@ def make_health_guard(config: TrainConfig, output_url: str, checkpointer: Any, r
     comes from ``failure_stats.json``."""
     if not config.health.enabled:
         return None
+    from forgeline.checkpoint.format import FAILURE_STATS_FILE
+    from forgeline.checkpoint.interval import planning_mtbf_s
     from forgeline.health.guard import HealthGuard, torch_gather
-    from forgeline.ray.checkpointer import FAILURE_STATS_FILE, planning_mtbf_s
 
     options, mtbf_s = config.health, None
     if checkpointer is not None:
@@ -263,7 +264,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 engine, scheduler, source, step, config.zero_stage,
                 extra={"first_loss": first_loss, "last_loss": mean_loss},
             ), step, metrics=guard.save_metrics(decision) if guard is not None else None,
-                proactive=decision is not None and decision.reason == "hazard")
+                proactive=decision is not None and decision.proactive)
             if guard is not None:
                 guard.saved(step, info.blocked_s)
     if checkpointer is not None:
