@@ -293,6 +293,12 @@ def compute_metrics(runs: list[dict[str, Any]], shared: list[dict[str, Any]],
             if rows:
                 metrics[f"steady_served_from_cache_rate_{system}{tag}"] = statistics.median(
                     r["steady_served_from_cache_rate"] for r in rows)
+    losses = [r["final_val_loss"] for r in nocache]
+    if len(losses) > 1:  # what the sample order alone moves a final loss by, beside the deltas
+        metrics["val_loss_nocache_seed_rel_range"] = (max(losses) - min(losses)) / statistics.mean(
+            losses)
+        metrics["val_loss_nocache_seed_rel_stdev"] = statistics.stdev(losses) / statistics.mean(
+            losses)
     slowdowns = [s["together_train_s"] / s["alone_train_s"] for s in shared]
     if slowdowns:
         metrics["shared_two_jobs_slowdown"] = max(slowdowns)
