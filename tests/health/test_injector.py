@@ -58,11 +58,12 @@ def test_nan_gradients_spike_first():
 def test_disk_fill_writes_then_runs_out_of_space(tmp_path):
     folder = tmp_path / "fill"
     injector = FaultInjector(FaultSpec(kind="disk_fill", at_step=5, lead_steps=4,
-                                       disk_path=str(folder), disk_bytes=4 * 2**20))
+                                       disk_path=str(folder), disk_bytes=4_000_000))
     for step in range(1, 5):
         injector.before_step(step)
-    written = sum(p.stat().st_size for p in folder.iterdir())
-    assert 2 * 2**20 < written <= 4 * 2**20
+        written = sum(p.stat().st_size for p in folder.iterdir()) if folder.exists() else 0
+        assert written == round(injector.progress(step) * 4_000_000)  # exactly, every step
+    assert written == 3_000_000
     with pytest.raises(OSError) as caught:
         injector.after_step(5)
     assert caught.value.errno == errno.ENOSPC

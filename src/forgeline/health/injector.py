@@ -124,8 +124,7 @@ class FaultInjector:
                 folder = Path(str(s.disk_path))
                 folder.mkdir(parents=True, exist_ok=True)
                 (folder / f"fill-{self._files:05d}.bin").write_bytes(
-                    os.urandom(min(want - self._written, 1 << 16))
-                    * max(1, (want - self._written) >> 16))
+                    os.urandom(want - self._written))
                 self._files += 1
                 self._written = want
 
