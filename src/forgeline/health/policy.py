@@ -95,7 +95,7 @@ class PredictivePolicy:
         self.mtbf_s = options.mtbf_s if options.mtbf_s is not None else mtbf_s
         self.last_save_step = 0
         self.last_proactive_step: int | None = None
-        self.imminent_until: float | None = None  # the failure step the last imminent save
+        self.imminent_until: float | None = None  # failure step the last imminent save covered
         self.longest = options.max_interval_steps or base_every_steps
         self.save_cost_s = 0.0
         self.proactive_saves = 0
